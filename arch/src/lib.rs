@@ -1,0 +1,150 @@
+//! Per-architecture facts for Linux restartable sequences.
+//!
+//! Every supported `target_arch` has one module here, named after it, and every module exports
+//! the same item: a `pub const ARCH: Arch` that describes it. The crate has no dependencies and
+//! no `cfg` on its own contents, so the procedural macro (which runs on the *host*) can look up
+//! the facts of any target, while the runtime (which runs on the *target*) uses [`current`].
+//!
+//! ```
+//! let x86 = rseq_arch::by_target_arch("x86_64").unwrap();
+//! assert_eq!(x86.signature, 0x5305_3053);
+//! assert_eq!(x86.cache_line, 128);
+//! ```
+
+#![no_std]
+#![deny(missing_docs)]
+
+pub mod aarch64;
+pub mod arm;
+pub mod loongarch64;
+pub mod powerpc;
+pub mod powerpc64;
+pub mod riscv64;
+pub mod s390x;
+pub mod x86;
+pub mod x86_64;
+
+/// What every architecture module provides (as its `ARCH` constant).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arch {
+    /// The `target_arch` value this module describes.
+    pub target_arch: &'static str,
+    /// The 32-bit value passed as `sig` to `rseq(2)`; the kernel requires the four bytes just
+    /// before every abort handler to equal it (native byte order).
+    pub signature: u32,
+    /// How the signature is written into the instruction stream, as one assembler directive.
+    /// It decodes to a trapping instruction, so falling into it by mistake stops the program.
+    pub signature_directive: &'static str,
+    /// Bytes between per-CPU slots so that two CPUs never share a line (or a prefetched pair of
+    /// lines). Each module says where its number comes from.
+    pub cache_line: usize,
+    /// Pointer width in bytes.
+    pub pointer_bytes: usize,
+    /// Whether loads and stores are already release-ordered (TSO), so a release commit needs no
+    /// extra barrier instruction.
+    pub total_store_order: bool,
+    /// Whether the project builds, checks and runs critical sections for this architecture.
+    /// loongarch64 is described but not claimed: its standard library could not be obtained for
+    /// the project's CI, so nothing for it has been built or run.
+    pub supported: bool,
+}
+
+/// Every architecture the crate describes, in a fixed order.
+pub const ALL: [Arch; 9] = [
+    x86_64::ARCH,
+    x86::ARCH,
+    aarch64::ARCH,
+    arm::ARCH,
+    powerpc64::ARCH,
+    powerpc::ARCH,
+    riscv64::ARCH,
+    s390x::ARCH,
+    loongarch64::ARCH,
+];
+
+/// The facts for a `target_arch` name, or `None` when the project does not know it.
+pub fn by_target_arch(name: &str) -> Option<&'static Arch> {
+    ALL.iter().find(|arch| arch.target_arch == name)
+}
+
+/// The architecture this crate is compiled for, when it is one the project knows.
+#[cfg(target_arch = "x86_64")]
+pub use x86_64::ARCH as current;
+/// The architecture this crate is compiled for, when it is one the project knows.
+#[cfg(target_arch = "x86")]
+pub use x86::ARCH as current;
+/// The architecture this crate is compiled for, when it is one the project knows.
+#[cfg(target_arch = "aarch64")]
+pub use aarch64::ARCH as current;
+/// The architecture this crate is compiled for, when it is one the project knows.
+#[cfg(target_arch = "arm")]
+pub use arm::ARCH as current;
+/// The architecture this crate is compiled for, when it is one the project knows.
+#[cfg(target_arch = "powerpc64")]
+pub use powerpc64::ARCH as current;
+/// The architecture this crate is compiled for, when it is one the project knows.
+#[cfg(target_arch = "powerpc")]
+pub use powerpc::ARCH as current;
+/// The architecture this crate is compiled for, when it is one the project knows.
+#[cfg(target_arch = "riscv64")]
+pub use riscv64::ARCH as current;
+/// The architecture this crate is compiled for, when it is one the project knows.
+#[cfg(target_arch = "s390x")]
+pub use s390x::ARCH as current;
+/// The architecture this crate is compiled for, when it is one the project knows.
+#[cfg(target_arch = "loongarch64")]
+pub use loongarch64::ARCH as current;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_module_names_itself_once() {
+        for (i, a) in ALL.iter().enumerate() {
+            assert_eq!(by_target_arch(a.target_arch), Some(&ALL[i]));
+        }
+    }
+
+    #[test]
+    fn cache_lines_are_powers_of_two_and_at_least_64() {
+        for a in ALL {
+            assert!(a.cache_line.is_power_of_two(), "{}", a.target_arch);
+            assert!(a.cache_line >= 64, "{}", a.target_arch);
+        }
+    }
+
+    /// The numbers of `shared/RSEQ-ABI.md`, one by one.
+    #[test]
+    fn signatures_and_cache_lines_match_the_abi_table() {
+        let expect: [(&str, u32, usize, usize); 9] = [
+            ("x86_64", 0x5305_3053, 128, 8),
+            ("x86", 0x5305_3053, 64, 4),
+            ("aarch64", 0xd428_bc00, 128, 8),
+            ("arm", 0xe7f5_def3, 64, 4),
+            ("powerpc64", 0x0fe5_000b, 128, 8),
+            ("powerpc", 0x0fe5_000b, 64, 4),
+            ("riscv64", 0xf140_1073, 64, 8),
+            ("s390x", 0xb2ff_0fff, 256, 8),
+            ("loongarch64", 0x002a_0010, 64, 8),
+        ];
+        for (name, sig, line, ptr) in expect {
+            let a = by_target_arch(name).unwrap();
+            assert_eq!(a.signature, sig, "{name}");
+            assert_eq!(a.cache_line, line, "{name}");
+            assert_eq!(a.pointer_bytes, ptr, "{name}");
+        }
+    }
+
+    #[test]
+    fn only_loongarch_is_unclaimed() {
+        for a in ALL {
+            assert_eq!(a.supported, a.target_arch != "loongarch64");
+        }
+    }
+
+    #[test]
+    fn current_is_in_the_table() {
+        assert!(by_target_arch(current.target_arch).is_some());
+    }
+}

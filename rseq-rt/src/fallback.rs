@@ -1,0 +1,132 @@
+//! The lock table the fallback runs critical sections under: one cache-padded lock per possible
+//! CPU index.
+//!
+//! In `Fallback` mode a critical section takes the lock of the slot it works on and runs the
+//! same steps in plain Rust (the macro generates that body from the same syntax tree as the
+//! asm). Results are the same as with rseq; only the speed differs.
+//!
+//! A signal handler that runs a critical section while its thread already holds a slot lock
+//! would deadlock on that lock; the table notices the nesting and gives the handler another
+//! free slot instead (any slot is as good as another under a lock). The one case it cannot
+//! serve is a machine with a single possible CPU, where the handler spins until the lock is
+//! free, which is never: do not run critical sections from signal handlers there in `Fallback`
+//! mode. Locks held by other threads at `fork` stay held in the child, as for any mutex.
+
+use crate::percpu::CachePadded;
+use core::cell::Cell;
+use core::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::{Mutex, MutexGuard, TryLockError};
+
+type LockTable = [CachePadded<Mutex<()>>];
+
+static TABLE: AtomicPtr<Box<LockTable>> = AtomicPtr::new(core::ptr::null_mut());
+
+thread_local! {
+    /// Slot locks this thread holds (more than one only through signal handlers).
+    static HELD: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Creates the table (once; racing callers agree on one).
+pub(crate) fn init(slots: usize) {
+    if !TABLE.load(Ordering::Acquire).is_null() {
+        return;
+    }
+    let table: Box<LockTable> = (0..slots.max(1)).map(|_| CachePadded::new(Mutex::new(()))).collect();
+    let fresh = Box::into_raw(Box::new(table));
+    if TABLE
+        .compare_exchange(core::ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        // SAFETY: we made `fresh` and lost the race; nobody else has seen it.
+        drop(unsafe { Box::from_raw(fresh) });
+    }
+}
+
+fn table() -> &'static LockTable {
+    init(crate::sys::possible_cpus());
+    // SAFETY: published once, never freed.
+    unsafe { &**TABLE.load(Ordering::Acquire) }
+}
+
+/// The number of slot locks (the number of possible CPUs).
+pub fn slots() -> usize {
+    table().len()
+}
+
+/// A held slot lock. The critical section's fallback body works on slot [`SlotGuard::index`].
+#[must_use = "the slot is unlocked when the guard is dropped"]
+pub struct SlotGuard {
+    index: usize,
+    guard: Option<MutexGuard<'static, ()>>,
+}
+
+impl SlotGuard {
+    /// The slot this guard locks (may differ from the preferred one inside a signal handler).
+    pub fn index(&self) -> usize {
+        self.index
+    }
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        // Unlock first, then stop counting: a signal arriving in between still sees this thread
+        // as a holder and picks a free slot instead of waiting on one we hold.
+        drop(self.guard.take());
+        HELD.with(|h| h.set(h.get().saturating_sub(1)));
+    }
+}
+
+/// Locks slot `preferred` (reduced modulo the number of slots), or, when this thread already
+/// holds a slot lock (a signal handler interrupted a fallback section), the first free slot.
+pub fn lock_slot(preferred: usize) -> SlotGuard {
+    let table = table();
+    let preferred = preferred % table.len();
+    // Count before locking, so a signal handler that runs while we wait or hold sees nesting.
+    let nested = HELD.with(|h| {
+        h.set(h.get() + 1);
+        h.get() > 1
+    });
+    if !nested {
+        let guard = table[preferred].lock().unwrap_or_else(|p| p.into_inner());
+        return SlotGuard { index: preferred, guard: Some(guard) };
+    }
+    loop {
+        for step in 0..table.len() {
+            let index = (preferred + step) % table.len();
+            let guard = match table[index].try_lock() {
+                Ok(guard) => guard,
+                Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(TryLockError::WouldBlock) => continue,
+            };
+            return SlotGuard { index, guard: Some(guard) };
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// Runs `body` with slot `preferred` (or a free one, when nested) locked, passing the slot's
+/// index.
+///
+/// ```
+/// let total = rseq_rt::fallback::with_slot(0, |slot| slot + 1);
+/// assert_eq!(total, 1);
+/// ```
+pub fn with_slot<R>(preferred: usize, body: impl FnOnce(usize) -> R) -> R {
+    let guard = lock_slot(preferred);
+    body(guard.index())
+}
+
+/// Takes and releases every slot lock once: every fallback section that started before the call
+/// has finished when it returns.
+pub(crate) fn fence_all() {
+    for i in 0..slots() {
+        fence_slot(i);
+    }
+}
+
+/// Takes and releases one slot lock: exactly that slot, even when nested (fences are not meant
+/// for signal handlers).
+pub(crate) fn fence_slot(index: usize) {
+    let table = table();
+    drop(table[index % table.len()].lock().unwrap_or_else(|p| p.into_inner()));
+}

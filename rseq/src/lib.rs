@@ -1,0 +1,2 @@
+//! Restartable sequences (rseq) for Rust. Re-exports the runtime.
+pub use rseq_rt::*;
