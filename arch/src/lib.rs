@@ -68,23 +68,20 @@ pub fn by_target_arch(name: &str) -> Option<&'static Arch> {
 }
 
 /// The architecture this crate is compiled for, when it is one the project knows.
-#[cfg(target_arch = "x86_64")]
-pub use x86_64::ARCH as current;
-/// The architecture this crate is compiled for, when it is one the project knows.
-#[cfg(target_arch = "x86")]
-pub use x86::ARCH as current;
-/// The architecture this crate is compiled for, when it is one the project knows.
 #[cfg(target_arch = "aarch64")]
 pub use aarch64::ARCH as current;
 /// The architecture this crate is compiled for, when it is one the project knows.
 #[cfg(target_arch = "arm")]
 pub use arm::ARCH as current;
 /// The architecture this crate is compiled for, when it is one the project knows.
-#[cfg(target_arch = "powerpc64")]
-pub use powerpc64::ARCH as current;
+#[cfg(target_arch = "loongarch64")]
+pub use loongarch64::ARCH as current;
 /// The architecture this crate is compiled for, when it is one the project knows.
 #[cfg(target_arch = "powerpc")]
 pub use powerpc::ARCH as current;
+/// The architecture this crate is compiled for, when it is one the project knows.
+#[cfg(target_arch = "powerpc64")]
+pub use powerpc64::ARCH as current;
 /// The architecture this crate is compiled for, when it is one the project knows.
 #[cfg(target_arch = "riscv64")]
 pub use riscv64::ARCH as current;
@@ -92,8 +89,11 @@ pub use riscv64::ARCH as current;
 #[cfg(target_arch = "s390x")]
 pub use s390x::ARCH as current;
 /// The architecture this crate is compiled for, when it is one the project knows.
-#[cfg(target_arch = "loongarch64")]
-pub use loongarch64::ARCH as current;
+#[cfg(target_arch = "x86")]
+pub use x86::ARCH as current;
+/// The architecture this crate is compiled for, when it is one the project knows.
+#[cfg(target_arch = "x86_64")]
+pub use x86_64::ARCH as current;
 
 #[cfg(test)]
 mod tests {

@@ -31,10 +31,17 @@ pub(crate) fn init(slots: usize) {
     if !TABLE.load(Ordering::Acquire).is_null() {
         return;
     }
-    let table: Box<LockTable> = (0..slots.max(1)).map(|_| CachePadded::new(Mutex::new(()))).collect();
+    let table: Box<LockTable> = (0..slots.max(1))
+        .map(|_| CachePadded::new(Mutex::new(())))
+        .collect();
     let fresh = Box::into_raw(Box::new(table));
     if TABLE
-        .compare_exchange(core::ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire)
+        .compare_exchange(
+            core::ptr::null_mut(),
+            fresh,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
         .is_err()
     {
         // SAFETY: we made `fresh` and lost the race; nobody else has seen it.
@@ -45,7 +52,7 @@ pub(crate) fn init(slots: usize) {
 fn table() -> &'static LockTable {
     init(crate::sys::possible_cpus());
     // SAFETY: published once, never freed.
-    unsafe { &**TABLE.load(Ordering::Acquire) }
+    unsafe { &*TABLE.load(Ordering::Acquire) }
 }
 
 /// The number of slot locks (the number of possible CPUs).
@@ -88,7 +95,10 @@ pub fn lock_slot(preferred: usize) -> SlotGuard {
     });
     if !nested {
         let guard = table[preferred].lock().unwrap_or_else(|p| p.into_inner());
-        return SlotGuard { index: preferred, guard: Some(guard) };
+        return SlotGuard {
+            index: preferred,
+            guard: Some(guard),
+        };
     }
     loop {
         for step in 0..table.len() {
@@ -98,7 +108,10 @@ pub fn lock_slot(preferred: usize) -> SlotGuard {
                 Err(TryLockError::Poisoned(p)) => p.into_inner(),
                 Err(TryLockError::WouldBlock) => continue,
             };
-            return SlotGuard { index, guard: Some(guard) };
+            return SlotGuard {
+                index,
+                guard: Some(guard),
+            };
         }
         std::thread::yield_now();
     }
@@ -128,5 +141,9 @@ pub(crate) fn fence_all() {
 /// for signal handlers).
 pub(crate) fn fence_slot(index: usize) {
     let table = table();
-    drop(table[index % table.len()].lock().unwrap_or_else(|p| p.into_inner()));
+    drop(
+        table[index % table.len()]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()),
+    );
 }

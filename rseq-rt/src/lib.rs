@@ -62,7 +62,9 @@ pub use sys::possible_cpus;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::fallback::{lock_slot, SlotGuard};
-    pub use crate::registration::{after_abort, area_ptr, with_temporary_registration, AbortAction};
+    pub use crate::registration::{
+        after_abort, area_ptr, with_temporary_registration, AbortAction,
+    };
 
     /// The index limit every section checks its CPU index against (see
     /// [`registration`](crate::registration)). Generated asm names it with a `sym` operand.

@@ -25,10 +25,12 @@ pub(crate) fn ensure_registered() -> Result<(), FenceError> {
         Ok(_) | Err(libc::ENOSYS) | Err(libc::EINVAL) => return Err(FenceError::Unsupported),
         Err(e) => return Err(FenceError::Os(e)),
     }
-    sys::membarrier(abi::MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ, 0, 0).map_err(|e| match e {
-        libc::ENOSYS | libc::EINVAL => FenceError::Unsupported,
-        e => FenceError::Os(e),
-    })?;
+    sys::membarrier(abi::MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ, 0, 0).map_err(
+        |e| match e {
+            libc::ENOSYS | libc::EINVAL => FenceError::Unsupported,
+            e => FenceError::Os(e),
+        },
+    )?;
     REGISTERED_PID.store(pid, Ordering::Release);
     Ok(())
 }

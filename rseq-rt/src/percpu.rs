@@ -8,7 +8,11 @@ use core::ops::{Deref, DerefMut};
 /// 64 elsewhere), so two of them never share a line, nor a pair of lines the prefetcher moves
 /// together.
 #[cfg_attr(
-    any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "powerpc64"),
+    any(
+        target_arch = "x86_64",
+        target_arch = "aarch64",
+        target_arch = "powerpc64"
+    ),
     repr(C, align(128))
 )]
 #[cfg_attr(target_arch = "s390x", repr(C, align(256)))]
@@ -87,7 +91,12 @@ impl<T> PerCpu<T> {
 
     /// One slot per possible CPU, slot `i` initialised with `init(i)`.
     pub fn new(init: impl FnMut(usize) -> T) -> Self {
-        PerCpu { slots: (0..crate::sys::possible_cpus()).map(init).map(CachePadded::new).collect() }
+        PerCpu {
+            slots: (0..crate::sys::possible_cpus())
+                .map(init)
+                .map(CachePadded::new)
+                .collect(),
+        }
     }
 
     /// The number of slots: the number of possible CPU ids. Every CPU index a critical section
@@ -158,7 +167,10 @@ mod tests {
         let p: PerCpu<u64> = PerCpu::new(|i| i as u64);
         let base = p.as_ptr() as usize;
         for (i, slot) in p.iter().enumerate() {
-            assert_eq!(slot as *const u64 as usize, base + i * PerCpu::<u64>::STRIDE);
+            assert_eq!(
+                slot as *const u64 as usize,
+                base + i * PerCpu::<u64>::STRIDE
+            );
             assert_eq!(*slot, i as u64);
         }
     }

@@ -137,9 +137,18 @@ impl Drop for ExitHook {
                 t.own.set(false);
                 t.state.set(ThreadState::Exited);
                 // SAFETY: the same area, length and signature it was registered with.
-                match unsafe { sys::rseq(area, registration_len(), abi::RSEQ_FLAG_UNREGISTER, sys::SIGNATURE) } {
+                match unsafe {
+                    sys::rseq(
+                        area,
+                        registration_len(),
+                        abi::RSEQ_FLAG_UNREGISTER,
+                        sys::SIGNATURE,
+                    )
+                } {
                     Ok(()) => STATS.unregistrations.fetch_add(1, Ordering::Relaxed),
-                    Err(_) => STATS.unregistration_failures.fetch_add(1, Ordering::Relaxed),
+                    Err(_) => STATS
+                        .unregistration_failures
+                        .fetch_add(1, Ordering::Relaxed),
                 };
             }
         });
@@ -280,11 +289,20 @@ pub fn features() -> Features {
         let k = KernelFeatures::read();
         FEATURE_ALIGN.store(k.align, Ordering::Relaxed);
         FEATURE_SIZE.store(k.feature_size, Ordering::Relaxed);
-        MM_CID_AVAILABLE.store(k.feature_size >= abi::FEATURE_SIZE_MM_CID, Ordering::Relaxed);
-        NODE_ID_AVAILABLE.store(k.feature_size >= abi::FEATURE_SIZE_NODE_ID, Ordering::Relaxed);
+        MM_CID_AVAILABLE.store(
+            k.feature_size >= abi::FEATURE_SIZE_MM_CID,
+            Ordering::Relaxed,
+        );
+        NODE_ID_AVAILABLE.store(
+            k.feature_size >= abi::FEATURE_SIZE_NODE_ID,
+            Ordering::Relaxed,
+        );
         (size, align) = (k.feature_size, k.align);
     }
-    let k = KernelFeatures { feature_size: size, align };
+    let k = KernelFeatures {
+        feature_size: size,
+        align,
+    };
     Features {
         feature_size: size,
         align,
@@ -435,7 +453,9 @@ fn attach(t: &ThreadRseq, mode: Mode) -> Result<(), RegistrationError> {
     }
     let result = if GLIBC_REGISTERED.load(Ordering::Acquire) {
         let offset = GLIBC_OFFSET.load(Ordering::Relaxed);
-        let area = sys::thread_pointer().wrapping_offset(offset).cast::<RseqArea>();
+        let area = sys::thread_pointer()
+            .wrapping_offset(offset)
+            .cast::<RseqArea>();
         // SAFETY: glibc's area of this thread, live for the thread's lifetime; read only.
         let cpu = unsafe { core::ptr::read_volatile(&raw const (*area).cpu_id) };
         if cpu == abi::CPU_ID_REGISTRATION_FAILED || cpu == abi::CPU_ID_UNINITIALIZED {
@@ -488,7 +508,10 @@ fn demote(error: RegistrationError) {
     // Every section that read the old limit is now either committed or restarted at its abort
     // handler, where it will see the zero limit and the new mode.
     let _ = crate::membarrier::rseq_fence_all();
-    MODE.store(encode_mode(Mode::Fallback(FallbackReason::Demoted(error))), Ordering::Release);
+    MODE.store(
+        encode_mode(Mode::Fallback(FallbackReason::Demoted(error))),
+        Ordering::Release,
+    );
     STATS.demotions.fetch_add(1, Ordering::Relaxed);
 }
 
@@ -554,7 +577,9 @@ pub fn with_temporary_registration<R>(mut attempt: impl FnMut() -> Option<R>) ->
         demote(RegistrationError::from_errno(errno));
         return None;
     }
-    STATS.temporary_registrations.fetch_add(1, Ordering::Relaxed);
+    STATS
+        .temporary_registrations
+        .fetch_add(1, Ordering::Relaxed);
     let previous = THREAD.with(|t| t.area.replace(area));
     let outcome = loop {
         if !mode().is_rseq() {
@@ -588,9 +613,10 @@ fn encode_registration_error(e: RegistrationError) -> u64 {
         RegistrationError::RegisteredElsewhere => (3, 0),
         RegistrationError::AlreadyRegistered => (4, 0),
         RegistrationError::BadAddress => (5, 0),
-        RegistrationError::AreaTooLarge { needed, align } => {
-            (6, (needed as u64 & 0xffff) | ((align as u64 & 0xffff) << 16))
-        }
+        RegistrationError::AreaTooLarge { needed, align } => (
+            6,
+            (needed as u64 & 0xffff) | ((align as u64 & 0xffff) << 16),
+        ),
         RegistrationError::GlibcRegistrationFailed => (7, 0),
         RegistrationError::ThreadExiting => (8, 0),
         RegistrationError::Disabled => (9, 0),
@@ -623,7 +649,9 @@ fn encode_mode(mode: Mode) -> u64 {
         Mode::Rseq(Owner::Glibc) => TAG_RSEQ_GLIBC,
         Mode::Rseq(Owner::Library) => TAG_RSEQ_LIBRARY,
         Mode::Fallback(FallbackReason::Disabled) => TAG_DISABLED,
-        Mode::Fallback(FallbackReason::Registration(e)) => TAG_REGISTRATION | encode_registration_error(e),
+        Mode::Fallback(FallbackReason::Registration(e)) => {
+            TAG_REGISTRATION | encode_registration_error(e)
+        }
         Mode::Fallback(FallbackReason::Demoted(e)) => TAG_DEMOTED | encode_registration_error(e),
         Mode::Fallback(FallbackReason::Membarrier(e)) => {
             let (kind, payload): (u64, u64) = match e {
@@ -642,7 +670,9 @@ fn decode_mode(bits: u64) -> Mode {
         TAG_RSEQ_GLIBC => Mode::Rseq(Owner::Glibc),
         TAG_RSEQ_LIBRARY => Mode::Rseq(Owner::Library),
         TAG_DISABLED => Mode::Fallback(FallbackReason::Disabled),
-        TAG_REGISTRATION => Mode::Fallback(FallbackReason::Registration(decode_registration_error(bits))),
+        TAG_REGISTRATION => Mode::Fallback(FallbackReason::Registration(
+            decode_registration_error(bits),
+        )),
         TAG_DEMOTED => Mode::Fallback(FallbackReason::Demoted(decode_registration_error(bits))),
         _ => Mode::Fallback(FallbackReason::Membarrier(match (bits >> 8) & 0xff {
             1 => FenceError::Unsupported,
@@ -664,7 +694,10 @@ mod tests {
             RegistrationError::RegisteredElsewhere,
             RegistrationError::AlreadyRegistered,
             RegistrationError::BadAddress,
-            RegistrationError::AreaTooLarge { needed: 320, align: 128 },
+            RegistrationError::AreaTooLarge {
+                needed: 320,
+                align: 128,
+            },
             RegistrationError::GlibcRegistrationFailed,
             RegistrationError::ThreadExiting,
             RegistrationError::Disabled,

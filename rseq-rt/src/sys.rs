@@ -57,8 +57,16 @@ impl KernelFeatures {
             )
         };
         KernelFeatures {
-            feature_size: if size == 0 { abi::ORIG_FEATURE_SIZE } else { size },
-            align: if align == 0 { abi::ORIG_RSEQ_SIZE } else { align },
+            feature_size: if size == 0 {
+                abi::ORIG_FEATURE_SIZE
+            } else {
+                size
+            },
+            align: if align == 0 {
+                abi::ORIG_RSEQ_SIZE
+            } else {
+                align
+            },
         }
     }
 
@@ -106,7 +114,11 @@ pub fn glibc_rseq() -> Option<GlibcRseq> {
         Some(GlibcRseq {
             offset: *(offset as *const isize),
             size: *(size as *const u32),
-            flags: if flags.is_null() { 0 } else { *(flags as *const u32) },
+            flags: if flags.is_null() {
+                0
+            } else {
+                *(flags as *const u32)
+            },
         })
     }
 }
@@ -195,7 +207,10 @@ pub fn parse_cpu_list(list: &str) -> Option<usize> {
     for part in list.trim().split(',').filter(|p| !p.is_empty()) {
         let last = match part.split_once('-') {
             Some((lo, hi)) => {
-                let (lo, hi) = (lo.trim().parse::<usize>().ok()?, hi.trim().parse::<usize>().ok()?);
+                let (lo, hi) = (
+                    lo.trim().parse::<usize>().ok()?,
+                    hi.trim().parse::<usize>().ok()?,
+                );
                 if hi < lo {
                     return None;
                 }
@@ -255,11 +270,20 @@ mod tests {
 
     #[test]
     fn registration_len_follows_the_kernel_rules() {
-        let old = KernelFeatures { feature_size: 20, align: 32 };
+        let old = KernelFeatures {
+            feature_size: 20,
+            align: 32,
+        };
         assert_eq!(old.registration_len(), 32);
-        let here = KernelFeatures { feature_size: 28, align: 32 };
+        let here = KernelFeatures {
+            feature_size: 28,
+            align: 32,
+        };
         assert_eq!(here.registration_len(), 32);
-        let newer = KernelFeatures { feature_size: 33, align: 64 };
+        let newer = KernelFeatures {
+            feature_size: 33,
+            align: 64,
+        };
         assert_eq!(newer.registration_len(), 64);
         assert_eq!(newer.area_align(), 64);
     }

@@ -1,1 +1,140 @@
+//! Helpers shared by the integration tests, the probe and the demonstration.
 
+use std::process::{Command, Output};
+
+/// Pins the calling thread to one CPU. Returns false if the CPU is not in the allowed set.
+pub fn pin_to_cpu(cpu: usize) -> bool {
+    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET and sched_setaffinity take pointers
+    // to our local.
+    unsafe {
+        let mut set: libc::cpu_set_t = core::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+    }
+}
+
+/// The CPUs the calling thread may run on.
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: as in `pin_to_cpu`.
+    unsafe {
+        let mut set: libc::cpu_set_t = core::mem::zeroed();
+        if libc::sched_getaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return vec![0];
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .collect()
+    }
+}
+
+/// Restores the affinity to `cpus`.
+pub fn allow_cpus(cpus: &[usize]) {
+    // SAFETY: as in `pin_to_cpu`.
+    unsafe {
+        let mut set: libc::cpu_set_t = core::mem::zeroed();
+        for &c in cpus {
+            libc::CPU_SET(c, &mut set);
+        }
+        libc::sched_setaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// Installs a seccomp filter under which `rseq(2)` fails with `errno` (every other call is
+/// allowed). Affects the calling thread and the threads it creates afterwards.
+pub fn deny_rseq_with(errno: i32) -> std::io::Result<()> {
+    let nr = libc::SYS_rseq as u32;
+    let ret_errno = libc::SECCOMP_RET_ERRNO | (errno as u32 & libc::SECCOMP_RET_DATA);
+    // struct seccomp_data starts with the syscall number (u32).
+    let mut filter = [
+        libc::sock_filter {
+            code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 1,
+            k: nr,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: ret_errno,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: libc::SECCOMP_RET_ALLOW,
+        },
+    ];
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_mut_ptr(),
+    };
+    // SAFETY: `prog` points at a valid filter for the duration of the call.
+    unsafe {
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, &prog) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// How to run a probe in one of the three modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunMode {
+    /// glibc registers (the default on glibc ≥ 2.35).
+    Glibc,
+    /// `GLIBC_TUNABLES=glibc.pthread.rseq=0`: the library registers its own areas.
+    Own,
+    /// `RSEQ_DISABLE=1`: the fallback.
+    Disabled,
+}
+
+impl RunMode {
+    /// All three.
+    pub const ALL: [RunMode; 3] = [RunMode::Glibc, RunMode::Own, RunMode::Disabled];
+
+    /// Applies the mode's environment to a command.
+    pub fn apply(self, cmd: &mut Command) -> &mut Command {
+        cmd.env_remove("RSEQ_DISABLE").env_remove("GLIBC_TUNABLES");
+        match self {
+            RunMode::Glibc => cmd,
+            RunMode::Own => cmd.env("GLIBC_TUNABLES", "glibc.pthread.rseq=0"),
+            RunMode::Disabled => cmd.env("RSEQ_DISABLE", "1"),
+        }
+    }
+}
+
+/// Runs `program args…` in `mode` and returns its output, printing it for the test log.
+pub fn run_in(mode: RunMode, program: &str, args: &[&str]) -> Output {
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    mode.apply(&mut cmd);
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    eprintln!(
+        "--- {program} {args:?} in {mode:?}: {}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The value of `key=value` in a probe's output.
+pub fn field<'a>(stdout: &'a str, key: &str) -> Option<&'a str> {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+}
+
+pub mod bench;

@@ -1,0 +1,65 @@
+//! A side-by-side timing harness: candidates run in interleaved rounds within one process, and
+//! each reports its median round, so a noisy shared machine shifts all of them alike and the
+//! ratios stay meaningful. Absolute numbers are not compared across runs.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+/// One measured candidate.
+pub struct Measured {
+    /// What was measured.
+    pub name: String,
+    /// Median nanoseconds per operation over the rounds.
+    pub ns_per_op: f64,
+}
+
+/// Times `ops_per_round` calls of each candidate, `rounds` times, interleaving candidates round
+/// by round, and returns each one's median ns/op.
+pub fn compare(
+    rounds: usize,
+    ops_per_round: u64,
+    candidates: &mut [(&str, &mut dyn FnMut(u64))],
+) -> Vec<Measured> {
+    let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(rounds); candidates.len()];
+    // One warm-up round each (registration, page faults, frequency ramp).
+    for (_, f) in candidates.iter_mut() {
+        f(ops_per_round / 10 + 1);
+    }
+    for _ in 0..rounds {
+        for (i, (_, f)) in candidates.iter_mut().enumerate() {
+            let start = Instant::now();
+            f(black_box(ops_per_round));
+            samples[i].push(start.elapsed().as_nanos() as f64 / ops_per_round as f64);
+        }
+    }
+    candidates
+        .iter()
+        .zip(samples)
+        .map(|((name, _), mut s)| {
+            s.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            Measured {
+                name: name.to_string(),
+                ns_per_op: s[s.len() / 2],
+            }
+        })
+        .collect()
+}
+
+/// Prints a table of ns/op and each candidate's speed relative to the first one
+/// (`baseline ns / candidate ns`: above 1 means the first is faster by that factor).
+pub fn print_table(title: &str, rows: &[Measured]) {
+    println!("\n{title}");
+    println!(
+        "  {:<44} {:>10} {:>16}",
+        "candidate", "ns/op", "first is N× faster"
+    );
+    let first = rows[0].ns_per_op;
+    for r in rows {
+        println!(
+            "  {:<44} {:>10.2} {:>16.2}",
+            r.name,
+            r.ns_per_op,
+            r.ns_per_op / first
+        );
+    }
+}

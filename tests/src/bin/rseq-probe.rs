@@ -1,0 +1,410 @@
+//! A small program the integration tests run in child processes, so that each run has its own
+//! environment (glibc's registration on or off, `RSEQ_DISABLE`, a seccomp filter, valgrind)
+//! and its own process-wide mode. Prints `key=value` lines; exits non-zero on a failed check.
+
+use rseq::{abi, sys, FenceError, Mode, RegistrationError};
+use rseq_tests::{allow_cpus, allowed_cpus, pin_to_cpu};
+use std::cell::Cell;
+use std::process::exit;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn fail(msg: impl std::fmt::Display) -> ! {
+    eprintln!("probe check failed: {msg}");
+    exit(1)
+}
+
+fn check(cond: bool, msg: impl std::fmt::Display) {
+    if !cond {
+        fail(msg)
+    }
+}
+
+fn facts() {
+    let mode = rseq::mode();
+    println!("mode={mode:?}");
+    println!("rseq={}", mode.is_rseq());
+    println!("owner={:?}", rseq::owner());
+    let f = rseq::features();
+    println!("feature_size={}", f.feature_size);
+    println!("align={}", f.align);
+    println!("registration_len={}", f.registration_len);
+    println!("node_id={}", f.node_id);
+    println!("mm_cid={}", f.mm_cid);
+    println!("possible_cpus={}", rseq::possible_cpus());
+    println!("register={:?}", rseq::register_current_thread());
+    println!("glibc={:?}", sys::glibc_rseq());
+}
+
+/// Pins itself to every allowed CPU in turn and compares the accessors with the kernel's
+/// answer, on the main thread and on a second thread.
+fn pin_check() {
+    let cpus = allowed_cpus();
+    let n = cpus.len();
+    let check_all = move |who: &str| {
+        for &cpu in &cpus {
+            check(pin_to_cpu(cpu), format!("cannot pin to cpu {cpu}"));
+            // The pin takes effect before sched_setaffinity returns; the area is updated on the
+            // way back to user space.
+            let ours = rseq::current_cpu();
+            let kernel = sys::sched_getcpu();
+            check(
+                ours == cpu && kernel == cpu,
+                format!("{who}: pinned to {cpu}, current_cpu {ours}, sched_getcpu {kernel}"),
+            );
+            let cid = rseq::current_mm_cid();
+            check(
+                cid < rseq::possible_cpus(),
+                format!("{who}: mm_cid {cid} out of range"),
+            );
+            let node = rseq::current_node();
+            check(
+                node == sys::getcpu_node(),
+                format!("{who}: node {node} != getcpu's {}", sys::getcpu_node()),
+            );
+        }
+        allow_cpus(&cpus);
+    };
+    check_all.clone()("main");
+    std::thread::spawn(move || check_all("thread"))
+        .join()
+        .unwrap_or_else(|_| fail("thread panicked"));
+    println!("pinned_cpus={n}");
+    println!("pin_check=ok");
+}
+
+/// The kernel's answers for a thread registered by the library (run with glibc's registration
+/// off): EBUSY, EPERM, EINVAL, then a foreign registration that demotes the process.
+fn errors() {
+    check(
+        rseq::register_current_thread() == Ok(rseq::Owner::Library),
+        "expected own registration",
+    );
+    let area = rseq::__private::area_ptr();
+    let len = rseq::features().registration_len as u32;
+    let again =
+        |area, sig| unsafe { sys::rseq(area, len, 0, sig) }.map_err(RegistrationError::from_errno);
+    let busy = again(area, sys::SIGNATURE);
+    println!("same_area={busy:?}");
+    check(
+        busy == Err(RegistrationError::AlreadyRegistered),
+        "same area: expected EBUSY",
+    );
+    let perm = again(area, sys::SIGNATURE ^ 1);
+    println!("wrong_signature={perm:?}");
+    check(
+        perm == Err(RegistrationError::SignatureMismatch),
+        "wrong signature: expected EPERM",
+    );
+    let other: &'static mut abi::RseqArea = Box::leak(Box::new(abi::RseqArea::UNREGISTERED));
+    let inval = again(other, sys::SIGNATURE);
+    println!("other_area={inval:?}");
+    check(
+        inval == Err(RegistrationError::RegisteredElsewhere),
+        "other area: expected EINVAL",
+    );
+
+    // A thread that someone else registered first: the library cannot register it, says why,
+    // and demotes the process (sections everywhere switch to the fallback).
+    let demoted = std::thread::spawn(|| {
+        let foreign: &'static mut abi::RseqArea = Box::leak(Box::new(abi::RseqArea::UNREGISTERED));
+        let len = rseq::features().registration_len as u32;
+        unsafe { sys::rseq(foreign, len, 0, sys::SIGNATURE) }
+            .unwrap_or_else(|e| fail(format!("foreign registration: errno {e}")));
+        let ours = rseq::register_current_thread();
+        let cpu = rseq::current_cpu();
+        unsafe { sys::rseq(foreign, len, abi::RSEQ_FLAG_UNREGISTER, sys::SIGNATURE) }
+            .unwrap_or_else(|e| fail(format!("foreign unregistration: errno {e}")));
+        (ours, cpu)
+    })
+    .join()
+    .unwrap_or_else(|_| fail("thread panicked"));
+    println!("foreign_thread={:?}", demoted.0);
+    check(
+        demoted.0 == Err(RegistrationError::RegisteredElsewhere),
+        "foreign thread: expected EINVAL",
+    );
+    check(
+        demoted.1 < rseq::possible_cpus(),
+        "current_cpu out of range on a foreign thread",
+    );
+    println!("mode_after={:?}", rseq::mode());
+    check(
+        rseq::mode()
+            == Mode::Fallback(rseq::FallbackReason::Demoted(
+                RegistrationError::RegisteredElsewhere,
+            )),
+        "expected demotion to Fallback",
+    );
+    check(
+        rseq::__private::INDEX_LIMIT.load(Ordering::SeqCst) == 0,
+        "index limit must be 0 after demotion",
+    );
+    check(rseq::stats().demotions == 1, "one demotion");
+    println!("errors=ok");
+}
+
+/// Under a seccomp filter that makes rseq fail with `errno` (glibc's registration off).
+fn seccomp(errno: i32) {
+    rseq_tests::deny_rseq_with(errno).unwrap_or_else(|e| fail(format!("seccomp: {e}")));
+    let mode = rseq::mode();
+    println!("mode={mode:?}");
+    let expected = RegistrationError::from_errno(errno);
+    check(
+        mode == Mode::Fallback(rseq::FallbackReason::Registration(expected)),
+        format!("expected Fallback({expected:?})"),
+    );
+    check(
+        rseq::register_current_thread() == Err(expected),
+        "register_current_thread must give the same error",
+    );
+    let cpu = rseq::current_cpu();
+    check(
+        cpu == sys::sched_getcpu() || cpu < rseq::possible_cpus(),
+        "current_cpu out of range",
+    );
+    println!("message={expected}");
+    println!("seccomp=ok");
+}
+
+/// Creates and joins `n` threads that each use rseq; every own registration must be undone.
+fn churn(n: usize) {
+    let before = rseq::stats();
+    let rss_before = rss_kib();
+    let batch = 50;
+    let mut done = 0;
+    while done < n {
+        let handles: Vec<_> = (0..batch.min(n - done))
+            .map(|_| std::thread::spawn(|| rseq::current_cpu() + rseq::current_mm_cid()))
+            .collect();
+        for h in handles {
+            h.join().unwrap_or_else(|_| fail("thread panicked"));
+        }
+        done += batch.min(n - done);
+    }
+    let after = rseq::stats();
+    let rss_after = rss_kib();
+    let registered = after.registrations - before.registrations;
+    let unregistered = after.unregistrations - before.unregistrations;
+    println!("threads={n}");
+    println!("registrations={registered}");
+    println!("unregistrations={unregistered}");
+    println!("unregistration_failures={}", after.unregistration_failures);
+    println!("rss_growth_kib={}", rss_after.saturating_sub(rss_before));
+    if rseq::owner() == Some(rseq::Owner::Library) {
+        check(
+            registered == n as u64 && unregistered == n as u64,
+            "every thread registers once and unregisters at exit",
+        );
+    } else {
+        check(
+            registered == 0 && unregistered == 0,
+            "the library registers nothing when it does not own registration",
+        );
+    }
+    check(
+        after.unregistration_failures == 0,
+        "no unregistration may fail",
+    );
+    check(
+        rss_after.saturating_sub(rss_before) < 16 * 1024,
+        "resident memory grew by more than 16 MiB",
+    );
+    println!("churn=ok");
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("VmRSS:")
+                    .map(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            })?
+        })
+        .unwrap_or(0)
+}
+
+thread_local! {
+    static LATE_RESULT: Cell<bool> = const { Cell::new(false) };
+}
+
+/// A thread-local whose destructor runs after the library's exit hook (it was created before
+/// the thread registered, and destructors run in reverse order of creation).
+struct LateUser(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Drop for LateUser {
+    fn drop(&mut self) {
+        let mut log = self.0.lock().unwrap();
+        log.push(format!("register={:?}", rseq::register_current_thread()));
+        let before = rseq::stats();
+        let seen = rseq::__private::with_temporary_registration(|| {
+            let area = rseq::__private::area_ptr();
+            let cpu = unsafe { core::ptr::read_volatile(&raw const (*area).cpu_id) };
+            Some(cpu)
+        });
+        let after = rseq::stats();
+        log.push(format!("temporary_cpu={seen:?}"));
+        log.push(format!(
+            "temporary_registrations={}",
+            after.temporary_registrations - before.temporary_registrations
+        ));
+        log.push(format!(
+            "registrations_in_dtor={}",
+            after.registrations - before.registrations
+        ));
+        log.push(format!(
+            "area_after_is_live={}",
+            (unsafe { (*rseq::__private::area_ptr()).cpu_id } as i32) >= 0
+        ));
+        log.push(format!("current_cpu={}", rseq::current_cpu()));
+    }
+}
+
+thread_local! {
+    static LATE: std::cell::RefCell<Option<LateUser>> = const { std::cell::RefCell::new(None) };
+}
+
+fn late_destructor() {
+    check(
+        rseq::owner() == Some(rseq::Owner::Library),
+        "run with glibc's registration off",
+    );
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let l2 = log.clone();
+    std::thread::spawn(move || {
+        LATE.with(|l| *l.borrow_mut() = Some(LateUser(l2)));
+        check(rseq::register_current_thread().is_ok(), "registration");
+    })
+    .join()
+    .unwrap_or_else(|_| fail("thread panicked"));
+    let log = log.lock().unwrap();
+    for line in log.iter() {
+        println!("{line}");
+    }
+    let get = |k: &str| {
+        log.iter()
+            .find_map(|l| l.strip_prefix(k)?.strip_prefix('='))
+            .unwrap_or("")
+            .to_string()
+    };
+    check(
+        get("register") == "Err(ThreadExiting)",
+        "no re-registration after the exit hook",
+    );
+    let cpu = get("temporary_cpu");
+    check(
+        cpu.starts_with("Some(") && !cpu.contains("4294967295"),
+        "the temporary area must be live (kernel-written cpu_id)",
+    );
+    check(
+        get("temporary_registrations") == "1",
+        "one temporary registration",
+    );
+    check(
+        get("registrations_in_dtor") == "0",
+        "the TLS area is not registered again",
+    );
+    check(
+        get("area_after_is_live") == "false",
+        "the area pointer is back to the sentinel",
+    );
+    println!("late_destructor=ok");
+}
+
+fn fork_check() {
+    let owner = rseq::register_current_thread();
+    println!("parent_register={owner:?}");
+    rseq::fence_all().unwrap_or_else(|e| fail(format!("parent fence: {e}")));
+    let parent_area = rseq::__private::area_ptr() as usize;
+    // SAFETY: the child only runs async-signal-safe work plus our own code, single-threaded.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        fail("fork failed");
+    }
+    if pid == 0 {
+        // Child: same thread state, same area address, and the kernel agrees it is registered.
+        let ok = rseq::__private::area_ptr() as usize == parent_area
+            && rseq::current_cpu() == sys::sched_getcpu()
+            && rseq::fence_all().is_ok()
+            && rseq::fence_cpu(0).is_ok()
+            && match owner {
+                Ok(rseq::Owner::Library) => {
+                    let len = rseq::features().registration_len as u32;
+                    (unsafe { sys::rseq(rseq::__private::area_ptr(), len, 0, sys::SIGNATURE) })
+                        == Err(libc::EBUSY)
+                }
+                _ => true,
+            }
+            && std::thread::spawn(rseq::current_cpu).join().is_ok();
+        unsafe { libc::_exit(if ok { 0 } else { 3 }) };
+    }
+    let mut status = 0;
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    check(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        format!("child failed: status {status:#x}"),
+    );
+    check(
+        rseq::current_cpu() == sys::sched_getcpu() || rseq::current_cpu() < rseq::possible_cpus(),
+        "parent cpu",
+    );
+    rseq::fence_all().unwrap_or_else(|e| fail(format!("parent fence after fork: {e}")));
+    println!("fork=ok");
+}
+
+fn fences() {
+    rseq::fence_all().unwrap_or_else(|e| fail(format!("fence_all: {e}")));
+    for cpu in allowed_cpus() {
+        rseq::fence_cpu(cpu).unwrap_or_else(|e| fail(format!("fence_cpu({cpu}): {e}")));
+    }
+    let bad = rseq::possible_cpus();
+    check(
+        rseq::fence_cpu(bad) == Err(FenceError::InvalidCpu(bad)),
+        "fence_cpu past the last cpu",
+    );
+    if !rseq::mode().is_rseq() {
+        // The fallback fence waits for the slot's lock holder.
+        let released = Arc::new(AtomicBool::new(false));
+        let guard_taken = Arc::new(AtomicBool::new(false));
+        let (r, g) = (released.clone(), guard_taken.clone());
+        let holder = std::thread::spawn(move || {
+            let guard = rseq::__private::lock_slot(0);
+            g.store(true, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(200));
+            r.store(true, Ordering::SeqCst);
+            drop(guard);
+        });
+        while !guard_taken.load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        rseq::fence_cpu(0).unwrap();
+        check(
+            released.load(Ordering::SeqCst),
+            "fallback fence returned while slot 0 was held",
+        );
+        holder.join().unwrap();
+        println!("fallback_fence_waited=true");
+    }
+    println!("fences=ok");
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("facts") => facts(),
+        Some("pin-check") => pin_check(),
+        Some("errors") => errors(),
+        Some("seccomp-enosys") => seccomp(libc::ENOSYS),
+        Some("seccomp-eperm") => seccomp(libc::EPERM),
+        Some("churn") => churn(args.get(1).and_then(|n| n.parse().ok()).unwrap_or(10_000)),
+        Some("late-destructor") => late_destructor(),
+        Some("fork") => fork_check(),
+        Some("fences") => fences(),
+        _ => {
+            eprintln!("usage: rseq-probe facts|pin-check|errors|seccomp-enosys|seccomp-eperm|churn [N]|late-destructor|fork|fences");
+            exit(2)
+        }
+    }
+}
