@@ -14,6 +14,10 @@
 #![no_std]
 #![deny(missing_docs)]
 
+extern crate alloc;
+
+pub mod template;
+
 pub mod aarch64;
 pub mod arm;
 pub mod loongarch64;
@@ -47,6 +51,17 @@ pub struct Arch {
     /// loongarch64 is described but not claimed: its standard library could not be obtained for
     /// the project's CI, so nothing for it has been built or run.
     pub supported: bool,
+}
+
+/// Byte offsets in the kernel's `struct rseq` (checked against `offset_of!` by `rseq-rt`'s
+/// tests).
+pub mod area {
+    /// `cpu_id`.
+    pub const CPU_ID: usize = 4;
+    /// `rseq_cs`.
+    pub const RSEQ_CS: usize = 8;
+    /// `mm_cid`.
+    pub const MM_CID: usize = 24;
 }
 
 /// Every architecture the crate describes, in a fixed order.

@@ -63,16 +63,93 @@ pub use sys::possible_cpus;
 pub mod __private {
     pub use crate::fallback::{lock_slot, SlotGuard};
     pub use crate::registration::{
-        after_abort, area_ptr, with_temporary_registration, AbortAction,
+        after_abort, area_ptr, with_temporary_registration, AbortAction, INDEX_LIMIT, MM_CID_LIMIT,
     };
+    use core::sync::atomic::{AtomicUsize, Ordering};
 
-    /// The index limit every section checks its CPU index against (see
-    /// [`registration`](crate::registration)). Generated asm names it with a `sym` operand.
-    pub use crate::registration::INDEX_LIMIT;
+    /// Types a critical section can load and store as one machine word. Places of any other
+    /// type are rejected at compile time.
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` is not a word: critical-section places must be word-sized",
+        label = "this place is not a word",
+        note = "places hold `usize`, `isize`, `u64`/`i64` (on 64-bit targets), raw pointers, or their atomic forms (`AtomicUsize`, `AtomicU64`, `AtomicPtr<T>`, …)"
+    )]
+    pub trait Word {}
+    macro_rules! words {
+        ($($t:ty),* $(,)?) => { $(impl Word for $t {})* };
+    }
+    words!(usize, isize, core::sync::atomic::AtomicUsize, core::sync::atomic::AtomicIsize);
+    #[cfg(target_pointer_width = "64")]
+    words!(u64, i64, core::sync::atomic::AtomicU64, core::sync::atomic::AtomicI64);
+    #[cfg(target_pointer_width = "32")]
+    words!(u32, i32, core::sync::atomic::AtomicU32, core::sync::atomic::AtomicI32);
+    impl<T> Word for *mut T {}
+    impl<T> Word for *const T {}
+    impl<T> Word for core::sync::atomic::AtomicPtr<T> {}
+    impl<T> Word for Option<core::ptr::NonNull<T>> {}
+    impl<T> Word for core::ptr::NonNull<T> {}
 
-    /// The slot a fallback body should prefer: the CPU the thread runs on.
-    #[inline]
-    pub fn fallback_slot() -> usize {
-        crate::current_cpu()
+    /// Type check: the place is a word.
+    #[inline(always)]
+    pub fn word<W: Word>(_: *const W) {}
+
+    /// Type check: the place is an array of words (indexed by a value).
+    #[inline(always)]
+    pub fn word_array<W: Word, const N: usize>(_: *const [W; N]) {}
+
+    /// Whether a `PerCpu` stride is a power of two (then the index is scaled by a shift).
+    pub const fn stride_is_pow2(stride: usize) -> usize {
+        stride.is_power_of_two() as usize
+    }
+
+    /// log2 of a power-of-two stride.
+    pub const fn stride_shift(stride: usize) -> usize {
+        stride.trailing_zeros() as usize
+    }
+
+    /// The fallback's load of a word place.
+    ///
+    /// # Safety
+    /// `addr` is a valid, aligned word.
+    #[inline(always)]
+    pub unsafe fn load_word(addr: usize) -> usize {
+        AtomicUsize::from_ptr(addr as *mut usize).load(Ordering::Relaxed)
+    }
+
+    /// The fallback's store.
+    ///
+    /// # Safety
+    /// As [`load_word`].
+    #[inline(always)]
+    pub unsafe fn store_word(addr: usize, value: usize) {
+        AtomicUsize::from_ptr(addr as *mut usize).store(value, Ordering::Relaxed)
+    }
+
+    /// The fallback's release commit.
+    ///
+    /// # Safety
+    /// As [`load_word`].
+    #[inline(always)]
+    pub unsafe fn store_word_release(addr: usize, value: usize) {
+        AtomicUsize::from_ptr(addr as *mut usize).store(value, Ordering::Release)
+    }
+
+    /// The fallback's add commit (a plain read-modify-write: the slot lock excludes the others).
+    ///
+    /// # Safety
+    /// As [`load_word`].
+    #[inline(always)]
+    pub unsafe fn add_word(addr: usize, value: usize) {
+        let word = AtomicUsize::from_ptr(addr as *mut usize);
+        word.store(word.load(Ordering::Relaxed).wrapping_add(value), Ordering::Relaxed)
+    }
+
+    /// The fallback's `memcpy`.
+    ///
+    /// # Safety
+    /// `src` and `dst` are valid for `len` bytes and do not overlap.
+    #[inline(always)]
+    pub unsafe fn copy_bytes(dst: usize, src: usize, len: usize) {
+        core::ptr::copy_nonoverlapping(src as *const u8, dst as *mut u8, len)
     }
 }

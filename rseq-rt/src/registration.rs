@@ -88,7 +88,11 @@ struct Sentinel(UnsafeCell<RseqArea>);
 // SAFETY: Rust code only reads `cpu_id`/`mm_cid`/`node_id`, which nothing ever writes; the only
 // writes are aligned word stores of `rseq_cs` from critical sections, never read.
 unsafe impl Sync for Sentinel {}
-static SENTINEL: Sentinel = Sentinel(UnsafeCell::new(RseqArea::UNREGISTERED));
+static SENTINEL: Sentinel = Sentinel(UnsafeCell::new(RseqArea {
+    // Out of range for both indexes a section can use.
+    mm_cid: abi::CPU_ID_UNINITIALIZED,
+    ..RseqArea::UNREGISTERED
+}));
 
 fn sentinel() -> *mut RseqArea {
     SENTINEL.0.get()
@@ -259,6 +263,10 @@ pub fn stats() -> Stats {
 /// `Rseq` mode; 0 in `Fallback` mode (and while undecided or demoting).
 pub static INDEX_LIMIT: AtomicU32 = AtomicU32::new(0);
 
+/// Like [`INDEX_LIMIT`], for sections indexed by `mm_cid`: 0 also where the kernel does not
+/// fill `mm_cid` (feature size < 28), so those sections use the fallback rather than share slot 0.
+pub static MM_CID_LIMIT: AtomicU32 = AtomicU32::new(0);
+
 /// The decided mode, packed (0 = undecided); see `encode_mode`.
 static MODE: AtomicU64 = AtomicU64::new(0);
 static DEMOTING: AtomicBool = AtomicBool::new(false);
@@ -373,6 +381,9 @@ fn decide() -> Mode {
     match MODE.compare_exchange(0, encode_mode(decided), Ordering::AcqRel, Ordering::Acquire) {
         Ok(_) => {
             if decided.is_rseq() {
+                if features.mm_cid {
+                    MM_CID_LIMIT.store(possible as u32, Ordering::SeqCst);
+                }
                 INDEX_LIMIT.store(possible as u32, Ordering::SeqCst);
             }
             decided
@@ -505,6 +516,7 @@ fn demote(error: RegistrationError) {
         return;
     }
     INDEX_LIMIT.store(0, Ordering::SeqCst);
+    MM_CID_LIMIT.store(0, Ordering::SeqCst);
     // Every section that read the old limit is now either committed or restarted at its abort
     // handler, where it will see the zero limit and the new mode.
     let _ = crate::membarrier::rseq_fence_all();
@@ -518,8 +530,10 @@ fn demote(error: RegistrationError) {
 /// What a critical section's wrapper does after its asm block left through the abort exit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AbortAction {
-    /// Run the section again on rseq.
+    /// The kernel (or a fence) aborted the section: run it again on rseq.
     Retry,
+    /// The thread just attached its area (its first section): run it again on rseq.
+    Attached,
     /// Run the section's fallback body under the slot lock.
     Fallback,
     /// The thread is past its exit hook: run the section under
@@ -548,7 +562,7 @@ pub fn after_abort() -> AbortAction {
         }
         ThreadState::Exited => AbortAction::TemporaryRegistration,
         ThreadState::Unattached => match attach(t, mode) {
-            Ok(()) => AbortAction::Retry,
+            Ok(()) => AbortAction::Attached,
             Err(RegistrationError::ThreadExiting) => AbortAction::TemporaryRegistration,
             // attach demoted the process
             Err(_) => AbortAction::Fallback,

@@ -1,0 +1,113 @@
+//! The syntax tree of a critical section. Every node keeps the tokens it came from, so later
+//! stages can point errors at them.
+
+use proc_macro2::{Span, TokenStream};
+use syn::{Expr, Ident, LitInt, Signature, Type, Visibility};
+
+/// A whole `#[critical_section]` function.
+pub struct Section {
+    pub attrs: Vec<syn::Attribute>,
+    pub vis: Visibility,
+    pub sig: Signature,
+    /// `key = value` pairs of the attribute, as written.
+    pub options: Vec<OptionArg>,
+    pub steps: Vec<Step>,
+    /// The success value (the body's final expression), if any.
+    pub tail: Option<Expr>,
+    /// The span of the body's braces (for "missing commit" errors).
+    pub body_span: Span,
+}
+
+/// One `key = value` of the attribute.
+pub struct OptionArg {
+    pub key: Ident,
+    pub value: Expr,
+}
+
+/// The steps, in order.
+pub enum Step {
+    /// `let name[: Ty] = load(place);`
+    Load { name: Ident, ty: Option<Type>, place: Place, tokens: TokenStream },
+    /// `if a <op> b { fail([value]) }`
+    FailIf { a: Operand, cmp: Cmp, b: Operand, value: Option<Expr>, tokens: TokenStream },
+    /// `store(place, value);`, or a release-store / add written outside the commit.
+    Store { kind: Ident, place: Place, value: Operand, tokens: TokenStream },
+    /// `memcpy(dst, src, len);`
+    Memcpy { kw: Ident, dst: Operand, src: Operand, len: Operand, tokens: TokenStream },
+    /// `commit::<kind>(place, value);`
+    Commit { commit: Ident, kind: Ident, place: Place, value: Operand, tokens: TokenStream },
+    /// Anything else: rejected by validation with a message for its kind.
+    Other(syn::Stmt),
+}
+
+impl Step {
+    pub fn tokens(&self) -> TokenStream {
+        match self {
+            Step::Load { tokens, .. }
+            | Step::FailIf { tokens, .. }
+            | Step::Store { tokens, .. }
+            | Step::Memcpy { tokens, .. }
+            | Step::Commit { tokens, .. } => tokens.clone(),
+            Step::Other(stmt) => quote::ToTokens::to_token_stream(stmt),
+        }
+    }
+}
+
+/// A comparison operator, with its tokens.
+pub struct Cmp {
+    pub op: CmpOp,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum CmpOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+/// A word value.
+#[derive(Clone)]
+pub enum Operand {
+    /// A loaded value or a parameter.
+    Name(Ident),
+    /// An integer literal.
+    Int(LitInt),
+    /// `null` (0).
+    Null(Ident),
+    /// `{ expr }`: evaluated once, before the section.
+    Expr(syn::ExprBlock),
+}
+
+impl quote::ToTokens for Operand {
+    fn to_tokens(&self, tokens: &mut TokenStream) {
+        match self {
+            Operand::Name(i) | Operand::Null(i) => i.to_tokens(tokens),
+            Operand::Int(l) => l.to_tokens(tokens),
+            Operand::Expr(e) => e.to_tokens(tokens),
+        }
+    }
+}
+
+/// A memory location holding one word.
+#[derive(Clone)]
+pub struct Place {
+    pub base: PlaceBase,
+    /// `.field.field…` after the base.
+    pub fields: Vec<Ident>,
+    /// `[value]` at the end: an element of a word array, indexed by a loaded value or parameter.
+    pub element: Option<Ident>,
+    pub tokens: TokenStream,
+}
+
+#[derive(Clone)]
+pub enum PlaceBase {
+    /// `percpu[cpu]`: the current CPU's slot of a `&PerCpu<T>` parameter.
+    Slot { percpu: Ident, index: Ident },
+    /// `*ptr` or `*(ptr + offset)`.
+    Deref { ptr: Ident, offset: Option<Operand> },
+    /// `(*ptr).field…`: a field through a pointer whose type is known.
+    Field { ptr: Ident },
+}

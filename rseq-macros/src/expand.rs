@@ -1,0 +1,294 @@
+//! Turns a validated section into tokens: the wrapper (retry loop, stack slots, results), one
+//! `asm!` block per supported architecture, and the fallback body. Never rejects anything.
+
+use crate::ast::*;
+use crate::plan::{self, arg_ident, base_ident, expr_ident, value_ident, Plan, ABORTED, COMMITTED, MOVED};
+use crate::valid::{pointee, Checked, IndexMode, ParamKind};
+use proc_macro2::{Literal, TokenStream};
+use quote::{format_ident, quote};
+use syn::Ident;
+
+pub fn expand(section: &Section, checked: &Checked) -> TokenStream {
+    let plan = Plan::build(section, checked);
+    let Section { attrs, vis, sig, .. } = section;
+    let hoists = &plan.hoists;
+    let checks = &plan.checks;
+    let slots = plan.saved.len();
+    let attempt = attempt_closure(&plan);
+    let fallback = fallback_body(section, checked, &plan);
+    let finish = finish(section, checked, &plan);
+    let count_abort = checked.aborts.as_ref().map(|aborts| {
+        quote!(::core::sync::atomic::AtomicU64::fetch_add(&#aborts, 1, ::core::sync::atomic::Ordering::Relaxed);)
+    });
+    quote! {
+        #(#attrs)*
+        #[allow(clippy::needless_return, clippy::unnecessary_cast, unused_unsafe)]
+        #vis #sig {
+            #(#checks)*
+            #(#hoists)*
+            #[allow(unused_mut)]
+            let mut __rseq_slots = [0usize; #slots];
+            #attempt
+            let mut __rseq_code: u8 = loop {
+                let __rseq_outcome = __rseq_attempt(&mut __rseq_slots);
+                if __rseq_outcome != #ABORTED {
+                    break __rseq_outcome;
+                }
+                match ::rseq::__private::after_abort() {
+                    ::rseq::__private::AbortAction::Retry => { #count_abort }
+                    ::rseq::__private::AbortAction::Attached => {}
+                    ::rseq::__private::AbortAction::Fallback => break #ABORTED,
+                    ::rseq::__private::AbortAction::TemporaryRegistration => {
+                        break ::rseq::__private::with_temporary_registration(|| {
+                            let __rseq_outcome = __rseq_attempt(&mut __rseq_slots);
+                            (__rseq_outcome != #ABORTED).then_some(__rseq_outcome)
+                        })
+                        .unwrap_or(#ABORTED);
+                    }
+                }
+            };
+            if __rseq_code == #ABORTED {
+                __rseq_code = #fallback;
+            }
+            #finish
+        }
+    }
+}
+
+/// The closure that runs the section once and says how it ended.
+fn attempt_closure(plan: &Plan) -> TokenStream {
+    let slots = plan.saved.len();
+    let x86_64 = asm_block(plan, rseq_arch::x86_64::emit(&plan.ops));
+    quote! {
+        #[cfg(target_arch = "x86_64")]
+        let mut __rseq_attempt = |__rseq_slots: &mut [usize; #slots]| -> u8 {
+            let _ = &__rseq_slots;
+            let __rseq_area = ::rseq::__private::area_ptr();
+            'attempt: {
+                // SAFETY:
+                // - `area` is this thread's rseq area (or the sentinel, whose index is out of
+                //   range): the section only stores the descriptor address into its `rseq_cs`.
+                // - the index is checked against the runtime's limit (≤ the number of slots of
+                //   every `PerCpu`) before any slot is touched; out of range → abort exit.
+                // - raw-pointer places are only accepted in `unsafe fn`s, whose callers vouch
+                //   for the pointers.
+                // - the commit is one instruction, the last of [start, post-commit); the abort
+                //   handler sits in `__rseq_failure` behind the signature, never fallen into.
+                // - `slots` points at `[usize; N]` with one entry per saved value.
+                unsafe { #x86_64 }
+                #COMMITTED
+            }
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        ::core::compile_error!("rseq critical sections are not supported on this target architecture yet (supported: x86_64)");
+        #[cfg(not(target_arch = "x86_64"))]
+        let mut __rseq_attempt = |_: &mut [usize; #slots]| -> u8 { #ABORTED };
+    }
+}
+
+fn asm_block(plan: &Plan, lines: Vec<String>) -> TokenStream {
+    let mut operands = Vec::new();
+    for (name, op) in &plan.operands {
+        let name = format_ident!("{}", name);
+        operands.push(match op {
+            plan::Operand::In(e) => quote!(#name = in(reg) #e),
+            plan::Operand::InOut(e) => quote!(#name = inout(reg) #e => _),
+            plan::Operand::Scratch => quote!(#name = out(reg) _),
+            plan::Operand::Const(e) => quote!(#name = const #e),
+            plan::Operand::Sym(p) => quote!(#name = sym #p),
+            plan::Operand::Label(code) => quote!(#name = label { break 'attempt #code; }),
+        });
+    }
+    // Operands in a fixed order: inputs, scratch, consts and syms, labels.
+    let rank = |op: &plan::Operand| match op {
+        plan::Operand::In(_) | plan::Operand::InOut(_) => 0,
+        plan::Operand::Scratch => 1,
+        plan::Operand::Const(_) | plan::Operand::Sym(_) => 2,
+        plan::Operand::Label(_) => 3,
+    };
+    let mut ordered: Vec<(usize, TokenStream)> =
+        plan.operands.iter().zip(operands).map(|((_, op), tokens)| (rank(op), tokens)).collect();
+    ordered.sort_by_key(|(rank, _)| *rank);
+    let operands = ordered.into_iter().map(|(_, t)| t);
+    let lines = lines.iter().map(|l| Literal::string(l));
+    quote! {
+        ::core::arch::asm!(
+            #(#lines,)*
+            #(#operands,)*
+            options(nostack)
+        )
+    }
+}
+
+/// A Rust expression for an operand's word value in the fallback body.
+fn fallback_value(op: &Operand, section: &Section, checked: &Checked) -> TokenStream {
+    match op {
+        Operand::Name(name) if checked.is_value(name) => {
+            let v = value_ident(name);
+            quote!(#v)
+        }
+        Operand::Name(name) => {
+            let a = arg_ident(name);
+            quote!(#a)
+        }
+        Operand::Null(_) => quote!(0usize),
+        Operand::Int(lit) => quote!((#lit as usize)),
+        Operand::Expr(e) => {
+            let local = expr_ident(plan::expr_number(section, e));
+            quote!(#local)
+        }
+    }
+}
+
+/// A Rust expression for a place's address in the fallback body.
+fn fallback_addr(place: &Place, section: &Section, checked: &Checked) -> TokenStream {
+    let fields = &place.fields;
+    let element = place.element.as_ref().map(|e| {
+        let v = fallback_value(&Operand::Name(e.clone()), section, checked);
+        quote!(+ #v * ::core::mem::size_of::<usize>())
+    });
+    match &place.base {
+        PlaceBase::Slot { percpu, .. } => {
+            let Some(ParamKind::PerCpu(ty)) = checked.params.get(&percpu.to_string()) else { unreachable!() };
+            let base = base_ident(percpu);
+            let disp = (!fields.is_empty()).then(|| quote!(+ ::core::mem::offset_of!(#ty, #(#fields).*)));
+            quote!((#base + __rseq_idx * <::rseq::PerCpu<#ty>>::STRIDE #disp #element))
+        }
+        PlaceBase::Deref { ptr, offset } => {
+            let base = fallback_value(&Operand::Name(ptr.clone()), section, checked);
+            let offset = offset.as_ref().map(|o| {
+                let v = fallback_value(o, section, checked);
+                quote!(+ #v)
+            });
+            quote!((#base #offset #element))
+        }
+        PlaceBase::Field { ptr } => {
+            let base = fallback_value(&Operand::Name(ptr.clone()), section, checked);
+            let ty = pointee(ptr, checked).expect("validated");
+            quote!((#base + ::core::mem::offset_of!(#ty, #(#fields).*) #element))
+        }
+    }
+}
+
+/// The same steps in plain Rust, under the slot lock; evaluates to the outcome code and fills
+/// the same stack slots.
+fn fallback_body(section: &Section, checked: &Checked, plan: &Plan) -> TokenStream {
+    let preferred = match &checked.index {
+        IndexMode::CpuId => quote!(::rseq::current_cpu()),
+        IndexMode::MmCid => quote!(::rseq::current_mm_cid()),
+        IndexMode::Given(param) => {
+            let a = arg_ident(param);
+            quote!(#a)
+        }
+    };
+    let moved_check = match &checked.index {
+        IndexMode::Given(param) => {
+            let a = arg_ident(param);
+            quote!(if __rseq_idx != #a { break 'steps #MOVED; })
+        }
+        _ => quote!(),
+    };
+    let mut steps = Vec::new();
+    let mut fail = 0u8;
+    for step in &section.steps {
+        steps.push(match step {
+            Step::Load { name, place, .. } => {
+                let v = value_ident(name);
+                let addr = fallback_addr(place, section, checked);
+                let save = plan.saved.get(&name.to_string()).map(|slot| quote!(__rseq_slots[#slot] = #v;));
+                quote! {
+                    let #v: usize = ::rseq::__private::load_word(#addr);
+                    #save
+                }
+            }
+            Step::FailIf { a, cmp, b, .. } => {
+                fail += 1;
+                let (a, b) = (fallback_value(a, section, checked), fallback_value(b, section, checked));
+                let op = match cmp.op {
+                    CmpOp::Eq => quote!(==),
+                    CmpOp::Ne => quote!(!=),
+                    CmpOp::Lt => quote!(<),
+                    CmpOp::Le => quote!(<=),
+                    CmpOp::Gt => quote!(>),
+                    CmpOp::Ge => quote!(>=),
+                };
+                quote!(if #a #op #b { break 'steps #fail; })
+            }
+            Step::Store { place, value, .. } => {
+                let addr = fallback_addr(place, section, checked);
+                let v = fallback_value(value, section, checked);
+                quote!(::rseq::__private::store_word(#addr, #v);)
+            }
+            Step::Memcpy { dst, src, len, .. } => {
+                let (d, s, n) = (
+                    fallback_value(dst, section, checked),
+                    fallback_value(src, section, checked),
+                    fallback_value(len, section, checked),
+                );
+                quote!(::rseq::__private::copy_bytes(#d, #s, #n);)
+            }
+            Step::Commit { kind, place, value, .. } => {
+                let addr = fallback_addr(place, section, checked);
+                let v = fallback_value(value, section, checked);
+                let f: Ident = match kind.to_string().as_str() {
+                    "store_release" => format_ident!("store_word_release"),
+                    "add" => format_ident!("add_word"),
+                    _ => format_ident!("store_word"),
+                };
+                quote!(::rseq::__private::#f(#addr, #v);)
+            }
+            Step::Other(_) => quote!(),
+        });
+    }
+    quote! {{
+        let __rseq_guard = ::rseq::__private::lock_slot(#preferred);
+        let __rseq_idx: usize = __rseq_guard.index();
+        let __rseq_code: u8 = 'steps: {
+            #moved_check
+            // SAFETY: the slot lock excludes every other fallback section on this slot (the
+            // process is in fallback mode, so no rseq section runs); places are the same as the
+            // asm's: per-CPU slots below the lock table's size (= every PerCpu's length), or
+            // pointers an `unsafe fn`'s caller vouched for.
+            unsafe {
+                #(#steps)*
+            }
+            #COMMITTED
+        };
+        ::core::mem::drop(__rseq_guard);
+        __rseq_code
+    }}
+}
+
+/// Evaluates the success, failure or moved expression for the outcome code.
+fn finish(section: &Section, checked: &Checked, plan: &Plan) -> TokenStream {
+    let bindings: Vec<TokenStream> = plan
+        .saved
+        .iter()
+        .map(|(name, slot)| {
+            let ident = format_ident!("{}", name);
+            match &checked.values[name].1 {
+                Some(ty) => quote!(#[allow(unused_variables)] let #ident: #ty = __rseq_slots[#slot] as #ty;),
+                None => quote!(#[allow(unused_variables)] let #ident: usize = __rseq_slots[#slot];),
+            }
+        })
+        .collect();
+    let tail = section.tail.as_ref().map(|t| quote!(#t)).unwrap_or_else(|| quote!(()));
+    let mut arms = vec![quote!(#COMMITTED => { #(#bindings)* #tail })];
+    let mut fail = 0u8;
+    for step in &section.steps {
+        if let Step::FailIf { value, .. } = step {
+            fail += 1;
+            let value = value.as_ref().map(|v| quote!(#v)).unwrap_or_else(|| quote!(()));
+            arms.push(quote!(#fail => { #(#bindings)* #value }));
+        }
+    }
+    if let Some(moved) = &checked.moved {
+        arms.push(quote!(#MOVED => { #moved }));
+    }
+    quote! {
+        match __rseq_code {
+            #(#arms)*
+            _ => ::core::unreachable!("rseq: unknown outcome of a critical section"),
+        }
+    }
+}

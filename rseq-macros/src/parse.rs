@@ -1,0 +1,360 @@
+//! The grammar of a critical section (documented on the `critical_section` attribute).
+
+use crate::ast::*;
+use proc_macro2::{TokenStream, TokenTree};
+use syn::parse::{Parse, ParseStream, Parser};
+use syn::punctuated::Punctuated;
+use syn::{braced, parenthesized, token, Error, Expr, Ident, LitInt, Result, Token};
+
+/// The attribute's arguments: `key = value, …`.
+pub fn parse_options(attr: TokenStream) -> Result<Vec<OptionArg>> {
+    let parser = Punctuated::<OptionArg, Token![,]>::parse_terminated;
+    Ok(parser.parse2(attr)?.into_iter().collect())
+}
+
+impl Parse for OptionArg {
+    fn parse(input: ParseStream) -> Result<Self> {
+        let key: Ident = input.parse()?;
+        let _: Token![=] = input
+            .parse()
+            .map_err(|e| Error::new(e.span(), format!("expected `=` after `{key}`")))?;
+        let value: Expr = input.parse()?;
+        Ok(OptionArg { key, value })
+    }
+}
+
+/// The annotated function.
+pub fn parse_section(options: Vec<OptionArg>, item: TokenStream) -> Result<Section> {
+    let parser = move |input: ParseStream| -> Result<Section> {
+        let attrs = input.call(syn::Attribute::parse_outer)?;
+        let vis = input.parse()?;
+        let sig: syn::Signature = input.parse()?;
+        let content;
+        let brace = braced!(content in input);
+        let (steps, tail) = parse_body(&content)?;
+        Ok(Section { attrs, vis, sig, options, steps, tail, body_span: brace.span.join() })
+    };
+    parser.parse2(item)
+}
+
+fn peek_ident(input: ParseStream, names: &[&str]) -> bool {
+    let fork = input.fork();
+    match fork.parse::<Ident>() {
+        Ok(ident) => names.iter().any(|n| ident == n),
+        Err(_) => false,
+    }
+}
+
+/// Tokens from the fork's position to the input's, for error spans.
+fn consumed(start: ParseStream, end: ParseStream) -> TokenStream {
+    let mut tokens = TokenStream::new();
+    let _ = start.step(|cursor| {
+        let mut rest = *cursor;
+        while rest != end.cursor() {
+            match rest.token_tree() {
+                Some((tt, next)) => {
+                    tokens.extend([tt]);
+                    rest = next;
+                }
+                None => break,
+            }
+        }
+        Ok(((), rest))
+    });
+    tokens
+}
+
+fn parse_body(input: ParseStream) -> Result<(Vec<Step>, Option<Expr>)> {
+    let mut steps = Vec::new();
+    let mut tail = None;
+    while !input.is_empty() {
+        let start = input.fork();
+        let step = if input.peek(Token![let]) && is_load(input) {
+            parse_load(input)?
+        } else if input.peek(Token![if]) {
+            parse_fail_if(input)?
+        } else if peek_ident(input, &["store", "store_release", "add"]) && input.peek2(token::Paren) {
+            let kind: Ident = input.parse()?;
+            let (place, value) = parse_place_and_value(input, &kind)?;
+            input.parse::<Token![;]>()?;
+            Step::Store { kind, place, value, tokens: TokenStream::new() }
+        } else if peek_ident(input, &["memcpy"]) && input.peek2(token::Paren) {
+            parse_memcpy(input)?
+        } else if peek_ident(input, &["commit"]) && input.peek2(Token![::]) {
+            parse_commit(input)?
+        } else if input.peek(Token![let]) {
+            Step::Other(input.parse()?)
+        } else {
+            let expr: Expr = input.parse()?;
+            if input.peek(Token![;]) {
+                Step::Other(syn::Stmt::Expr(expr, Some(input.parse()?)))
+            } else if input.is_empty() {
+                tail = Some(expr);
+                continue;
+            } else if matches!(
+                expr,
+                Expr::If(_) | Expr::Loop(_) | Expr::While(_) | Expr::ForLoop(_) | Expr::Match(_) | Expr::Block(_) | Expr::Unsafe(_)
+            ) {
+                Step::Other(syn::Stmt::Expr(expr, None))
+            } else {
+                return Err(input.error("expected `;`"));
+            }
+        };
+        let tokens = consumed(&start, input);
+        steps.push(match step {
+            Step::Load { name, ty, place, .. } => Step::Load { name, ty, place, tokens },
+            Step::FailIf { a, cmp, b, value, .. } => Step::FailIf { a, cmp, b, value, tokens },
+            Step::Store { kind, place, value, .. } => Step::Store { kind, place, value, tokens },
+            Step::Memcpy { kw, dst, src, len, .. } => Step::Memcpy { kw, dst, src, len, tokens },
+            Step::Commit { commit, kind, place, value, .. } => Step::Commit { commit, kind, place, value, tokens },
+            other => other,
+        });
+    }
+    Ok((steps, tail))
+}
+
+/// `let name [: Ty] = load(…)`: anything else after `let` is left to validation as a
+/// statement.
+fn is_load(input: ParseStream) -> bool {
+    let fork = input.fork();
+    let ok = (|| -> Result<bool> {
+        fork.parse::<Token![let]>()?;
+        fork.parse::<Ident>()?;
+        if fork.peek(Token![:]) {
+            fork.parse::<Token![:]>()?;
+            fork.parse::<syn::Type>()?;
+        }
+        fork.parse::<Token![=]>()?;
+        Ok(peek_ident(&fork, &["load"]) && fork.peek2(token::Paren))
+    })();
+    ok.unwrap_or(false)
+}
+
+fn parse_load(input: ParseStream) -> Result<Step> {
+    input.parse::<Token![let]>()?;
+    let name: Ident = input.parse()?;
+    let ty = if input.peek(Token![:]) {
+        input.parse::<Token![:]>()?;
+        Some(input.parse()?)
+    } else {
+        None
+    };
+    input.parse::<Token![=]>()?;
+    let kw: Ident = input.parse()?;
+    let args = split_args(input)?;
+    if args.len() != 1 {
+        return Err(Error::new(kw.span(), "expected one argument: `load(place)`"));
+    }
+    let place = parse_place(&args[0], &kw)?;
+    input
+        .parse::<Token![;]>()
+        .map_err(|e| Error::new(e.span(), "expected `;` after `load(…)`"))?;
+    Ok(Step::Load { name, ty, place, tokens: TokenStream::new() })
+}
+
+fn parse_fail_if(input: ParseStream) -> Result<Step> {
+    let if_token: Token![if] = input.parse()?;
+    let a = parse_operand(input)?;
+    let cmp = parse_cmp(input)?;
+    let b = parse_operand(input)?;
+    let content;
+    let brace = braced!(content in input);
+    let fail: Ident = content.parse().map_err(|_| {
+        Error::new(brace.span.join(), "expected `fail(..)` in the body of `if`: `if a == b { fail(value) }`")
+    })?;
+    if fail != "fail" {
+        return Err(Error::new(
+            fail.span(),
+            format!("expected `fail(..)`, found `{fail}`: the only thing an `if` can do is leave through `fail(value)`"),
+        ));
+    }
+    let args;
+    parenthesized!(args in content);
+    let value = if args.is_empty() { None } else { Some(args.parse::<Expr>()?) };
+    if !args.is_empty() {
+        return Err(args.error("expected `)`: `fail` takes one value"));
+    }
+    if content.peek(Token![;]) {
+        content.parse::<Token![;]>()?;
+    }
+    if !content.is_empty() {
+        return Err(content.error("expected `}` after `fail(..)`: nothing runs after a failure exit"));
+    }
+    if input.peek(Token![else]) {
+        let else_token: Token![else] = input.parse()?;
+        return Err(Error::new(
+            else_token.span,
+            "`else` is not allowed: a section goes on after a comparison that does not fail",
+        ));
+    }
+    let _ = if_token;
+    Ok(Step::FailIf { a, cmp, b, value, tokens: TokenStream::new() })
+}
+
+fn parse_cmp(input: ParseStream) -> Result<Cmp> {
+    let op = if input.peek(Token![==]) {
+        input.parse::<Token![==]>()?;
+        CmpOp::Eq
+    } else if input.peek(Token![!=]) {
+        input.parse::<Token![!=]>()?;
+        CmpOp::Ne
+    } else if input.peek(Token![<=]) {
+        input.parse::<Token![<=]>()?;
+        CmpOp::Le
+    } else if input.peek(Token![>=]) {
+        input.parse::<Token![>=]>()?;
+        CmpOp::Ge
+    } else if input.peek(Token![<]) {
+        input.parse::<Token![<]>()?;
+        CmpOp::Lt
+    } else if input.peek(Token![>]) {
+        input.parse::<Token![>]>()?;
+        CmpOp::Gt
+    } else {
+        return Err(input.error("expected a comparison: `==`, `!=`, `<`, `<=`, `>` or `>=` (unsigned)"));
+    };
+    Ok(Cmp { op })
+}
+
+fn parse_memcpy(input: ParseStream) -> Result<Step> {
+    let kw: Ident = input.parse()?;
+    let args = split_args(input)?;
+    if args.len() != 3 {
+        return Err(Error::new(kw.span(), "expected three arguments: `memcpy(dst, src, len)`"));
+    }
+    let dst = parse_operand.parse2(args[0].clone())?;
+    let src = parse_operand.parse2(args[1].clone())?;
+    let len = parse_operand.parse2(args[2].clone())?;
+    input.parse::<Token![;]>()?;
+    Ok(Step::Memcpy { kw, dst, src, len, tokens: TokenStream::new() })
+}
+
+fn parse_commit(input: ParseStream) -> Result<Step> {
+    let commit: Ident = input.parse()?;
+    input.parse::<Token![::]>()?;
+    let kind: Ident = input.parse().map_err(|e| {
+        Error::new(e.span(), "expected the commit's operation: `commit::store(..)`, `commit::store_release(..)` or `commit::add(..)`")
+    })?;
+    let (place, value) = parse_place_and_value(input, &kind)?;
+    input
+        .parse::<Token![;]>()
+        .map_err(|e| Error::new(e.span(), "expected `;` after the commit"))?;
+    Ok(Step::Commit { commit, kind, place, value, tokens: TokenStream::new() })
+}
+
+fn parse_place_and_value(input: ParseStream, kw: &Ident) -> Result<(Place, Operand)> {
+    let args = split_args(input)?;
+    if args.len() != 2 {
+        return Err(Error::new(kw.span(), format!("expected two arguments: `{kw}(place, value)`")));
+    }
+    Ok((parse_place(&args[0], kw)?, parse_operand.parse2(args[1].clone())?))
+}
+
+/// The parenthesised arguments of a step, split at top-level commas, as raw tokens.
+fn split_args(input: ParseStream) -> Result<Vec<TokenStream>> {
+    let content;
+    let parens = parenthesized!(content in input);
+    let mut args = vec![TokenStream::new()];
+    while !content.is_empty() {
+        let tt: TokenTree = content.parse()?;
+        match &tt {
+            TokenTree::Punct(p) if p.as_char() == ',' => args.push(TokenStream::new()),
+            _ => args.last_mut().unwrap().extend([tt]),
+        }
+    }
+    if args.last().is_some_and(|a| a.is_empty()) {
+        args.pop();
+    }
+    let _ = parens;
+    Ok(args)
+}
+
+fn parse_operand(input: ParseStream) -> Result<Operand> {
+    if input.peek(token::Brace) {
+        return Ok(Operand::Expr(input.parse()?));
+    }
+    if input.peek(LitInt) {
+        return Ok(Operand::Int(input.parse()?));
+    }
+    if input.peek(Ident) {
+        let ident: Ident = input.parse()?;
+        return Ok(if ident == "null" { Operand::Null(ident) } else { Operand::Name(ident) });
+    }
+    Err(input.error(
+        "expected a value: a loaded value or parameter name, an integer, `null`, or `{ expression }`",
+    ))
+}
+
+fn parse_place(tokens: &TokenStream, kw: &Ident) -> Result<Place> {
+    let parser = |input: ParseStream| -> Result<Place> {
+        let base = if input.peek(Token![*]) {
+            input.parse::<Token![*]>()?;
+            if input.peek(token::Paren) {
+                let content;
+                parenthesized!(content in input);
+                let ptr: Ident = content.parse()?;
+                content.parse::<Token![+]>().map_err(|e| {
+                    Error::new(e.span(), "expected `+`: a place through a pointer is `*ptr` or `*(ptr + offset)`")
+                })?;
+                let offset = parse_operand(&content)?;
+                if !content.is_empty() {
+                    return Err(content.error("expected `)` after the offset"));
+                }
+                PlaceBase::Deref { ptr, offset: Some(offset) }
+            } else {
+                PlaceBase::Deref { ptr: input.parse()?, offset: None }
+            }
+        } else if input.peek(token::Paren) {
+            let content;
+            parenthesized!(content in input);
+            content.parse::<Token![*]>().map_err(|e| {
+                Error::new(e.span(), "expected `*`: a field through a pointer is written `(*ptr).field`")
+            })?;
+            let ptr: Ident = content.parse()?;
+            if !content.is_empty() {
+                return Err(content.error("expected `)` after the pointer"));
+            }
+            if !input.peek(Token![.]) {
+                return Err(input.error("expected `.field` after `(*ptr)`; for the pointee itself write `*ptr`"));
+            }
+            PlaceBase::Field { ptr }
+        } else {
+            let percpu: Ident = input.parse().map_err(|e| {
+                Error::new(
+                    e.span(),
+                    "expected a place: `percpu[cpu]`, `percpu[cpu].field`, `*ptr`, `*(ptr + offset)` or `(*ptr).field`",
+                )
+            })?;
+            if !input.peek(token::Bracket) {
+                return Err(Error::new(
+                    percpu.span(),
+                    format!("expected `{percpu}[cpu]`: a bare name is a value, not a place; write `*{percpu}` to go through a pointer"),
+                ));
+            }
+            let content;
+            syn::bracketed!(content in input);
+            let index: Ident = content.parse()?;
+            PlaceBase::Slot { percpu, index }
+        };
+        let mut fields = Vec::new();
+        while input.peek(Token![.]) {
+            input.parse::<Token![.]>()?;
+            fields.push(input.parse::<Ident>()?);
+        }
+        let element = if input.peek(token::Bracket) {
+            let content;
+            syn::bracketed!(content in input);
+            Some(content.parse::<Ident>()?)
+        } else {
+            None
+        };
+        if !input.is_empty() {
+            return Err(input.error("unexpected tokens after the place"));
+        }
+        Ok(Place { base, fields, element, tokens: tokens.clone() })
+    };
+    if tokens.is_empty() {
+        return Err(Error::new(kw.span(), format!("expected a place inside `{kw}(…)`")));
+    }
+    parser.parse2(tokens.clone())
+}

@@ -1,0 +1,475 @@
+//! From a validated section to the architecture-neutral instruction list and the `asm!`
+//! operands it needs. Shared by validation (to count registers) and expansion.
+
+use crate::ast::*;
+use crate::valid::{pointee, Checked, IndexMode, ParamKind};
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote, quote_spanned};
+use rseq_arch::template::{Addr, CommitKind, Cond, IndexField, Op, Value};
+use std::collections::{BTreeMap, HashSet};
+use syn::{spanned::Spanned, Ident, Type};
+
+/// One `asm!` operand.
+pub enum Operand {
+    /// `name = in(reg) expr`
+    In(TokenStream),
+    /// `name = inout(reg) expr => _`
+    InOut(TokenStream),
+    /// `name = out(reg) _`
+    Scratch,
+    /// `name = const expr`
+    Const(TokenStream),
+    /// `name = sym path`
+    Sym(TokenStream),
+    /// `name = label { break 'attempt code }`
+    Label(u8),
+}
+
+/// Outcome codes of one attempt.
+pub const COMMITTED: u8 = 0;
+pub const MOVED: u8 = 254;
+pub const ABORTED: u8 = 255;
+
+pub struct Plan {
+    /// Statements run once before the retry loop (hoisted operands).
+    pub hoists: Vec<TokenStream>,
+    /// Type checks (never-called closures) that point at the offending place.
+    pub checks: Vec<TokenStream>,
+    /// Operands in declaration order.
+    pub operands: Vec<(String, Operand)>,
+    pub ops: Vec<Op>,
+    /// Loaded values saved to stack slots for the result expressions: name → slot.
+    pub saved: BTreeMap<String, usize>,
+    /// Number of `fail` exits (codes 1..=fails).
+    pub fails: u8,
+}
+
+impl Plan {
+    pub fn registers(&self) -> usize {
+        self.operands
+            .iter()
+            .filter(|(_, o)| matches!(o, Operand::In(_) | Operand::InOut(_) | Operand::Scratch))
+            .count()
+    }
+
+    pub fn build(section: &Section, checked: &Checked) -> Plan {
+        Builder::new(section, checked).build()
+    }
+}
+
+/// Names a value operand in Rust (fallback) and in asm.
+pub fn value_ident(name: &Ident) -> Ident {
+    format_ident!("__rseq_v_{}", name)
+}
+pub fn arg_ident(name: &Ident) -> Ident {
+    format_ident!("__rseq_arg_{}", name)
+}
+pub fn base_ident(name: &Ident) -> Ident {
+    format_ident!("__rseq_base_{}", name)
+}
+pub fn expr_ident(n: usize) -> Ident {
+    format_ident!("__rseq_expr_{}", n)
+}
+
+/// Values that the result expressions (tail, fail values) mention.
+fn saved_values(section: &Section, checked: &Checked) -> BTreeMap<String, usize> {
+    let mut tokens = TokenStream::new();
+    if let Some(t) = &section.tail {
+        tokens.extend(quote!(#t));
+    }
+    for step in &section.steps {
+        if let Step::FailIf { value: Some(v), .. } = step {
+            tokens.extend(quote!(#v));
+        }
+    }
+    let mut mentioned = HashSet::new();
+    collect(tokens, &mut mentioned);
+    let mut loads: Vec<(usize, String)> = checked
+        .values
+        .iter()
+        .filter(|(name, _)| mentioned.contains(*name))
+        .map(|(name, (pos, _))| (*pos, name.clone()))
+        .collect();
+    loads.sort();
+    loads.into_iter().enumerate().map(|(slot, (_, name))| (name, slot)).collect()
+}
+
+fn collect(tokens: TokenStream, out: &mut HashSet<String>) {
+    for tt in tokens {
+        match tt {
+            proc_macro2::TokenTree::Ident(i) => {
+                out.insert(i.to_string());
+            }
+            proc_macro2::TokenTree::Group(g) => collect(g.stream(), out),
+            _ => {}
+        }
+    }
+}
+
+/// Stable numbering of `{ expr }` operands across the asm and the fallback.
+pub fn expr_operands(section: &Section) -> Vec<syn::ExprBlock> {
+    let mut out = Vec::new();
+    let mut push = |op: &crate::ast::Operand| {
+        if let crate::ast::Operand::Expr(e) = op {
+            out.push(e.clone());
+        }
+    };
+    for step in &section.steps {
+        match step {
+            Step::FailIf { a, b, .. } => {
+                push(a);
+                push(b);
+            }
+            Step::Store { place, value, .. } | Step::Commit { place, value, .. } => {
+                if let PlaceBase::Deref { offset: Some(o), .. } = &place.base {
+                    push(o);
+                }
+                push(value);
+            }
+            Step::Load { place, .. } => {
+                if let PlaceBase::Deref { offset: Some(o), .. } = &place.base {
+                    push(o);
+                }
+            }
+            Step::Memcpy { dst, src, len, .. } => {
+                push(dst);
+                push(src);
+                push(len);
+            }
+            Step::Other(_) => {}
+        }
+    }
+    out
+}
+
+/// The number of a `{ expr }` operand: the position of the first operand with the same tokens
+/// (equal expressions are evaluated once).
+pub fn expr_number(section: &Section, e: &syn::ExprBlock) -> usize {
+    let text = quote!(#e).to_string();
+    expr_operands(section).iter().position(|x| quote!(#x).to_string() == text).expect("operand of this section")
+}
+
+/// Each distinct `{ expr }` operand with its number.
+pub fn distinct_exprs(section: &Section) -> Vec<(usize, syn::ExprBlock)> {
+    let all = expr_operands(section);
+    all.iter()
+        .enumerate()
+        .filter(|(i, e)| expr_number(section, e) == *i)
+        .map(|(i, e)| (i, e.clone()))
+        .collect()
+}
+
+/// `PerCpu` parameters that places index, in first-use order, and whether any place of each
+/// indexes an element (then the slot address is formed in the base register).
+pub fn percpu_bases(section: &Section) -> Vec<(Ident, bool)> {
+    let mut bases: Vec<(Ident, bool)> = Vec::new();
+    for step in &section.steps {
+        if let Step::Load { place, .. } | Step::Store { place, .. } | Step::Commit { place, .. } = step {
+            if let PlaceBase::Slot { percpu, .. } = &place.base {
+                match bases.iter_mut().find(|(b, _)| b == percpu) {
+                    Some((_, folded)) => *folded |= place.element.is_some(),
+                    None => bases.push((percpu.clone(), place.element.is_some())),
+                }
+            }
+        }
+    }
+    bases
+}
+
+struct Builder<'a> {
+    section: &'a Section,
+    checked: &'a Checked,
+    plan: Plan,
+    /// Hoisted parameters (asm name by parameter name).
+    args: BTreeMap<String, String>,
+    /// `{ expr }` operands already declared, by their index in `expr_operands`.
+    exprs: BTreeMap<usize, String>,
+    next_const: usize,
+    next_literal: usize,
+    /// Per PerCpu base: (asm base name, asm offset name or None when folded into the base).
+    bases: BTreeMap<String, (String, Option<String>)>,
+}
+
+impl<'a> Builder<'a> {
+    fn new(section: &'a Section, checked: &'a Checked) -> Self {
+        Builder {
+            section,
+            checked,
+            plan: Plan {
+                hoists: Vec::new(),
+                checks: Vec::new(),
+                operands: Vec::new(),
+                ops: Vec::new(),
+                saved: saved_values(section, checked),
+                fails: 0,
+            },
+            args: BTreeMap::new(),
+            exprs: BTreeMap::new(),
+            next_const: 0,
+            next_literal: 0,
+            bases: BTreeMap::new(),
+        }
+    }
+
+    fn operand(&mut self, name: impl Into<String>, op: Operand) -> String {
+        let name = name.into();
+        self.plan.operands.push((name.clone(), op));
+        name
+    }
+
+    fn constant(&mut self, value: TokenStream) -> String {
+        let name = format!("d{}", self.next_const);
+        self.next_const += 1;
+        self.operand(name, Operand::Const(value))
+    }
+
+    /// A parameter as a register operand (hoisted once, cast to a word).
+    fn arg(&mut self, name: &Ident) -> String {
+        if let Some(asm) = self.args.get(&name.to_string()) {
+            return asm.clone();
+        }
+        let local = arg_ident(name);
+        self.plan.hoists.push(quote_spanned!(name.span()=> let #local: usize = #name as usize;));
+        let asm = self.operand(format!("a_{name}"), Operand::In(quote!(#local)));
+        self.args.insert(name.to_string(), asm.clone());
+        asm
+    }
+
+    fn value(&mut self, op: &crate::ast::Operand) -> Value {
+        match op {
+            crate::ast::Operand::Name(name) if self.checked.is_value(name) => Value::Reg(format!("v_{name}")),
+            crate::ast::Operand::Name(name) => Value::Reg(self.arg(name)),
+            crate::ast::Operand::Null(_) => Value::Imm(0),
+            crate::ast::Operand::Int(lit) => {
+                let v: u64 = lit.base10_parse().unwrap_or(0);
+                if v <= i32::MAX as u64 {
+                    Value::Imm(v as i64)
+                } else {
+                    let n = self.next_literal;
+                    self.next_literal += 1;
+                    let local = format_ident!("__rseq_lit_{}", n);
+                    self.plan.hoists.push(quote!(let #local: usize = #lit as usize;));
+                    Value::Reg(self.operand(format!("l{n}"), Operand::In(quote!(#local))))
+                }
+            }
+            crate::ast::Operand::Expr(e) => {
+                let n = expr_number(self.section, e);
+                if let Some(asm) = self.exprs.get(&n) {
+                    return Value::Reg(asm.clone());
+                }
+                let local = expr_ident(n);
+                let asm = self.operand(format!("e{n}"), Operand::In(quote!(#local)));
+                self.exprs.insert(n, asm.clone());
+                Value::Reg(asm)
+            }
+        }
+    }
+
+    fn reg_of(&mut self, name: &Ident) -> String {
+        match self.value(&crate::ast::Operand::Name(name.clone())) {
+            Value::Reg(r) => r,
+            Value::Imm(_) => unreachable!(),
+        }
+    }
+
+    /// The address of a place, with its type check.
+    fn addr(&mut self, place: &Place) -> Addr {
+        let fields = &place.fields;
+        let span = place.tokens.clone();
+        let element = place.element.as_ref().map(|e| (self.reg_of(e), 8u8));
+        match &place.base {
+            PlaceBase::Slot { percpu, .. } => {
+                let Some(ParamKind::PerCpu(ty)) = self.checked.params.get(&percpu.to_string()) else { unreachable!() };
+                let ty = ty.clone();
+                let (base, offset) = self.bases[&percpu.to_string()].clone();
+                self.word_check(&ty, fields, place.element.is_some(), &span);
+                let disp = (!fields.is_empty()).then(|| self.constant(quote!(::core::mem::offset_of!(#ty, #(#fields).*))));
+                let index = match (offset, element) {
+                    (_, Some(e)) => Some(e),
+                    (Some(o), None) => Some((o, 1)),
+                    (None, None) => None,
+                };
+                Addr { base, index, disp }
+            }
+            PlaceBase::Deref { ptr, offset } => {
+                let base = self.reg_of(ptr);
+                if let Some(ty) = pointee(ptr, self.checked) {
+                    if fields.is_empty() && offset.is_none() {
+                        self.word_check(&ty, &[], place.element.is_some(), &span);
+                    }
+                }
+                let (index, disp) = match offset.as_ref().map(|o| self.value(o)) {
+                    None => (element, None),
+                    Some(Value::Imm(i)) => (element, Some(self.constant(quote!(#i)))),
+                    Some(Value::Reg(r)) => (Some((r, 1)), None),
+                };
+                Addr { base, index, disp }
+            }
+            PlaceBase::Field { ptr } => {
+                let base = self.reg_of(ptr);
+                let ty = pointee(ptr, self.checked).expect("validated");
+                self.word_check(&ty, fields, place.element.is_some(), &span);
+                let disp = Some(self.constant(quote!(::core::mem::offset_of!(#ty, #(#fields).*))));
+                Addr { base, index: element, disp }
+            }
+        }
+    }
+
+    /// A never-called closure that only type-checks if the place is a word (or, with an
+    /// element index, an array of words), spanned at the place.
+    fn word_check(&mut self, ty: &Type, fields: &[Ident], element: bool, span: &TokenStream) {
+        let span = span.clone().into_iter().next().map(|t| t.span()).unwrap_or_else(proc_macro2::Span::call_site);
+        let check = if element {
+            quote_spanned!(span=> ::rseq::__private::word_array)
+        } else {
+            quote_spanned!(span=> ::rseq::__private::word)
+        };
+        self.plan.checks.push(quote_spanned! {span=>
+            let _ = |__rseq_p: *const #ty| {
+                #check(unsafe { ::core::ptr::addr_of!((*__rseq_p) #(.#fields)*) })
+            };
+        });
+    }
+
+    fn build(mut self) -> Plan {
+        let section = self.section;
+        let checked = self.checked;
+        for (n, e) in distinct_exprs(section) {
+            let local = expr_ident(n);
+            self.plan.hoists.push(quote_spanned!(e.span()=> let #local: usize = (#e) as usize;));
+        }
+        let area = self.operand("area", Operand::In(quote!(__rseq_area)));
+        if !self.plan.saved.is_empty() {
+            self.operand("slots", Operand::In(quote!(__rseq_slots.as_mut_ptr())));
+        }
+        let given = match &checked.index {
+            IndexMode::Given(param) => Some(self.arg(param)),
+            _ => None,
+        };
+        let bases = percpu_bases(section);
+        for (percpu, folded) in &bases {
+            let local = base_ident(percpu);
+            self.plan.hoists.push(quote!(let #local: usize = ::rseq::PerCpu::as_ptr(#percpu) as usize;));
+            let op = if *folded { Operand::InOut(quote!(#local)) } else { Operand::In(quote!(#local)) };
+            let name = self.operand(format!("b_{percpu}"), op);
+            self.bases.insert(percpu.to_string(), (name, None));
+        }
+        let idx = self.operand("idx", Operand::Scratch);
+        // Scale the index once per base: in place when there is a single base.
+        let mut scale_ops = Vec::new();
+        for (i, (percpu, folded)) in bases.iter().enumerate() {
+            let Some(ParamKind::PerCpu(ty)) = checked.params.get(&percpu.to_string()) else { unreachable!() };
+            let stride_ty = quote!(<::rseq::PerCpu<#ty>>::STRIDE);
+            let stride = self.constant(stride_ty.clone());
+            let pow2 = self.constant(quote!(::rseq::__private::stride_is_pow2(#stride_ty)));
+            let shift = self.constant(quote!(::rseq::__private::stride_shift(#stride_ty)));
+            let dst = if bases.len() == 1 { idx.clone() } else { self.operand(format!("o{i}"), Operand::Scratch) };
+            scale_ops.push(Op::Scale { dst: dst.clone(), index: idx.clone(), stride, pow2, shift });
+            let base = self.bases[&percpu.to_string()].0.clone();
+            if *folded {
+                scale_ops.push(Op::AddTo { base: base.clone(), offset: dst });
+            } else {
+                self.bases.insert(percpu.to_string(), (base, Some(dst)));
+            }
+        }
+        for step in &section.steps {
+            if let Step::Load { name, .. } = step {
+                self.operand(format!("v_{name}"), Operand::Scratch);
+            }
+        }
+        let limit = self.operand(
+            "limit",
+            Operand::Sym(match checked.index {
+                IndexMode::MmCid => quote!(::rseq::__private::MM_CID_LIMIT),
+                _ => quote!(::rseq::__private::INDEX_LIMIT),
+            }),
+        );
+        let field = match checked.index {
+            IndexMode::MmCid => IndexField::MmCid,
+            _ => IndexField::CpuId,
+        };
+
+        let mut body = Vec::new();
+        let mut exits = Vec::new();
+        let mut memcpys = 0u32;
+        for step in &section.steps {
+            match step {
+                Step::Load { name, place, .. } => {
+                    let addr = self.addr(place);
+                    let dst = format!("v_{name}");
+                    body.push(Op::Load { dst: dst.clone(), addr });
+                    if let Some(slot) = self.plan.saved.get(&name.to_string()) {
+                        body.push(Op::Save { slots: "slots".into(), slot: *slot, src: dst });
+                    }
+                }
+                Step::FailIf { a, cmp, b, .. } => {
+                    self.plan.fails += 1;
+                    let exit = self.operand(format!("f{}", self.plan.fails), Operand::Label(self.plan.fails));
+                    exits.push(exit.clone());
+                    let (a, b) = (self.value(a), self.value(b));
+                    let cond = match cmp.op {
+                        CmpOp::Eq => Cond::Eq,
+                        CmpOp::Ne => Cond::Ne,
+                        CmpOp::Lt => Cond::Lt,
+                        CmpOp::Le => Cond::Le,
+                        CmpOp::Gt => Cond::Gt,
+                        CmpOp::Ge => Cond::Ge,
+                    };
+                    body.push(Op::ExitIf { a, cond, b, exit });
+                }
+                Step::Store { place, value, .. } => {
+                    let value = self.value(value);
+                    let addr = self.addr(place);
+                    body.push(Op::Store { addr, value });
+                }
+                Step::Memcpy { dst, src, len, .. } => {
+                    let n = memcpys;
+                    memcpys += 1;
+                    let regs: Vec<String> = ["d", "s", "n", "t"]
+                        .iter()
+                        .map(|r| self.operand(format!("m{n}{r}"), Operand::Scratch))
+                        .collect();
+                    for (reg, op) in regs.iter().zip([dst, src, len]) {
+                        let v = self.value(op);
+                        body.push(Op::Copy { dst: reg.clone(), src: v });
+                    }
+                    body.push(Op::Memcpy {
+                        dst: regs[0].clone(),
+                        src: regs[1].clone(),
+                        len: regs[2].clone(),
+                        scratch: regs[3].clone(),
+                        unique: n,
+                    });
+                }
+                Step::Commit { kind, place, value, .. } => {
+                    let value = self.value(value);
+                    let addr = self.addr(place);
+                    let kind = match kind.to_string().as_str() {
+                        "store_release" => CommitKind::StoreRelease,
+                        "add" => CommitKind::Add,
+                        _ => CommitKind::Store,
+                    };
+                    body.push(Op::Commit { kind, addr, value });
+                }
+                Step::Other(_) => {}
+            }
+        }
+        if given.is_some() {
+            exits.push(self.operand("moved", Operand::Label(MOVED)));
+        }
+        let abort = self.operand("abort", Operand::Label(ABORTED));
+
+        let mut ops = vec![
+            Op::Begin { area: area.clone(), scratch: idx.clone(), exits },
+            Op::ReadIndex { dst: idx.clone(), area, field, limit },
+        ];
+        if let Some(expected) = given {
+            ops.push(Op::CheckIndex { index: idx.clone(), expected, exit: "moved".into() });
+        }
+        ops.extend(scale_ops);
+        ops.extend(body);
+        ops.push(Op::End { abort });
+        self.plan.ops = ops;
+        self.plan
+    }
+}

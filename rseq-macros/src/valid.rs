@@ -1,0 +1,625 @@
+//! Every rule of a correct critical section, one function each. Each rule has a UI test in
+//! `ui-tests/tests/ui/`. Independent errors are combined and reported together.
+
+use crate::ast::*;
+use proc_macro2::{Span, TokenStream, TokenTree};
+use quote::ToTokens;
+use std::collections::HashMap;
+use syn::{Error, Expr, FnArg, GenericArgument, Ident, Pat, PathArguments, Result, Type};
+
+/// How the section picks its per-CPU slot.
+#[derive(Clone)]
+pub enum IndexMode {
+    CpuId,
+    MmCid,
+    /// The caller passes the CPU (a parameter); the section checks it is still current.
+    Given(Ident),
+}
+
+/// What a parameter can be used as.
+#[derive(Clone)]
+pub enum ParamKind {
+    /// `&PerCpu<T>`: places `p[cpu]…`; `T` is kept for `offset_of!` and stride.
+    PerCpu(Type),
+    /// `*mut T` / `*const T`: `*p`, `(*p).field`.
+    Ptr(Type),
+    /// Anything else: a value (cast to a word).
+    Other,
+}
+
+/// What validation learned, for expansion.
+pub struct Checked {
+    pub index: IndexMode,
+    pub moved: Option<Expr>,
+    pub aborts: Option<Expr>,
+    pub params: HashMap<String, ParamKind>,
+    /// Loaded values: name → (position of the load step, declared type).
+    pub values: HashMap<String, (usize, Option<Type>)>,
+}
+
+impl Checked {
+    pub fn is_value(&self, name: &Ident) -> bool {
+        self.values.contains_key(&name.to_string())
+    }
+}
+
+/// Collects independent errors.
+#[derive(Default)]
+struct Errors(Option<Error>);
+
+impl Errors {
+    fn push(&mut self, e: Error) {
+        match &mut self.0 {
+            Some(all) => all.combine(e),
+            None => self.0 = Some(e),
+        }
+    }
+    fn check(&mut self, r: Result<()>) {
+        if let Err(e) = r {
+            self.push(e)
+        }
+    }
+    fn finish(self) -> Result<()> {
+        self.0.map_or(Ok(()), Err)
+    }
+}
+
+pub fn validate(section: &Section) -> Result<Checked> {
+    let mut errors = Errors::default();
+    errors.check(signature_is_plain(section));
+    let params = parameters(section);
+    let (index, moved, aborts) = match options(section, &params) {
+        Ok(o) => o,
+        Err(e) => {
+            errors.push(e);
+            (IndexMode::CpuId, None, None)
+        }
+    };
+    for step in &section.steps {
+        errors.check(step_is_known(step));
+        errors.check(store_is_plain(step));
+        errors.check(commit_kind_is_known(step));
+    }
+    errors.check(exactly_one_commit_at_the_end(section));
+    let values = match values_are_loaded_once(section, &params) {
+        Ok(v) => v,
+        Err(e) => {
+            errors.push(e);
+            HashMap::new()
+        }
+    };
+    let checked = Checked { index, moved, aborts, params, values };
+    for (position, step) in section.steps.iter().enumerate() {
+        errors.check(operands_are_known(step, position, &checked));
+        errors.check(places_are_valid(step, position, &checked));
+    }
+    errors.check(raw_pointers_need_unsafe_fn(section, &checked));
+    errors.check(results_match_the_return_type(section));
+    errors.check(exprs_do_not_escape(section, &checked));
+    errors.check(fail_values_use_earlier_loads(section, &checked));
+    errors.finish()?;
+    registers_fit(section, &checked)?;
+    Ok(checked)
+}
+
+/// Generic, async, const, extern, variadic functions and methods are not supported.
+fn signature_is_plain(section: &Section) -> Result<()> {
+    let sig = &section.sig;
+    let mut errors = Errors::default();
+    if let Some(t) = &sig.asyncness {
+        errors.push(Error::new_spanned(t, "critical sections cannot be `async`: a section runs to its commit without suspending"));
+    }
+    if let Some(t) = &sig.constness {
+        errors.push(Error::new_spanned(t, "critical sections cannot be `const fn`: they read the running CPU"));
+    }
+    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        errors.push(Error::new_spanned(
+            &sig.generics,
+            "generic critical sections are not supported: the stride and field offsets must be known when the asm is generated; write one section per concrete type",
+        ));
+    }
+    if let Some(abi) = &sig.abi {
+        errors.push(Error::new_spanned(abi, "critical sections use the Rust ABI; wrap them in an `extern` function if needed"));
+    }
+    if let Some(v) = &sig.variadic {
+        errors.push(Error::new_spanned(v, "critical sections cannot be variadic"));
+    }
+    for input in &sig.inputs {
+        match input {
+            FnArg::Receiver(r) => errors.push(Error::new_spanned(
+                r,
+                "methods are not supported: pass the `&PerCpu<T>` (or pointer) as an ordinary parameter",
+            )),
+            FnArg::Typed(t) => {
+                if !matches!(&*t.pat, Pat::Ident(_)) {
+                    errors.push(Error::new_spanned(&t.pat, "parameters of a critical section must be plain names"));
+                }
+            }
+        }
+    }
+    errors.finish()
+}
+
+fn parameters(section: &Section) -> HashMap<String, ParamKind> {
+    let mut params = HashMap::new();
+    for input in &section.sig.inputs {
+        if let FnArg::Typed(t) = input {
+            if let Pat::Ident(p) = &*t.pat {
+                params.insert(p.ident.to_string(), param_kind(&t.ty));
+            }
+        }
+    }
+    params
+}
+
+fn param_kind(ty: &Type) -> ParamKind {
+    match ty {
+        Type::Reference(r) => {
+            if let Type::Path(p) = &*r.elem {
+                if let Some(last) = p.path.segments.last() {
+                    if last.ident == "PerCpu" {
+                        if let PathArguments::AngleBracketed(args) = &last.arguments {
+                            if let Some(GenericArgument::Type(t)) = args.args.first() {
+                                return ParamKind::PerCpu(t.clone());
+                            }
+                        }
+                    }
+                }
+            }
+            ParamKind::Other
+        }
+        Type::Ptr(p) => ParamKind::Ptr((*p.elem).clone()),
+        Type::Paren(p) => param_kind(&p.elem),
+        _ => ParamKind::Other,
+    }
+}
+
+/// `index = cpu_id | mm_cid | given(param)`, `moved = expr` (with `given` only),
+/// `aborts = static`; no key twice, no other key.
+fn options(section: &Section, params: &HashMap<String, ParamKind>) -> Result<(IndexMode, Option<Expr>, Option<Expr>)> {
+    let mut errors = Errors::default();
+    let mut seen: HashMap<String, &Ident> = HashMap::new();
+    let (mut index, mut index_tokens, mut moved, mut aborts) = (IndexMode::CpuId, None, None, None);
+    for opt in &section.options {
+        let key = opt.key.to_string();
+        if seen.insert(key.clone(), &opt.key).is_some() {
+            errors.push(Error::new_spanned(&opt.key, format!("duplicate option `{key}`")));
+            continue;
+        }
+        match key.as_str() {
+            "index" => {
+                index_tokens = Some(opt.value.to_token_stream());
+                match index_mode(&opt.value, params) {
+                    Ok(m) => index = m,
+                    Err(e) => errors.push(e),
+                }
+            }
+            "moved" => moved = Some(opt.value.clone()),
+            "aborts" => aborts = Some(opt.value.clone()),
+            _ => errors.push(Error::new_spanned(
+                &opt.key,
+                format!("unknown option `{key}`; expected `index`, `moved` or `aborts`"),
+            )),
+        }
+    }
+    match (&index, &moved) {
+        (IndexMode::Given(_), None) => errors.push(Error::new_spanned(
+            index_tokens.unwrap(),
+            "`index = given(..)` needs `moved = value`: the value returned when the caller's CPU is no longer the current one",
+        )),
+        (IndexMode::CpuId | IndexMode::MmCid, Some(m)) => errors.push(Error::new_spanned(
+            m,
+            "`moved` only applies with `index = given(cpu)`: with `cpu_id` or `mm_cid` the section reads the index itself",
+        )),
+        _ => {}
+    }
+    errors.finish()?;
+    Ok((index, moved, aborts))
+}
+
+fn index_mode(value: &Expr, params: &HashMap<String, ParamKind>) -> Result<IndexMode> {
+    let unknown = || {
+        Error::new_spanned(value, "unknown index; expected `cpu_id`, `mm_cid` or `given(parameter)`")
+    };
+    match value {
+        Expr::Path(p) if p.path.is_ident("cpu_id") => Ok(IndexMode::CpuId),
+        Expr::Path(p) if p.path.is_ident("mm_cid") => Ok(IndexMode::MmCid),
+        Expr::Call(call) => match (&*call.func, call.args.first()) {
+            (Expr::Path(f), Some(Expr::Path(arg))) if f.path.is_ident("given") && call.args.len() == 1 => {
+                let ident = arg.path.get_ident().ok_or_else(unknown)?;
+                match params.get(&ident.to_string()) {
+                    Some(ParamKind::Other) => Ok(IndexMode::Given(ident.clone())),
+                    _ => Err(Error::new_spanned(ident, format!("`given({ident})` needs a parameter `{ident}: usize` holding the CPU"))),
+                }
+            }
+            _ => Err(unknown()),
+        },
+        _ => Err(unknown()),
+    }
+}
+
+/// Statements other than steps, each with the reason it cannot be in a section.
+fn step_is_known(step: &Step) -> Result<()> {
+    let Step::Other(stmt) = step else { return Ok(()) };
+    const STEPS: &str = "expected one of `let name = load(place);`, `store(place, value);`, `memcpy(dst, src, len);`, `if a == b { fail(value) }`, `commit::store|store_release|add(place, value);`";
+    let msg = match stmt {
+        syn::Stmt::Local(_) => "a `let` in a critical section must load: `let name = load(place);`".to_string(),
+        syn::Stmt::Macro(m) => format!(
+            "macros cannot run inside a critical section (`{}!`): the kernel may restart it at any instruction",
+            m.mac.path.to_token_stream()
+        ),
+        syn::Stmt::Item(_) => "items cannot be declared inside a critical section".into(),
+        syn::Stmt::Expr(expr, _) => match expr {
+            Expr::Call(call) => match &*call.func {
+                Expr::Path(p) if p.path.get_ident().is_some() => format!(
+                    "unknown step `{}`; {STEPS}",
+                    p.path.get_ident().unwrap()
+                ),
+                _ => "function calls cannot run inside a critical section: the kernel may restart it at any instruction; compute the value before and pass it as `{ expression }`".into(),
+            },
+            Expr::MethodCall(_) => "method calls cannot run inside a critical section: the kernel may restart it at any instruction; compute the value before and pass it as `{ expression }`".into(),
+            Expr::Loop(_) | Expr::While(_) | Expr::ForLoop(_) => {
+                "loops are not allowed in a critical section: it must be short and straight; use `memcpy` to copy, and let the caller retry".into()
+            }
+            Expr::Return(_) => "`return` is not allowed in a critical section: the final expression is the value on commit, `fail(value)` the value on failure".into(),
+            Expr::Try(_) => "`?` is not allowed in a critical section: leave through `if … { fail(value) }`".into(),
+            Expr::Await(_) => "`.await` is not allowed in a critical section: it cannot suspend".into(),
+            Expr::Macro(m) => format!(
+                "macros cannot run inside a critical section (`{}!`): the kernel may restart it at any instruction",
+                m.mac.path.to_token_stream()
+            ),
+            Expr::Assign(_) => "assignments are not steps: write `store(place, value);` or `commit::store(place, value);`".into(),
+            Expr::Unsafe(_) | Expr::Block(_) => "blocks are not steps: the body of a section is a flat list of steps".into(),
+            _ => format!("unsupported statement; {STEPS}"),
+        },
+    };
+    Err(Error::new_spanned(stmt, msg))
+}
+
+/// `store_release` and `add` are only valid as the commit.
+fn store_is_plain(step: &Step) -> Result<()> {
+    match step {
+        Step::Store { kind, .. } if kind != "store" => Err(Error::new_spanned(
+            kind,
+            format!("`{kind}` is only valid as the commit: write `commit::{kind}(place, value);` as the last step"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn commit_kind_is_known(step: &Step) -> Result<()> {
+    match step {
+        Step::Commit { kind, .. } if !["store", "store_release", "add"].iter().any(|k| kind == k) => {
+            Err(Error::new_spanned(kind, format!("unknown commit `{kind}`; expected `store`, `store_release` or `add`")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Exactly one commit, and it is the last step.
+fn exactly_one_commit_at_the_end(section: &Section) -> Result<()> {
+    let commits: Vec<usize> = section
+        .steps
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| matches!(s, Step::Commit { .. }))
+        .map(|(i, _)| i)
+        .collect();
+    let Some(&first) = commits.first() else {
+        return Err(Error::new(
+            section.body_span,
+            "expected a `commit` step: a critical section ends with `commit::store(..)`, `commit::store_release(..)` or `commit::add(..)`",
+        ));
+    };
+    if let Some(&second) = commits.get(1) {
+        let Step::Commit { commit, .. } = &section.steps[second] else { unreachable!() };
+        return Err(Error::new_spanned(commit, "a critical section has exactly one commit; this is a second one"));
+    }
+    if let Some(after) = section.steps.get(first + 1) {
+        let what = match after {
+            Step::Load { .. } => "`load`",
+            Step::FailIf { .. } => "`if … fail`",
+            Step::Store { .. } => "`store`",
+            Step::Memcpy { .. } => "`memcpy`",
+            _ => "a step",
+        };
+        return Err(Error::new_spanned(
+            after.tokens(),
+            format!("expected the commit as the last step, found {what} after it: nothing may follow the commit"),
+        ));
+    }
+    Ok(())
+}
+
+/// Each name is loaded once, does not shadow a parameter, and its type (if given) is a word.
+fn values_are_loaded_once(
+    section: &Section,
+    params: &HashMap<String, ParamKind>,
+) -> Result<HashMap<String, (usize, Option<Type>)>> {
+    let mut errors = Errors::default();
+    let mut values = HashMap::new();
+    for (position, step) in section.steps.iter().enumerate() {
+        if let Step::Load { name, ty, .. } = step {
+            let key = name.to_string();
+            if name == "cpu" || name == "null" {
+                errors.push(Error::new_spanned(name, format!("`{name}` is reserved in critical sections; choose another name")));
+            } else if params.contains_key(&key) {
+                errors.push(Error::new_spanned(name, format!("`{name}` is already a parameter; give the loaded value another name")));
+            } else if values.contains_key(&key) {
+                errors.push(Error::new_spanned(name, format!("`{name}` is loaded twice; each value is loaded once (give the second one another name)")));
+            } else {
+                values.insert(key, (position, ty.clone()));
+            }
+        }
+    }
+    errors.finish()?;
+    Ok(values)
+}
+
+fn check_name(name: &Ident, position: usize, checked: &Checked) -> Result<()> {
+    let key = name.to_string();
+    if let Some((loaded_at, _)) = checked.values.get(&key) {
+        if *loaded_at >= position {
+            return Err(Error::new_spanned(name, format!("`{name}` is used before it is loaded; move its `load` above this step")));
+        }
+        return Ok(());
+    }
+    if checked.params.contains_key(&key) {
+        return Ok(());
+    }
+    if name == "cpu" {
+        return Err(Error::new_spanned(
+            name,
+            "`cpu` is only an index (`percpu[cpu]`); to compare with a CPU the caller computed, use `index = given(cpu)`",
+        ));
+    }
+    Err(Error::new_spanned(name, format!("`{name}` is neither a loaded value nor a parameter")))
+}
+
+fn check_operand(op: &Operand, position: usize, checked: &Checked) -> Result<()> {
+    match op {
+        Operand::Name(name) => {
+            check_name(name, position, checked)?;
+            if let Some(ParamKind::PerCpu(_)) = checked.params.get(&name.to_string()) {
+                return Err(Error::new_spanned(name, format!("`{name}` is per-CPU storage, not a word; use `{name}[cpu]` as a place")));
+            }
+            Ok(())
+        }
+        Operand::Int(lit) => lit
+            .base10_parse::<u64>()
+            .map(drop)
+            .map_err(|_| Error::new_spanned(lit, "integers in a critical section are unsigned words (u64)")),
+        Operand::Null(_) | Operand::Expr(_) => Ok(()),
+    }
+}
+
+/// Every value operand names a loaded value (loaded earlier) or a parameter.
+fn operands_are_known(step: &Step, position: usize, checked: &Checked) -> Result<()> {
+    let mut errors = Errors::default();
+    match step {
+        Step::FailIf { a, b, .. } => {
+            errors.check(check_operand(a, position, checked));
+            errors.check(check_operand(b, position, checked));
+        }
+        Step::Store { value, .. } | Step::Commit { value, .. } => errors.check(check_operand(value, position, checked)),
+        Step::Memcpy { dst, src, len, .. } => {
+            for op in [dst, src, len] {
+                errors.check(check_operand(op, position, checked));
+            }
+        }
+        _ => {}
+    }
+    errors.finish()
+}
+
+/// `p[cpu]` needs a `&PerCpu<T>` parameter and the index `cpu`; `*p` and `(*p).f` need a
+/// pointer (a parameter or a loaded value; `(*p).f` a known pointee type); `[i]` a value.
+fn places_are_valid(step: &Step, position: usize, checked: &Checked) -> Result<()> {
+    let place = match step {
+        Step::Load { place, .. } | Step::Store { place, .. } | Step::Commit { place, .. } => place,
+        _ => return Ok(()),
+    };
+    let mut errors = Errors::default();
+    match &place.base {
+        PlaceBase::Slot { percpu, index } => {
+            match checked.params.get(&percpu.to_string()) {
+                Some(ParamKind::PerCpu(_)) => {}
+                _ => errors.push(Error::new_spanned(
+                    percpu,
+                    format!("`{percpu}` is not a `&PerCpu<T>` parameter; only per-CPU storage is indexed by `[cpu]`"),
+                )),
+            }
+            if index != "cpu" {
+                errors.push(Error::new_spanned(index, format!("per-CPU slots are indexed by `cpu` (the section's own index), not `{index}`")));
+            }
+        }
+        PlaceBase::Deref { ptr, offset } => {
+            errors.check(pointer_name(ptr, position, checked));
+            if let Some(offset) = offset {
+                errors.check(check_operand(offset, position, checked));
+                if matches!(offset, Operand::Name(_) | Operand::Expr(_)) && place.element.is_some() {
+                    errors.push(Error::new_spanned(&place.tokens, "a place cannot have both a register offset and an element index"));
+                }
+            }
+        }
+        PlaceBase::Field { ptr } => {
+            errors.check(pointer_name(ptr, position, checked));
+            if errors.0.is_none() && pointee(ptr, checked).is_none() {
+                errors.push(Error::new_spanned(
+                    ptr,
+                    format!("the type `{ptr}` points to is unknown: load it with a type, `let {ptr}: *mut Node = load(..);`, so `(*{ptr}).field` has an offset"),
+                ));
+            }
+        }
+    }
+    if let Some(element) = &place.element {
+        errors.check(check_name(element, position, checked));
+    }
+    errors.finish()
+}
+
+fn pointer_name(ptr: &Ident, position: usize, checked: &Checked) -> Result<()> {
+    check_name(ptr, position, checked)?;
+    if let Some(ParamKind::PerCpu(_)) = checked.params.get(&ptr.to_string()) {
+        return Err(Error::new_spanned(ptr, format!("`{ptr}` is per-CPU storage; its current slot is `{ptr}[cpu]`")));
+    }
+    Ok(())
+}
+
+/// The pointee type of a pointer value or parameter, when known.
+pub fn pointee(ptr: &Ident, checked: &Checked) -> Option<Type> {
+    let key = ptr.to_string();
+    if let Some((_, ty)) = checked.values.get(&key) {
+        return match ty {
+            Some(Type::Ptr(p)) => Some((*p.elem).clone()),
+            _ => None,
+        };
+    }
+    match checked.params.get(&key) {
+        Some(ParamKind::Ptr(t)) => Some(t.clone()),
+        _ => None,
+    }
+}
+
+/// Places through raw pointers, element indexing and `memcpy` dereference memory the macro
+/// cannot check: they need an `unsafe fn`, whose callers promise the pointers are valid.
+fn raw_pointers_need_unsafe_fn(section: &Section, _checked: &Checked) -> Result<()> {
+    if section.sig.unsafety.is_some() {
+        return Ok(());
+    }
+    let mut errors = Errors::default();
+    for step in &section.steps {
+        match step {
+            Step::Load { place, .. } | Step::Store { place, .. } | Step::Commit { place, .. } => {
+                if !matches!(place.base, PlaceBase::Slot { .. }) {
+                    errors.push(Error::new_spanned(
+                        &place.tokens,
+                        "this place goes through a raw pointer: declare the section `unsafe fn` and document what its callers guarantee",
+                    ));
+                } else if place.element.is_some() {
+                    errors.push(Error::new_spanned(
+                        &place.tokens,
+                        "indexing by a loaded value is not bounds-checked: declare the section `unsafe fn` and check the index with `if i >= CAPACITY { fail .. }`",
+                    ));
+                }
+            }
+            Step::Memcpy { kw, .. } => errors.push(Error::new_spanned(
+                kw,
+                "`memcpy` copies through raw pointers: declare the section `unsafe fn`",
+            )),
+            _ => {}
+        }
+    }
+    errors.finish()
+}
+
+/// A function that returns a value needs a final expression (the value on commit) and a value
+/// after every `fail`.
+fn results_match_the_return_type(section: &Section) -> Result<()> {
+    let returns_value = match &section.sig.output {
+        syn::ReturnType::Default => false,
+        syn::ReturnType::Type(_, ty) => !matches!(&**ty, Type::Tuple(t) if t.elems.is_empty()),
+    };
+    if !returns_value {
+        return Ok(());
+    }
+    let mut errors = Errors::default();
+    if section.tail.is_none() {
+        errors.push(Error::new_spanned(
+            &section.sig.output,
+            "this section returns a value: end the body with the expression returned on commit (after the `commit` step)",
+        ));
+    }
+    for step in &section.steps {
+        if let Step::FailIf { value: None, tokens, .. } = step {
+            errors.push(Error::new_spanned(tokens, "this `fail` needs a value: the section returns one (`fail(value)`)"));
+        }
+    }
+    errors.finish()
+}
+
+fn idents(tokens: TokenStream, out: &mut Vec<Ident>) {
+    for tt in tokens {
+        match tt {
+            TokenTree::Ident(i) => out.push(i),
+            TokenTree::Group(g) => idents(g.stream(), out),
+            _ => {}
+        }
+    }
+}
+
+/// `return`, `?`, `.await`, `break` and `continue` in the returned expressions would jump out
+/// of the generated retry loop.
+fn exprs_do_not_escape(section: &Section, checked: &Checked) -> Result<()> {
+    let mut exprs: Vec<&Expr> = section.tail.iter().collect();
+    for step in &section.steps {
+        if let Step::FailIf { value: Some(v), .. } = step {
+            exprs.push(v);
+        }
+    }
+    exprs.extend(checked.moved.iter());
+    let mut errors = Errors::default();
+    for expr in exprs {
+        let mut found = Vec::new();
+        idents(expr.to_token_stream(), &mut found);
+        for ident in found {
+            if ident == "return" || ident == "break" || ident == "continue" || ident == "await" {
+                errors.push(Error::new_spanned(&ident, format!("`{ident}` is not allowed in a section's result: it is an expression evaluated after the section")));
+            }
+        }
+        if let Some(q) = question_mark(expr.to_token_stream()) {
+            errors.push(Error::new(q, "`?` is not allowed in a section's result: return the value (an `Option` or `Result`) as it is"));
+        }
+    }
+    errors.finish()
+}
+
+fn question_mark(tokens: TokenStream) -> Option<Span> {
+    for tt in tokens {
+        match tt {
+            TokenTree::Punct(p) if p.as_char() == '?' => return Some(p.span()),
+            TokenTree::Group(g) => {
+                if let Some(s) = question_mark(g.stream()) {
+                    return Some(s);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// A `fail` value can only use values loaded before it (the later ones were never read).
+fn fail_values_use_earlier_loads(section: &Section, checked: &Checked) -> Result<()> {
+    let mut errors = Errors::default();
+    for (position, step) in section.steps.iter().enumerate() {
+        if let Step::FailIf { value: Some(v), .. } = step {
+            let mut found = Vec::new();
+            idents(v.to_token_stream(), &mut found);
+            for ident in found {
+                if let Some((loaded_at, _)) = checked.values.get(&ident.to_string()) {
+                    if *loaded_at > position {
+                        errors.push(Error::new_spanned(&ident, format!("`{ident}` is loaded after this `fail`, so it has no value here")));
+                    }
+                }
+            }
+        }
+    }
+    errors.finish()
+}
+
+/// The section's operands fit the registers the target offers to inline asm.
+fn registers_fit(section: &Section, checked: &Checked) -> Result<()> {
+    let plan = crate::plan::Plan::build(section, checked);
+    let available = rseq_arch::x86_64::AVAILABLE_REGISTERS;
+    let needed = plan.registers();
+    if needed > available {
+        return Err(Error::new_spanned(
+            &section.sig.ident,
+            format!(
+                "this critical section needs {needed} registers but x86_64 offers {available} to a section: load fewer values, pass fewer parameters, or split it"
+            ),
+        ));
+    }
+    Ok(())
+}
