@@ -173,6 +173,13 @@ pub enum Op {
         /// Source.
         src: Value,
     },
+    /// `dst += value` (wrapping), in a register.
+    AddValue {
+        /// Register operand added to.
+        dst: String,
+        /// Value added.
+        value: Value,
+    },
     /// Copy `len` bytes from `src` to `dst` (all three registers are consumed).
     Memcpy {
         /// Destination address register operand.

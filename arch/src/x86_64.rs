@@ -73,7 +73,11 @@ pub fn emit(ops: &[Op]) -> Vec<String> {
     let mut line = |s: String| out.push(s);
     for op in ops {
         match op {
-            Op::Begin { area, scratch, exits } => {
+            Op::Begin {
+                area,
+                scratch,
+                exits,
+            } => {
                 line(".pushsection __rseq_cs, \"aw\"".into());
                 line(".balign 32".into());
                 line("20:".into());
@@ -91,23 +95,43 @@ pub fn emit(ops: &[Op]) -> Vec<String> {
                     line(".popsection".into());
                 }
                 line(format!("lea {{{scratch}}}, [rip + 20b]"));
-                line(format!("mov qword ptr [{{{area}}} + {}], {{{scratch}}}", crate::area::RSEQ_CS));
+                line(format!(
+                    "mov qword ptr [{{{area}}} + {}], {{{scratch}}}",
+                    crate::area::RSEQ_CS
+                ));
                 line("21:".into());
             }
-            Op::ReadIndex { dst, area, field, limit } => {
+            Op::ReadIndex {
+                dst,
+                area,
+                field,
+                limit,
+            } => {
                 let offset = match field {
                     IndexField::CpuId => crate::area::CPU_ID,
                     IndexField::MmCid => crate::area::MM_CID,
                 };
-                line(format!("mov {{{dst}:e}}, dword ptr [{{{area}}} + {offset}]"));
+                line(format!(
+                    "mov {{{dst}:e}}, dword ptr [{{{area}}} + {offset}]"
+                ));
                 line(format!("cmp {{{dst}:e}}, dword ptr [rip + {{{limit}}}]"));
                 line("jae 23f".into());
             }
-            Op::CheckIndex { index, expected, exit } => {
+            Op::CheckIndex {
+                index,
+                expected,
+                exit,
+            } => {
                 line(format!("cmp {{{index}}}, {{{expected}}}"));
                 line(format!("jne {{{exit}}}"));
             }
-            Op::Scale { dst, index, stride, pow2, shift } => {
+            Op::Scale {
+                dst,
+                index,
+                stride,
+                pow2,
+                shift,
+            } => {
                 line(format!(".if {{{pow2}}}"));
                 if dst != index {
                     line(format!("mov {{{dst}}}, {{{index}}}"));
@@ -119,9 +143,10 @@ pub fn emit(ops: &[Op]) -> Vec<String> {
             }
             Op::AddTo { base, offset } => line(format!("add {{{base}}}, {{{offset}}}")),
             Op::Load { dst, addr: a } => line(format!("mov {{{dst}}}, {}", addr(a))),
-            Op::Save { slots, slot, src } => {
-                line(format!("mov qword ptr [{{{slots}}} + {}], {{{src}}}", slot * 8))
-            }
+            Op::Save { slots, slot, src } => line(format!(
+                "mov qword ptr [{{{slots}}} + {}], {{{src}}}",
+                slot * 8
+            )),
             Op::ExitIf { a, cond, b, exit } => {
                 let (a, cond, b) = match (a, b) {
                     (Value::Imm(_), Value::Reg(_)) => (b, cond.swapped(), a),
@@ -149,8 +174,15 @@ pub fn emit(ops: &[Op]) -> Vec<String> {
                 }
             }
             Op::Store { addr: a, value: v } => line(format!("mov {}, {}", addr(a), value(v))),
+            Op::AddValue { dst, value: v } => line(format!("add {{{dst}}}, {}", value(v))),
             Op::Copy { dst, src } => line(format!("mov {{{dst}}}, {}", value(src))),
-            Op::Memcpy { dst, src, len, scratch, unique } => {
+            Op::Memcpy {
+                dst,
+                src,
+                len,
+                scratch,
+                unique,
+            } => {
                 let (top, done) = (30 + 2 * unique, 31 + 2 * unique);
                 line(format!("test {{{len}}}, {{{len}}}"));
                 line(format!("jz {done}f"));
@@ -163,7 +195,11 @@ pub fn emit(ops: &[Op]) -> Vec<String> {
                 line(format!("jnz {top}b"));
                 line(format!("{done}:"));
             }
-            Op::Commit { kind, addr: a, value: v } => {
+            Op::Commit {
+                kind,
+                addr: a,
+                value: v,
+            } => {
                 // x86 is TSO: a plain store is already ordered after every earlier access.
                 let mnemonic = match kind {
                     CommitKind::Store | CommitKind::StoreRelease => "mov",
@@ -198,15 +234,36 @@ mod tests {
     #[test]
     fn counter_add_is_the_minimal_sequence() {
         let ops = vec![
-            Op::Begin { area: reg("area"), scratch: reg("idx"), exits: vec![] },
-            Op::ReadIndex { dst: reg("idx"), area: reg("area"), field: IndexField::CpuId, limit: reg("limit") },
-            Op::Scale { dst: reg("idx"), index: reg("idx"), stride: reg("s0"), pow2: reg("p0"), shift: reg("h0") },
+            Op::Begin {
+                area: reg("area"),
+                scratch: reg("idx"),
+                exits: vec![],
+            },
+            Op::ReadIndex {
+                dst: reg("idx"),
+                area: reg("area"),
+                field: IndexField::CpuId,
+                limit: reg("limit"),
+            },
+            Op::Scale {
+                dst: reg("idx"),
+                index: reg("idx"),
+                stride: reg("s0"),
+                pow2: reg("p0"),
+                shift: reg("h0"),
+            },
             Op::Commit {
                 kind: CommitKind::Add,
-                addr: Addr { base: reg("b0"), index: Some((reg("idx"), 1)), disp: None },
+                addr: Addr {
+                    base: reg("b0"),
+                    index: Some((reg("idx"), 1)),
+                    disp: None,
+                },
                 value: Value::Reg(reg("n")),
             },
-            Op::End { abort: reg("abort") },
+            Op::End {
+                abort: reg("abort"),
+            },
         ];
         let text = emit(&ops);
         let code: Vec<&str> = text
@@ -239,7 +296,12 @@ mod tests {
 
     #[test]
     fn immediate_on_the_left_is_swapped() {
-        let ops = [Op::ExitIf { a: Value::Imm(5), cond: Cond::Lt, b: Value::Reg(reg("v")), exit: reg("f") }];
+        let ops = [Op::ExitIf {
+            a: Value::Imm(5),
+            cond: Cond::Lt,
+            b: Value::Reg(reg("v")),
+            exit: reg("f"),
+        }];
         assert_eq!(emit(&ops), ["cmp {v}, 5", "ja {f}"]);
     }
 }

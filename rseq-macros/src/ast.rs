@@ -27,15 +27,50 @@ pub struct OptionArg {
 /// The steps, in order.
 pub enum Step {
     /// `let name[: Ty] = load(place);`
-    Load { name: Ident, ty: Option<Type>, place: Place, tokens: TokenStream },
+    Load {
+        name: Ident,
+        ty: Option<Type>,
+        place: Place,
+        tokens: TokenStream,
+    },
+    /// `let name = add(a, b);`: a word sum computed in a register (wrapping).
+    Add {
+        name: Ident,
+        a: Operand,
+        b: Operand,
+        tokens: TokenStream,
+    },
     /// `if a <op> b { fail([value]) }`
-    FailIf { a: Operand, cmp: Cmp, b: Operand, value: Option<Expr>, tokens: TokenStream },
+    FailIf {
+        a: Operand,
+        cmp: Cmp,
+        b: Operand,
+        value: Option<Expr>,
+        tokens: TokenStream,
+    },
     /// `store(place, value);`, or a release-store / add written outside the commit.
-    Store { kind: Ident, place: Place, value: Operand, tokens: TokenStream },
+    Store {
+        kind: Ident,
+        place: Place,
+        value: Operand,
+        tokens: TokenStream,
+    },
     /// `memcpy(dst, src, len);`
-    Memcpy { kw: Ident, dst: Operand, src: Operand, len: Operand, tokens: TokenStream },
+    Memcpy {
+        kw: Ident,
+        dst: Operand,
+        src: Operand,
+        len: Operand,
+        tokens: TokenStream,
+    },
     /// `commit::<kind>(place, value);`
-    Commit { commit: Ident, kind: Ident, place: Place, value: Operand, tokens: TokenStream },
+    Commit {
+        commit: Ident,
+        kind: Ident,
+        place: Place,
+        value: Operand,
+        tokens: TokenStream,
+    },
     /// Anything else: rejected by validation with a message for its kind.
     Other(syn::Stmt),
 }
@@ -44,6 +79,7 @@ impl Step {
     pub fn tokens(&self) -> TokenStream {
         match self {
             Step::Load { tokens, .. }
+            | Step::Add { tokens, .. }
             | Step::FailIf { tokens, .. }
             | Step::Store { tokens, .. }
             | Step::Memcpy { tokens, .. }

@@ -2,7 +2,9 @@
 //! `asm!` block per supported architecture, and the fallback body. Never rejects anything.
 
 use crate::ast::*;
-use crate::plan::{self, arg_ident, base_ident, expr_ident, value_ident, Plan, ABORTED, COMMITTED, MOVED};
+use crate::plan::{
+    self, arg_ident, base_ident, expr_ident, value_ident, Plan, ABORTED, COMMITTED, MOVED,
+};
 use crate::valid::{pointee, Checked, IndexMode, ParamKind};
 use proc_macro2::{Literal, TokenStream};
 use quote::{format_ident, quote};
@@ -10,7 +12,9 @@ use syn::Ident;
 
 pub fn expand(section: &Section, checked: &Checked) -> TokenStream {
     let plan = Plan::build(section, checked);
-    let Section { attrs, vis, sig, .. } = section;
+    let Section {
+        attrs, vis, sig, ..
+    } = section;
     let hoists = &plan.hoists;
     let checks = &plan.checks;
     let slots = plan.saved.len();
@@ -48,7 +52,7 @@ pub fn expand(section: &Section, checked: &Checked) -> TokenStream {
                 }
             };
             if __rseq_code == #ABORTED {
-                __rseq_code = #fallback;
+                __rseq_code = ::rseq::__private::cold(|| #fallback);
             }
             #finish
         }
@@ -106,8 +110,12 @@ fn asm_block(plan: &Plan, lines: Vec<String>) -> TokenStream {
         plan::Operand::Const(_) | plan::Operand::Sym(_) => 2,
         plan::Operand::Label(_) => 3,
     };
-    let mut ordered: Vec<(usize, TokenStream)> =
-        plan.operands.iter().zip(operands).map(|((_, op), tokens)| (rank(op), tokens)).collect();
+    let mut ordered: Vec<(usize, TokenStream)> = plan
+        .operands
+        .iter()
+        .zip(operands)
+        .map(|((_, op), tokens)| (rank(op), tokens))
+        .collect();
     ordered.sort_by_key(|(rank, _)| *rank);
     let operands = ordered.into_iter().map(|(_, t)| t);
     let lines = lines.iter().map(|l| Literal::string(l));
@@ -149,9 +157,12 @@ fn fallback_addr(place: &Place, section: &Section, checked: &Checked) -> TokenSt
     });
     match &place.base {
         PlaceBase::Slot { percpu, .. } => {
-            let Some(ParamKind::PerCpu(ty)) = checked.params.get(&percpu.to_string()) else { unreachable!() };
+            let Some(ParamKind::PerCpu(ty)) = checked.params.get(&percpu.to_string()) else {
+                unreachable!()
+            };
             let base = base_ident(percpu);
-            let disp = (!fields.is_empty()).then(|| quote!(+ ::core::mem::offset_of!(#ty, #(#fields).*)));
+            let disp =
+                (!fields.is_empty()).then(|| quote!(+ ::core::mem::offset_of!(#ty, #(#fields).*)));
             quote!((#base + __rseq_idx * <::rseq::PerCpu<#ty>>::STRIDE #disp #element))
         }
         PlaceBase::Deref { ptr, offset } => {
@@ -195,15 +206,36 @@ fn fallback_body(section: &Section, checked: &Checked, plan: &Plan) -> TokenStre
             Step::Load { name, place, .. } => {
                 let v = value_ident(name);
                 let addr = fallback_addr(place, section, checked);
-                let save = plan.saved.get(&name.to_string()).map(|slot| quote!(__rseq_slots[#slot] = #v;));
+                let save = plan
+                    .saved
+                    .get(&name.to_string())
+                    .map(|slot| quote!(__rseq_slots[#slot] = #v;));
                 quote! {
                     let #v: usize = ::rseq::__private::load_word(#addr);
                     #save
                 }
             }
+            Step::Add { name, a, b, .. } => {
+                let v = value_ident(name);
+                let (a, b) = (
+                    fallback_value(a, section, checked),
+                    fallback_value(b, section, checked),
+                );
+                let save = plan
+                    .saved
+                    .get(&name.to_string())
+                    .map(|slot| quote!(__rseq_slots[#slot] = #v;));
+                quote! {
+                    let #v: usize = #a.wrapping_add(#b);
+                    #save
+                }
+            }
             Step::FailIf { a, cmp, b, .. } => {
                 fail += 1;
-                let (a, b) = (fallback_value(a, section, checked), fallback_value(b, section, checked));
+                let (a, b) = (
+                    fallback_value(a, section, checked),
+                    fallback_value(b, section, checked),
+                );
                 let op = match cmp.op {
                     CmpOp::Eq => quote!(==),
                     CmpOp::Ne => quote!(!=),
@@ -227,7 +259,9 @@ fn fallback_body(section: &Section, checked: &Checked, plan: &Plan) -> TokenStre
                 );
                 quote!(::rseq::__private::copy_bytes(#d, #s, #n);)
             }
-            Step::Commit { kind, place, value, .. } => {
+            Step::Commit {
+                kind, place, value, ..
+            } => {
                 let addr = fallback_addr(place, section, checked);
                 let v = fallback_value(value, section, checked);
                 let f: Ident = match kind.to_string().as_str() {
@@ -267,18 +301,27 @@ fn finish(section: &Section, checked: &Checked, plan: &Plan) -> TokenStream {
         .map(|(name, slot)| {
             let ident = format_ident!("{}", name);
             match &checked.values[name].1 {
-                Some(ty) => quote!(#[allow(unused_variables)] let #ident: #ty = __rseq_slots[#slot] as #ty;),
+                Some(ty) => {
+                    quote!(#[allow(unused_variables)] let #ident: #ty = __rseq_slots[#slot] as #ty;)
+                }
                 None => quote!(#[allow(unused_variables)] let #ident: usize = __rseq_slots[#slot];),
             }
         })
         .collect();
-    let tail = section.tail.as_ref().map(|t| quote!(#t)).unwrap_or_else(|| quote!(()));
+    let tail = section
+        .tail
+        .as_ref()
+        .map(|t| quote!(#t))
+        .unwrap_or_else(|| quote!(()));
     let mut arms = vec![quote!(#COMMITTED => { #(#bindings)* #tail })];
     let mut fail = 0u8;
     for step in &section.steps {
         if let Step::FailIf { value, .. } = step {
             fail += 1;
-            let value = value.as_ref().map(|v| quote!(#v)).unwrap_or_else(|| quote!(()));
+            let value = value
+                .as_ref()
+                .map(|v| quote!(#v))
+                .unwrap_or_else(|| quote!(()));
             arms.push(quote!(#fail => { #(#bindings)* #value }));
         }
     }

@@ -20,10 +20,15 @@ pub fn critical_section(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand_critical_section(attr.into(), item.into()).into()
 }
 
-fn expand_critical_section(attr: proc_macro2::TokenStream, item: proc_macro2::TokenStream) -> proc_macro2::TokenStream {
+fn expand_critical_section(
+    attr: proc_macro2::TokenStream,
+    item: proc_macro2::TokenStream,
+) -> proc_macro2::TokenStream {
     let options = parse::parse_options(attr);
     let section = options.and_then(|options| parse::parse_section(options, item.clone()));
-    let result = section.and_then(|section| valid::validate(&section).map(|checked| expand::expand(&section, &checked)));
+    let result = section.and_then(|section| {
+        valid::validate(&section).map(|checked| expand::expand(&section, &checked))
+    });
     match result {
         Ok(tokens) => tokens,
         Err(error) => {

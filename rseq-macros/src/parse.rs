@@ -32,7 +32,15 @@ pub fn parse_section(options: Vec<OptionArg>, item: TokenStream) -> Result<Secti
         let content;
         let brace = braced!(content in input);
         let (steps, tail) = parse_body(&content)?;
-        Ok(Section { attrs, vis, sig, options, steps, tail, body_span: brace.span.join() })
+        Ok(Section {
+            attrs,
+            vis,
+            sig,
+            options,
+            steps,
+            tail,
+            body_span: brace.span.join(),
+        })
     };
     parser.parse2(item)
 }
@@ -73,11 +81,17 @@ fn parse_body(input: ParseStream) -> Result<(Vec<Step>, Option<Expr>)> {
             parse_load(input)?
         } else if input.peek(Token![if]) {
             parse_fail_if(input)?
-        } else if peek_ident(input, &["store", "store_release", "add"]) && input.peek2(token::Paren) {
+        } else if peek_ident(input, &["store", "store_release", "add"]) && input.peek2(token::Paren)
+        {
             let kind: Ident = input.parse()?;
             let (place, value) = parse_place_and_value(input, &kind)?;
             input.parse::<Token![;]>()?;
-            Step::Store { kind, place, value, tokens: TokenStream::new() }
+            Step::Store {
+                kind,
+                place,
+                value,
+                tokens: TokenStream::new(),
+            }
         } else if peek_ident(input, &["memcpy"]) && input.peek2(token::Paren) {
             parse_memcpy(input)?
         } else if peek_ident(input, &["commit"]) && input.peek2(Token![::]) {
@@ -93,7 +107,13 @@ fn parse_body(input: ParseStream) -> Result<(Vec<Step>, Option<Expr>)> {
                 continue;
             } else if matches!(
                 expr,
-                Expr::If(_) | Expr::Loop(_) | Expr::While(_) | Expr::ForLoop(_) | Expr::Match(_) | Expr::Block(_) | Expr::Unsafe(_)
+                Expr::If(_)
+                    | Expr::Loop(_)
+                    | Expr::While(_)
+                    | Expr::ForLoop(_)
+                    | Expr::Match(_)
+                    | Expr::Block(_)
+                    | Expr::Unsafe(_)
             ) {
                 Step::Other(syn::Stmt::Expr(expr, None))
             } else {
@@ -102,11 +122,54 @@ fn parse_body(input: ParseStream) -> Result<(Vec<Step>, Option<Expr>)> {
         };
         let tokens = consumed(&start, input);
         steps.push(match step {
-            Step::Load { name, ty, place, .. } => Step::Load { name, ty, place, tokens },
-            Step::FailIf { a, cmp, b, value, .. } => Step::FailIf { a, cmp, b, value, tokens },
-            Step::Store { kind, place, value, .. } => Step::Store { kind, place, value, tokens },
-            Step::Memcpy { kw, dst, src, len, .. } => Step::Memcpy { kw, dst, src, len, tokens },
-            Step::Commit { commit, kind, place, value, .. } => Step::Commit { commit, kind, place, value, tokens },
+            Step::Load {
+                name, ty, place, ..
+            } => Step::Load {
+                name,
+                ty,
+                place,
+                tokens,
+            },
+            Step::Add { name, a, b, .. } => Step::Add { name, a, b, tokens },
+            Step::FailIf {
+                a, cmp, b, value, ..
+            } => Step::FailIf {
+                a,
+                cmp,
+                b,
+                value,
+                tokens,
+            },
+            Step::Store {
+                kind, place, value, ..
+            } => Step::Store {
+                kind,
+                place,
+                value,
+                tokens,
+            },
+            Step::Memcpy {
+                kw, dst, src, len, ..
+            } => Step::Memcpy {
+                kw,
+                dst,
+                src,
+                len,
+                tokens,
+            },
+            Step::Commit {
+                commit,
+                kind,
+                place,
+                value,
+                ..
+            } => Step::Commit {
+                commit,
+                kind,
+                place,
+                value,
+                tokens,
+            },
             other => other,
         });
     }
@@ -125,7 +188,7 @@ fn is_load(input: ParseStream) -> bool {
             fork.parse::<syn::Type>()?;
         }
         fork.parse::<Token![=]>()?;
-        Ok(peek_ident(&fork, &["load"]) && fork.peek2(token::Paren))
+        Ok(peek_ident(&fork, &["load", "add"]) && fork.peek2(token::Paren))
     })();
     ok.unwrap_or(false)
 }
@@ -142,14 +205,38 @@ fn parse_load(input: ParseStream) -> Result<Step> {
     input.parse::<Token![=]>()?;
     let kw: Ident = input.parse()?;
     let args = split_args(input)?;
+    if kw == "add" {
+        if args.len() != 2 {
+            return Err(Error::new(kw.span(), "expected two arguments: `add(a, b)`"));
+        }
+        let a = parse_operand.parse2(args[0].clone())?;
+        let b = parse_operand.parse2(args[1].clone())?;
+        input
+            .parse::<Token![;]>()
+            .map_err(|e| Error::new(e.span(), "expected `;` after `add(…)`"))?;
+        return Ok(Step::Add {
+            name,
+            a,
+            b,
+            tokens: TokenStream::new(),
+        });
+    }
     if args.len() != 1 {
-        return Err(Error::new(kw.span(), "expected one argument: `load(place)`"));
+        return Err(Error::new(
+            kw.span(),
+            "expected one argument: `load(place)`",
+        ));
     }
     let place = parse_place(&args[0], &kw)?;
     input
         .parse::<Token![;]>()
         .map_err(|e| Error::new(e.span(), "expected `;` after `load(…)`"))?;
-    Ok(Step::Load { name, ty, place, tokens: TokenStream::new() })
+    Ok(Step::Load {
+        name,
+        ty,
+        place,
+        tokens: TokenStream::new(),
+    })
 }
 
 fn parse_fail_if(input: ParseStream) -> Result<Step> {
@@ -160,7 +247,10 @@ fn parse_fail_if(input: ParseStream) -> Result<Step> {
     let content;
     let brace = braced!(content in input);
     let fail: Ident = content.parse().map_err(|_| {
-        Error::new(brace.span.join(), "expected `fail(..)` in the body of `if`: `if a == b { fail(value) }`")
+        Error::new(
+            brace.span.join(),
+            "expected `fail(..)` in the body of `if`: `if a == b { fail(value) }`",
+        )
     })?;
     if fail != "fail" {
         return Err(Error::new(
@@ -170,7 +260,11 @@ fn parse_fail_if(input: ParseStream) -> Result<Step> {
     }
     let args;
     parenthesized!(args in content);
-    let value = if args.is_empty() { None } else { Some(args.parse::<Expr>()?) };
+    let value = if args.is_empty() {
+        None
+    } else {
+        Some(args.parse::<Expr>()?)
+    };
     if !args.is_empty() {
         return Err(args.error("expected `)`: `fail` takes one value"));
     }
@@ -178,7 +272,9 @@ fn parse_fail_if(input: ParseStream) -> Result<Step> {
         content.parse::<Token![;]>()?;
     }
     if !content.is_empty() {
-        return Err(content.error("expected `}` after `fail(..)`: nothing runs after a failure exit"));
+        return Err(
+            content.error("expected `}` after `fail(..)`: nothing runs after a failure exit")
+        );
     }
     if input.peek(Token![else]) {
         let else_token: Token![else] = input.parse()?;
@@ -188,7 +284,13 @@ fn parse_fail_if(input: ParseStream) -> Result<Step> {
         ));
     }
     let _ = if_token;
-    Ok(Step::FailIf { a, cmp, b, value, tokens: TokenStream::new() })
+    Ok(Step::FailIf {
+        a,
+        cmp,
+        b,
+        value,
+        tokens: TokenStream::new(),
+    })
 }
 
 fn parse_cmp(input: ParseStream) -> Result<Cmp> {
@@ -211,7 +313,9 @@ fn parse_cmp(input: ParseStream) -> Result<Cmp> {
         input.parse::<Token![>]>()?;
         CmpOp::Gt
     } else {
-        return Err(input.error("expected a comparison: `==`, `!=`, `<`, `<=`, `>` or `>=` (unsigned)"));
+        return Err(
+            input.error("expected a comparison: `==`, `!=`, `<`, `<=`, `>` or `>=` (unsigned)")
+        );
     };
     Ok(Cmp { op })
 }
@@ -220,13 +324,22 @@ fn parse_memcpy(input: ParseStream) -> Result<Step> {
     let kw: Ident = input.parse()?;
     let args = split_args(input)?;
     if args.len() != 3 {
-        return Err(Error::new(kw.span(), "expected three arguments: `memcpy(dst, src, len)`"));
+        return Err(Error::new(
+            kw.span(),
+            "expected three arguments: `memcpy(dst, src, len)`",
+        ));
     }
     let dst = parse_operand.parse2(args[0].clone())?;
     let src = parse_operand.parse2(args[1].clone())?;
     let len = parse_operand.parse2(args[2].clone())?;
     input.parse::<Token![;]>()?;
-    Ok(Step::Memcpy { kw, dst, src, len, tokens: TokenStream::new() })
+    Ok(Step::Memcpy {
+        kw,
+        dst,
+        src,
+        len,
+        tokens: TokenStream::new(),
+    })
 }
 
 fn parse_commit(input: ParseStream) -> Result<Step> {
@@ -239,15 +352,27 @@ fn parse_commit(input: ParseStream) -> Result<Step> {
     input
         .parse::<Token![;]>()
         .map_err(|e| Error::new(e.span(), "expected `;` after the commit"))?;
-    Ok(Step::Commit { commit, kind, place, value, tokens: TokenStream::new() })
+    Ok(Step::Commit {
+        commit,
+        kind,
+        place,
+        value,
+        tokens: TokenStream::new(),
+    })
 }
 
 fn parse_place_and_value(input: ParseStream, kw: &Ident) -> Result<(Place, Operand)> {
     let args = split_args(input)?;
     if args.len() != 2 {
-        return Err(Error::new(kw.span(), format!("expected two arguments: `{kw}(place, value)`")));
+        return Err(Error::new(
+            kw.span(),
+            format!("expected two arguments: `{kw}(place, value)`"),
+        ));
     }
-    Ok((parse_place(&args[0], kw)?, parse_operand.parse2(args[1].clone())?))
+    Ok((
+        parse_place(&args[0], kw)?,
+        parse_operand.parse2(args[1].clone())?,
+    ))
 }
 
 /// The parenthesised arguments of a step, split at top-level commas, as raw tokens.
@@ -278,7 +403,11 @@ fn parse_operand(input: ParseStream) -> Result<Operand> {
     }
     if input.peek(Ident) {
         let ident: Ident = input.parse()?;
-        return Ok(if ident == "null" { Operand::Null(ident) } else { Operand::Name(ident) });
+        return Ok(if ident == "null" {
+            Operand::Null(ident)
+        } else {
+            Operand::Name(ident)
+        });
     }
     Err(input.error(
         "expected a value: a loaded value or parameter name, an integer, `null`, or `{ expression }`",
@@ -294,28 +423,42 @@ fn parse_place(tokens: &TokenStream, kw: &Ident) -> Result<Place> {
                 parenthesized!(content in input);
                 let ptr: Ident = content.parse()?;
                 content.parse::<Token![+]>().map_err(|e| {
-                    Error::new(e.span(), "expected `+`: a place through a pointer is `*ptr` or `*(ptr + offset)`")
+                    Error::new(
+                        e.span(),
+                        "expected `+`: a place through a pointer is `*ptr` or `*(ptr + offset)`",
+                    )
                 })?;
                 let offset = parse_operand(&content)?;
                 if !content.is_empty() {
                     return Err(content.error("expected `)` after the offset"));
                 }
-                PlaceBase::Deref { ptr, offset: Some(offset) }
+                PlaceBase::Deref {
+                    ptr,
+                    offset: Some(offset),
+                }
             } else {
-                PlaceBase::Deref { ptr: input.parse()?, offset: None }
+                PlaceBase::Deref {
+                    ptr: input.parse()?,
+                    offset: None,
+                }
             }
         } else if input.peek(token::Paren) {
             let content;
             parenthesized!(content in input);
             content.parse::<Token![*]>().map_err(|e| {
-                Error::new(e.span(), "expected `*`: a field through a pointer is written `(*ptr).field`")
+                Error::new(
+                    e.span(),
+                    "expected `*`: a field through a pointer is written `(*ptr).field`",
+                )
             })?;
             let ptr: Ident = content.parse()?;
             if !content.is_empty() {
                 return Err(content.error("expected `)` after the pointer"));
             }
             if !input.peek(Token![.]) {
-                return Err(input.error("expected `.field` after `(*ptr)`; for the pointee itself write `*ptr`"));
+                return Err(input.error(
+                    "expected `.field` after `(*ptr)`; for the pointee itself write `*ptr`",
+                ));
             }
             PlaceBase::Field { ptr }
         } else {
@@ -351,10 +494,18 @@ fn parse_place(tokens: &TokenStream, kw: &Ident) -> Result<Place> {
         if !input.is_empty() {
             return Err(input.error("unexpected tokens after the place"));
         }
-        Ok(Place { base, fields, element, tokens: tokens.clone() })
+        Ok(Place {
+            base,
+            fields,
+            element,
+            tokens: tokens.clone(),
+        })
     };
     if tokens.is_empty() {
-        return Err(Error::new(kw.span(), format!("expected a place inside `{kw}(…)`")));
+        return Err(Error::new(
+            kw.span(),
+            format!("expected a place inside `{kw}(…)`"),
+        ));
     }
     parser.parse2(tokens.clone())
 }

@@ -91,7 +91,11 @@ fn saved_values(section: &Section, checked: &Checked) -> BTreeMap<String, usize>
         .map(|(name, (pos, _))| (*pos, name.clone()))
         .collect();
     loads.sort();
-    loads.into_iter().enumerate().map(|(slot, (_, name))| (name, slot)).collect()
+    loads
+        .into_iter()
+        .enumerate()
+        .map(|(slot, (_, name))| (name, slot))
+        .collect()
 }
 
 fn collect(tokens: TokenStream, out: &mut HashSet<String>) {
@@ -116,18 +120,24 @@ pub fn expr_operands(section: &Section) -> Vec<syn::ExprBlock> {
     };
     for step in &section.steps {
         match step {
-            Step::FailIf { a, b, .. } => {
+            Step::FailIf { a, b, .. } | Step::Add { a, b, .. } => {
                 push(a);
                 push(b);
             }
             Step::Store { place, value, .. } | Step::Commit { place, value, .. } => {
-                if let PlaceBase::Deref { offset: Some(o), .. } = &place.base {
+                if let PlaceBase::Deref {
+                    offset: Some(o), ..
+                } = &place.base
+                {
                     push(o);
                 }
                 push(value);
             }
             Step::Load { place, .. } => {
-                if let PlaceBase::Deref { offset: Some(o), .. } = &place.base {
+                if let PlaceBase::Deref {
+                    offset: Some(o), ..
+                } = &place.base
+                {
                     push(o);
                 }
             }
@@ -146,7 +156,10 @@ pub fn expr_operands(section: &Section) -> Vec<syn::ExprBlock> {
 /// (equal expressions are evaluated once).
 pub fn expr_number(section: &Section, e: &syn::ExprBlock) -> usize {
     let text = quote!(#e).to_string();
-    expr_operands(section).iter().position(|x| quote!(#x).to_string() == text).expect("operand of this section")
+    expr_operands(section)
+        .iter()
+        .position(|x| quote!(#x).to_string() == text)
+        .expect("operand of this section")
 }
 
 /// Each distinct `{ expr }` operand with its number.
@@ -164,7 +177,9 @@ pub fn distinct_exprs(section: &Section) -> Vec<(usize, syn::ExprBlock)> {
 pub fn percpu_bases(section: &Section) -> Vec<(Ident, bool)> {
     let mut bases: Vec<(Ident, bool)> = Vec::new();
     for step in &section.steps {
-        if let Step::Load { place, .. } | Step::Store { place, .. } | Step::Commit { place, .. } = step {
+        if let Step::Load { place, .. } | Step::Store { place, .. } | Step::Commit { place, .. } =
+            step
+        {
             if let PlaceBase::Slot { percpu, .. } = &place.base {
                 match bases.iter_mut().find(|(b, _)| b == percpu) {
                     Some((_, folded)) => *folded |= place.element.is_some(),
@@ -229,7 +244,9 @@ impl<'a> Builder<'a> {
             return asm.clone();
         }
         let local = arg_ident(name);
-        self.plan.hoists.push(quote_spanned!(name.span()=> let #local: usize = #name as usize;));
+        self.plan
+            .hoists
+            .push(quote_spanned!(name.span()=> let #local: usize = #name as usize;));
         let asm = self.operand(format!("a_{name}"), Operand::In(quote!(#local)));
         self.args.insert(name.to_string(), asm.clone());
         asm
@@ -237,7 +254,9 @@ impl<'a> Builder<'a> {
 
     fn value(&mut self, op: &crate::ast::Operand) -> Value {
         match op {
-            crate::ast::Operand::Name(name) if self.checked.is_value(name) => Value::Reg(format!("v_{name}")),
+            crate::ast::Operand::Name(name) if self.checked.is_value(name) => {
+                Value::Reg(format!("v_{name}"))
+            }
             crate::ast::Operand::Name(name) => Value::Reg(self.arg(name)),
             crate::ast::Operand::Null(_) => Value::Imm(0),
             crate::ast::Operand::Int(lit) => {
@@ -248,7 +267,9 @@ impl<'a> Builder<'a> {
                     let n = self.next_literal;
                     self.next_literal += 1;
                     let local = format_ident!("__rseq_lit_{}", n);
-                    self.plan.hoists.push(quote!(let #local: usize = #lit as usize;));
+                    self.plan
+                        .hoists
+                        .push(quote!(let #local: usize = #lit as usize;));
                     Value::Reg(self.operand(format!("l{n}"), Operand::In(quote!(#local))))
                 }
             }
@@ -279,11 +300,15 @@ impl<'a> Builder<'a> {
         let element = place.element.as_ref().map(|e| (self.reg_of(e), 8u8));
         match &place.base {
             PlaceBase::Slot { percpu, .. } => {
-                let Some(ParamKind::PerCpu(ty)) = self.checked.params.get(&percpu.to_string()) else { unreachable!() };
+                let Some(ParamKind::PerCpu(ty)) = self.checked.params.get(&percpu.to_string())
+                else {
+                    unreachable!()
+                };
                 let ty = ty.clone();
                 let (base, offset) = self.bases[&percpu.to_string()].clone();
                 self.word_check(&ty, fields, place.element.is_some(), &span);
-                let disp = (!fields.is_empty()).then(|| self.constant(quote!(::core::mem::offset_of!(#ty, #(#fields).*))));
+                let disp = (!fields.is_empty())
+                    .then(|| self.constant(quote!(::core::mem::offset_of!(#ty, #(#fields).*))));
                 let index = match (offset, element) {
                     (_, Some(e)) => Some(e),
                     (Some(o), None) => Some((o, 1)),
@@ -310,7 +335,11 @@ impl<'a> Builder<'a> {
                 let ty = pointee(ptr, self.checked).expect("validated");
                 self.word_check(&ty, fields, place.element.is_some(), &span);
                 let disp = Some(self.constant(quote!(::core::mem::offset_of!(#ty, #(#fields).*))));
-                Addr { base, index: element, disp }
+                Addr {
+                    base,
+                    index: element,
+                    disp,
+                }
             }
         }
     }
@@ -318,7 +347,12 @@ impl<'a> Builder<'a> {
     /// A never-called closure that only type-checks if the place is a word (or, with an
     /// element index, an array of words), spanned at the place.
     fn word_check(&mut self, ty: &Type, fields: &[Ident], element: bool, span: &TokenStream) {
-        let span = span.clone().into_iter().next().map(|t| t.span()).unwrap_or_else(proc_macro2::Span::call_site);
+        let span = span
+            .clone()
+            .into_iter()
+            .next()
+            .map(|t| t.span())
+            .unwrap_or_else(proc_macro2::Span::call_site);
         let check = if element {
             quote_spanned!(span=> ::rseq::__private::word_array)
         } else {
@@ -336,7 +370,9 @@ impl<'a> Builder<'a> {
         let checked = self.checked;
         for (n, e) in distinct_exprs(section) {
             let local = expr_ident(n);
-            self.plan.hoists.push(quote_spanned!(e.span()=> let #local: usize = (#e) as usize;));
+            self.plan
+                .hoists
+                .push(quote_spanned!(e.span()=> let #local: usize = (#e) as usize;));
         }
         let area = self.operand("area", Operand::In(quote!(__rseq_area)));
         if !self.plan.saved.is_empty() {
@@ -349,8 +385,14 @@ impl<'a> Builder<'a> {
         let bases = percpu_bases(section);
         for (percpu, folded) in &bases {
             let local = base_ident(percpu);
-            self.plan.hoists.push(quote!(let #local: usize = ::rseq::PerCpu::as_ptr(#percpu) as usize;));
-            let op = if *folded { Operand::InOut(quote!(#local)) } else { Operand::In(quote!(#local)) };
+            self.plan
+                .hoists
+                .push(quote!(let #local: usize = ::rseq::PerCpu::as_ptr(#percpu) as usize;));
+            let op = if *folded {
+                Operand::InOut(quote!(#local))
+            } else {
+                Operand::In(quote!(#local))
+            };
             let name = self.operand(format!("b_{percpu}"), op);
             self.bases.insert(percpu.to_string(), (name, None));
         }
@@ -358,22 +400,37 @@ impl<'a> Builder<'a> {
         // Scale the index once per base: in place when there is a single base.
         let mut scale_ops = Vec::new();
         for (i, (percpu, folded)) in bases.iter().enumerate() {
-            let Some(ParamKind::PerCpu(ty)) = checked.params.get(&percpu.to_string()) else { unreachable!() };
+            let Some(ParamKind::PerCpu(ty)) = checked.params.get(&percpu.to_string()) else {
+                unreachable!()
+            };
             let stride_ty = quote!(<::rseq::PerCpu<#ty>>::STRIDE);
             let stride = self.constant(stride_ty.clone());
             let pow2 = self.constant(quote!(::rseq::__private::stride_is_pow2(#stride_ty)));
             let shift = self.constant(quote!(::rseq::__private::stride_shift(#stride_ty)));
-            let dst = if bases.len() == 1 { idx.clone() } else { self.operand(format!("o{i}"), Operand::Scratch) };
-            scale_ops.push(Op::Scale { dst: dst.clone(), index: idx.clone(), stride, pow2, shift });
+            let dst = if bases.len() == 1 {
+                idx.clone()
+            } else {
+                self.operand(format!("o{i}"), Operand::Scratch)
+            };
+            scale_ops.push(Op::Scale {
+                dst: dst.clone(),
+                index: idx.clone(),
+                stride,
+                pow2,
+                shift,
+            });
             let base = self.bases[&percpu.to_string()].0.clone();
             if *folded {
-                scale_ops.push(Op::AddTo { base: base.clone(), offset: dst });
+                scale_ops.push(Op::AddTo {
+                    base: base.clone(),
+                    offset: dst,
+                });
             } else {
                 self.bases.insert(percpu.to_string(), (base, Some(dst)));
             }
         }
         for step in &section.steps {
-            if let Step::Load { name, .. } = step {
+            if let Step::Load { name, .. } | Step::Add { name, .. } = step {
                 self.operand(format!("v_{name}"), Operand::Scratch);
             }
         }
@@ -397,14 +454,43 @@ impl<'a> Builder<'a> {
                 Step::Load { name, place, .. } => {
                     let addr = self.addr(place);
                     let dst = format!("v_{name}");
-                    body.push(Op::Load { dst: dst.clone(), addr });
+                    body.push(Op::Load {
+                        dst: dst.clone(),
+                        addr,
+                    });
                     if let Some(slot) = self.plan.saved.get(&name.to_string()) {
-                        body.push(Op::Save { slots: "slots".into(), slot: *slot, src: dst });
+                        body.push(Op::Save {
+                            slots: "slots".into(),
+                            slot: *slot,
+                            src: dst,
+                        });
+                    }
+                }
+                Step::Add { name, a, b, .. } => {
+                    let dst = format!("v_{name}");
+                    let (a, b) = (self.value(a), self.value(b));
+                    body.push(Op::Copy {
+                        dst: dst.clone(),
+                        src: a,
+                    });
+                    body.push(Op::AddValue {
+                        dst: dst.clone(),
+                        value: b,
+                    });
+                    if let Some(slot) = self.plan.saved.get(&name.to_string()) {
+                        body.push(Op::Save {
+                            slots: "slots".into(),
+                            slot: *slot,
+                            src: dst,
+                        });
                     }
                 }
                 Step::FailIf { a, cmp, b, .. } => {
                     self.plan.fails += 1;
-                    let exit = self.operand(format!("f{}", self.plan.fails), Operand::Label(self.plan.fails));
+                    let exit = self.operand(
+                        format!("f{}", self.plan.fails),
+                        Operand::Label(self.plan.fails),
+                    );
                     exits.push(exit.clone());
                     let (a, b) = (self.value(a), self.value(b));
                     let cond = match cmp.op {
@@ -431,7 +517,10 @@ impl<'a> Builder<'a> {
                         .collect();
                     for (reg, op) in regs.iter().zip([dst, src, len]) {
                         let v = self.value(op);
-                        body.push(Op::Copy { dst: reg.clone(), src: v });
+                        body.push(Op::Copy {
+                            dst: reg.clone(),
+                            src: v,
+                        });
                     }
                     body.push(Op::Memcpy {
                         dst: regs[0].clone(),
@@ -441,7 +530,9 @@ impl<'a> Builder<'a> {
                         unique: n,
                     });
                 }
-                Step::Commit { kind, place, value, .. } => {
+                Step::Commit {
+                    kind, place, value, ..
+                } => {
                     let value = self.value(value);
                     let addr = self.addr(place);
                     let kind = match kind.to_string().as_str() {
@@ -460,11 +551,24 @@ impl<'a> Builder<'a> {
         let abort = self.operand("abort", Operand::Label(ABORTED));
 
         let mut ops = vec![
-            Op::Begin { area: area.clone(), scratch: idx.clone(), exits },
-            Op::ReadIndex { dst: idx.clone(), area, field, limit },
+            Op::Begin {
+                area: area.clone(),
+                scratch: idx.clone(),
+                exits,
+            },
+            Op::ReadIndex {
+                dst: idx.clone(),
+                area,
+                field,
+                limit,
+            },
         ];
         if let Some(expected) = given {
-            ops.push(Op::CheckIndex { index: idx.clone(), expected, exit: "moved".into() });
+            ops.push(Op::CheckIndex {
+                index: idx.clone(),
+                expected,
+                exit: "moved".into(),
+            });
         }
         ops.extend(scale_ops);
         ops.extend(body);

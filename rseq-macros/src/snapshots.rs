@@ -1,0 +1,187 @@
+//! Expansion snapshots: the x86_64 assembly generated for each librseq-equivalent operation, so
+//! a reviewer can read it without expanding anything. The expected text lives in
+//! `rseq-macros/snapshots/<name>.asm`; run with `UPDATE_SNAPSHOTS=1` to rewrite it after an
+//! intended change, and review the diff.
+
+use crate::plan::{Operand, Plan};
+use crate::{parse, valid};
+use quote::quote;
+
+fn render(attr: proc_macro2::TokenStream, item: proc_macro2::TokenStream) -> String {
+    let options = parse::parse_options(attr).unwrap();
+    let section = parse::parse_section(options, item).unwrap();
+    let checked = valid::validate(&section).unwrap_or_else(|e| panic!("{e}"));
+    let plan = Plan::build(&section, &checked);
+    let mut out = String::new();
+    for line in rseq_arch::x86_64::emit(&plan.ops) {
+        let indent = if line.ends_with(':') || line.starts_with('.') {
+            ""
+        } else {
+            "    "
+        };
+        out += &format!("{indent}{line}\n");
+    }
+    out += "\n; operands\n";
+    for (name, op) in &plan.operands {
+        let what = match op {
+            Operand::In(e) => format!("in(reg) {e}"),
+            Operand::InOut(e) => format!("inout(reg) {e} => _"),
+            Operand::Scratch => "out(reg) _".into(),
+            Operand::Const(e) => format!("const {e}"),
+            Operand::Sym(e) => format!("sym {e}"),
+            Operand::Label(code) => format!("label (outcome {code})"),
+        };
+        out += &format!(";   {name} = {what}\n");
+    }
+    out += &format!("; registers: {}\n", plan.registers());
+    out
+}
+
+fn check(name: &str, attr: proc_macro2::TokenStream, item: proc_macro2::TokenStream) {
+    let actual = render(attr, item);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("snapshots")
+        .join(format!("{name}.asm"));
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!(
+            "missing snapshot {}: run with UPDATE_SNAPSHOTS=1",
+            path.display()
+        )
+    });
+    assert_eq!(
+        actual, expected,
+        "generated asm for `{name}` changed; review, then UPDATE_SNAPSHOTS=1"
+    );
+}
+
+#[test]
+fn counter_add() {
+    check(
+        "counter_add",
+        quote!(),
+        quote! {
+            fn add(counters: &PerCpu<AtomicU64>, n: u64) {
+                commit::add(counters[cpu], n);
+            }
+        },
+    );
+}
+
+#[test]
+fn cmpeq_store() {
+    check(
+        "cmpeq_store",
+        quote!(),
+        quote! {
+            fn cmpeq_store(v: &PerCpu<AtomicUsize>, expect: usize, new: usize) -> Result<(), usize> {
+                let seen = load(v[cpu]);
+                if seen != expect { fail(Err(seen)) }
+                commit::store(v[cpu], new);
+                Ok(())
+            }
+        },
+    );
+}
+
+#[test]
+fn pop() {
+    check(
+        "pop",
+        quote!(index = mm_cid),
+        quote! {
+            unsafe fn pop(heads: &PerCpu<AtomicPtr<Node>>) -> Option<*mut Node> {
+                let head: *mut Node = load(heads[cpu]);
+                if head == null { fail(None) }
+                let next = load((*head).next);
+                commit::store(heads[cpu], next);
+                Some(head)
+            }
+        },
+    );
+}
+
+#[test]
+fn double_compare_store() {
+    check(
+        "double_compare_store",
+        quote!(),
+        quote! {
+            fn double_cmp(p: &PerCpu<Pair>, e: usize, e2: usize, new: usize) -> bool {
+                let a = load(p[cpu].a);
+                if a != e { fail(false) }
+                let b = load(p[cpu].b);
+                if b != e2 { fail(false) }
+                commit::store(p[cpu].a, new);
+                true
+            }
+        },
+    );
+}
+
+#[test]
+fn try_store() {
+    check(
+        "try_store",
+        quote!(),
+        quote! {
+            unsafe fn buffer_push(bufs: &PerCpu<Buffer>, item: usize) -> bool {
+                let len = load(bufs[cpu].len);
+                if len >= 16 { fail(false) }
+                store(bufs[cpu].items[len], item);
+                let grown = add(len, 1);
+                commit::store_release(bufs[cpu].len, grown);
+                true
+            }
+        },
+    );
+}
+
+#[test]
+fn memcpy() {
+    check(
+        "memcpy",
+        quote!(),
+        quote! {
+            unsafe fn publish(slots: &PerCpu<AtomicUsize>, dst: *mut u8, src: *const u8, len: usize) -> bool {
+                let current = load(slots[cpu]);
+                if current != 0 { fail(false) }
+                memcpy(dst, src, len);
+                commit::store(slots[cpu], dst);
+                true
+            }
+        },
+    );
+}
+
+#[test]
+fn deref_add() {
+    check(
+        "deref_add",
+        quote!(),
+        quote! {
+            unsafe fn deref_add(p: &PerCpu<AtomicPtr<Node>>, n: u64) {
+                let node: *mut Node = load(p[cpu]);
+                commit::add((*node).value, n);
+            }
+        },
+    );
+}
+
+#[test]
+fn given_cpu() {
+    check(
+        "given_cpu",
+        quote!(index = given(cpu), moved = false),
+        quote! {
+            fn add_on(counters: &PerCpu<AtomicU64>, cpu: usize, n: u64) -> bool {
+                commit::add(counters[cpu], n);
+                true
+            }
+        },
+    );
+}

@@ -88,7 +88,13 @@ pub fn validate(section: &Section) -> Result<Checked> {
             HashMap::new()
         }
     };
-    let checked = Checked { index, moved, aborts, params, values };
+    let checked = Checked {
+        index,
+        moved,
+        aborts,
+        params,
+        values,
+    };
     for (position, step) in section.steps.iter().enumerate() {
         errors.check(operands_are_known(step, position, &checked));
         errors.check(places_are_valid(step, position, &checked));
@@ -107,10 +113,16 @@ fn signature_is_plain(section: &Section) -> Result<()> {
     let sig = &section.sig;
     let mut errors = Errors::default();
     if let Some(t) = &sig.asyncness {
-        errors.push(Error::new_spanned(t, "critical sections cannot be `async`: a section runs to its commit without suspending"));
+        errors.push(Error::new_spanned(
+            t,
+            "critical sections cannot be `async`: a section runs to its commit without suspending",
+        ));
     }
     if let Some(t) = &sig.constness {
-        errors.push(Error::new_spanned(t, "critical sections cannot be `const fn`: they read the running CPU"));
+        errors.push(Error::new_spanned(
+            t,
+            "critical sections cannot be `const fn`: they read the running CPU",
+        ));
     }
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
         errors.push(Error::new_spanned(
@@ -119,10 +131,16 @@ fn signature_is_plain(section: &Section) -> Result<()> {
         ));
     }
     if let Some(abi) = &sig.abi {
-        errors.push(Error::new_spanned(abi, "critical sections use the Rust ABI; wrap them in an `extern` function if needed"));
+        errors.push(Error::new_spanned(
+            abi,
+            "critical sections use the Rust ABI; wrap them in an `extern` function if needed",
+        ));
     }
     if let Some(v) = &sig.variadic {
-        errors.push(Error::new_spanned(v, "critical sections cannot be variadic"));
+        errors.push(Error::new_spanned(
+            v,
+            "critical sections cannot be variadic",
+        ));
     }
     for input in &sig.inputs {
         match input {
@@ -176,14 +194,20 @@ fn param_kind(ty: &Type) -> ParamKind {
 
 /// `index = cpu_id | mm_cid | given(param)`, `moved = expr` (with `given` only),
 /// `aborts = static`; no key twice, no other key.
-fn options(section: &Section, params: &HashMap<String, ParamKind>) -> Result<(IndexMode, Option<Expr>, Option<Expr>)> {
+fn options(
+    section: &Section,
+    params: &HashMap<String, ParamKind>,
+) -> Result<(IndexMode, Option<Expr>, Option<Expr>)> {
     let mut errors = Errors::default();
     let mut seen: HashMap<String, &Ident> = HashMap::new();
     let (mut index, mut index_tokens, mut moved, mut aborts) = (IndexMode::CpuId, None, None, None);
     for opt in &section.options {
         let key = opt.key.to_string();
         if seen.insert(key.clone(), &opt.key).is_some() {
-            errors.push(Error::new_spanned(&opt.key, format!("duplicate option `{key}`")));
+            errors.push(Error::new_spanned(
+                &opt.key,
+                format!("duplicate option `{key}`"),
+            ));
             continue;
         }
         match key.as_str() {
@@ -219,31 +243,40 @@ fn options(section: &Section, params: &HashMap<String, ParamKind>) -> Result<(In
 
 fn index_mode(value: &Expr, params: &HashMap<String, ParamKind>) -> Result<IndexMode> {
     let unknown = || {
-        Error::new_spanned(value, "unknown index; expected `cpu_id`, `mm_cid` or `given(parameter)`")
+        Error::new_spanned(
+            value,
+            "unknown index; expected `cpu_id`, `mm_cid` or `given(parameter)`",
+        )
     };
     match value {
         Expr::Path(p) if p.path.is_ident("cpu_id") => Ok(IndexMode::CpuId),
         Expr::Path(p) if p.path.is_ident("mm_cid") => Ok(IndexMode::MmCid),
-        Expr::Call(call) => match (&*call.func, call.args.first()) {
-            (Expr::Path(f), Some(Expr::Path(arg))) if f.path.is_ident("given") && call.args.len() == 1 => {
-                let ident = arg.path.get_ident().ok_or_else(unknown)?;
-                match params.get(&ident.to_string()) {
+        Expr::Call(call) => {
+            match (&*call.func, call.args.first()) {
+                (Expr::Path(f), Some(Expr::Path(arg)))
+                    if f.path.is_ident("given") && call.args.len() == 1 =>
+                {
+                    let ident = arg.path.get_ident().ok_or_else(unknown)?;
+                    match params.get(&ident.to_string()) {
                     Some(ParamKind::Other) => Ok(IndexMode::Given(ident.clone())),
                     _ => Err(Error::new_spanned(ident, format!("`given({ident})` needs a parameter `{ident}: usize` holding the CPU"))),
                 }
+                }
+                _ => Err(unknown()),
             }
-            _ => Err(unknown()),
-        },
+        }
         _ => Err(unknown()),
     }
 }
 
 /// Statements other than steps, each with the reason it cannot be in a section.
 fn step_is_known(step: &Step) -> Result<()> {
-    let Step::Other(stmt) = step else { return Ok(()) };
-    const STEPS: &str = "expected one of `let name = load(place);`, `store(place, value);`, `memcpy(dst, src, len);`, `if a == b { fail(value) }`, `commit::store|store_release|add(place, value);`";
+    let Step::Other(stmt) = step else {
+        return Ok(());
+    };
+    const STEPS: &str = "expected one of `let name = load(place);`, `let name = add(a, b);`, `store(place, value);`, `memcpy(dst, src, len);`, `if a == b { fail(value) }`, `commit::store|store_release|add(place, value);`";
     let msg = match stmt {
-        syn::Stmt::Local(_) => "a `let` in a critical section must load: `let name = load(place);`".to_string(),
+        syn::Stmt::Local(_) => "a `let` in a critical section must load or add: `let name = load(place);` or `let name = add(a, b);`".to_string(),
         syn::Stmt::Macro(m) => format!(
             "macros cannot run inside a critical section (`{}!`): the kernel may restart it at any instruction",
             m.mac.path.to_token_stream()
@@ -289,8 +322,13 @@ fn store_is_plain(step: &Step) -> Result<()> {
 
 fn commit_kind_is_known(step: &Step) -> Result<()> {
     match step {
-        Step::Commit { kind, .. } if !["store", "store_release", "add"].iter().any(|k| kind == k) => {
-            Err(Error::new_spanned(kind, format!("unknown commit `{kind}`; expected `store`, `store_release` or `add`")))
+        Step::Commit { kind, .. }
+            if !["store", "store_release", "add"].iter().any(|k| kind == k) =>
+        {
+            Err(Error::new_spanned(
+                kind,
+                format!("unknown commit `{kind}`; expected `store`, `store_release` or `add`"),
+            ))
         }
         _ => Ok(()),
     }
@@ -312,12 +350,18 @@ fn exactly_one_commit_at_the_end(section: &Section) -> Result<()> {
         ));
     };
     if let Some(&second) = commits.get(1) {
-        let Step::Commit { commit, .. } = &section.steps[second] else { unreachable!() };
-        return Err(Error::new_spanned(commit, "a critical section has exactly one commit; this is a second one"));
+        let Step::Commit { commit, .. } = &section.steps[second] else {
+            unreachable!()
+        };
+        return Err(Error::new_spanned(
+            commit,
+            "a critical section has exactly one commit; this is a second one",
+        ));
     }
     if let Some(after) = section.steps.get(first + 1) {
         let what = match after {
             Step::Load { .. } => "`load`",
+            Step::Add { .. } => "`add`",
             Step::FailIf { .. } => "`if … fail`",
             Step::Store { .. } => "`store`",
             Step::Memcpy { .. } => "`memcpy`",
@@ -339,16 +383,27 @@ fn values_are_loaded_once(
     let mut errors = Errors::default();
     let mut values = HashMap::new();
     for (position, step) in section.steps.iter().enumerate() {
-        if let Step::Load { name, ty, .. } = step {
+        let (name, ty) = match step {
+            Step::Load { name, ty, .. } => (name, ty.clone()),
+            Step::Add { name, .. } => (name, None),
+            _ => continue,
+        };
+        {
             let key = name.to_string();
             if name == "cpu" || name == "null" {
-                errors.push(Error::new_spanned(name, format!("`{name}` is reserved in critical sections; choose another name")));
+                errors.push(Error::new_spanned(
+                    name,
+                    format!("`{name}` is reserved in critical sections; choose another name"),
+                ));
             } else if params.contains_key(&key) {
-                errors.push(Error::new_spanned(name, format!("`{name}` is already a parameter; give the loaded value another name")));
+                errors.push(Error::new_spanned(
+                    name,
+                    format!("`{name}` is already a parameter; give the loaded value another name"),
+                ));
             } else if values.contains_key(&key) {
                 errors.push(Error::new_spanned(name, format!("`{name}` is loaded twice; each value is loaded once (give the second one another name)")));
             } else {
-                values.insert(key, (position, ty.clone()));
+                values.insert(key, (position, ty));
             }
         }
     }
@@ -360,7 +415,10 @@ fn check_name(name: &Ident, position: usize, checked: &Checked) -> Result<()> {
     let key = name.to_string();
     if let Some((loaded_at, _)) = checked.values.get(&key) {
         if *loaded_at >= position {
-            return Err(Error::new_spanned(name, format!("`{name}` is used before it is loaded; move its `load` above this step")));
+            return Err(Error::new_spanned(
+                name,
+                format!("`{name}` is used before it is loaded; move its `load` above this step"),
+            ));
         }
         return Ok(());
     }
@@ -373,7 +431,10 @@ fn check_name(name: &Ident, position: usize, checked: &Checked) -> Result<()> {
             "`cpu` is only an index (`percpu[cpu]`); to compare with a CPU the caller computed, use `index = given(cpu)`",
         ));
     }
-    Err(Error::new_spanned(name, format!("`{name}` is neither a loaded value nor a parameter")))
+    Err(Error::new_spanned(
+        name,
+        format!("`{name}` is neither a loaded value nor a parameter"),
+    ))
 }
 
 fn check_operand(op: &Operand, position: usize, checked: &Checked) -> Result<()> {
@@ -381,14 +442,21 @@ fn check_operand(op: &Operand, position: usize, checked: &Checked) -> Result<()>
         Operand::Name(name) => {
             check_name(name, position, checked)?;
             if let Some(ParamKind::PerCpu(_)) = checked.params.get(&name.to_string()) {
-                return Err(Error::new_spanned(name, format!("`{name}` is per-CPU storage, not a word; use `{name}[cpu]` as a place")));
+                return Err(Error::new_spanned(
+                    name,
+                    format!(
+                        "`{name}` is per-CPU storage, not a word; use `{name}[cpu]` as a place"
+                    ),
+                ));
             }
             Ok(())
         }
-        Operand::Int(lit) => lit
-            .base10_parse::<u64>()
-            .map(drop)
-            .map_err(|_| Error::new_spanned(lit, "integers in a critical section are unsigned words (u64)")),
+        Operand::Int(lit) => lit.base10_parse::<u64>().map(drop).map_err(|_| {
+            Error::new_spanned(
+                lit,
+                "integers in a critical section are unsigned words (u64)",
+            )
+        }),
         Operand::Null(_) | Operand::Expr(_) => Ok(()),
     }
 }
@@ -397,11 +465,13 @@ fn check_operand(op: &Operand, position: usize, checked: &Checked) -> Result<()>
 fn operands_are_known(step: &Step, position: usize, checked: &Checked) -> Result<()> {
     let mut errors = Errors::default();
     match step {
-        Step::FailIf { a, b, .. } => {
+        Step::FailIf { a, b, .. } | Step::Add { a, b, .. } => {
             errors.check(check_operand(a, position, checked));
             errors.check(check_operand(b, position, checked));
         }
-        Step::Store { value, .. } | Step::Commit { value, .. } => errors.check(check_operand(value, position, checked)),
+        Step::Store { value, .. } | Step::Commit { value, .. } => {
+            errors.check(check_operand(value, position, checked))
+        }
         Step::Memcpy { dst, src, len, .. } => {
             for op in [dst, src, len] {
                 errors.check(check_operand(op, position, checked));
@@ -437,8 +507,12 @@ fn places_are_valid(step: &Step, position: usize, checked: &Checked) -> Result<(
             errors.check(pointer_name(ptr, position, checked));
             if let Some(offset) = offset {
                 errors.check(check_operand(offset, position, checked));
-                if matches!(offset, Operand::Name(_) | Operand::Expr(_)) && place.element.is_some() {
-                    errors.push(Error::new_spanned(&place.tokens, "a place cannot have both a register offset and an element index"));
+                if matches!(offset, Operand::Name(_) | Operand::Expr(_)) && place.element.is_some()
+                {
+                    errors.push(Error::new_spanned(
+                        &place.tokens,
+                        "a place cannot have both a register offset and an element index",
+                    ));
                 }
             }
         }
@@ -461,7 +535,10 @@ fn places_are_valid(step: &Step, position: usize, checked: &Checked) -> Result<(
 fn pointer_name(ptr: &Ident, position: usize, checked: &Checked) -> Result<()> {
     check_name(ptr, position, checked)?;
     if let Some(ParamKind::PerCpu(_)) = checked.params.get(&ptr.to_string()) {
-        return Err(Error::new_spanned(ptr, format!("`{ptr}` is per-CPU storage; its current slot is `{ptr}[cpu]`")));
+        return Err(Error::new_spanned(
+            ptr,
+            format!("`{ptr}` is per-CPU storage; its current slot is `{ptr}[cpu]`"),
+        ));
     }
     Ok(())
 }
@@ -531,8 +608,16 @@ fn results_match_the_return_type(section: &Section) -> Result<()> {
         ));
     }
     for step in &section.steps {
-        if let Step::FailIf { value: None, tokens, .. } = step {
-            errors.push(Error::new_spanned(tokens, "this `fail` needs a value: the section returns one (`fail(value)`)"));
+        if let Step::FailIf {
+            value: None,
+            tokens,
+            ..
+        } = step
+        {
+            errors.push(Error::new_spanned(
+                tokens,
+                "this `fail` needs a value: the section returns one (`fail(value)`)",
+            ));
         }
     }
     errors.finish()
@@ -599,7 +684,12 @@ fn fail_values_use_earlier_loads(section: &Section, checked: &Checked) -> Result
             for ident in found {
                 if let Some((loaded_at, _)) = checked.values.get(&ident.to_string()) {
                     if *loaded_at > position {
-                        errors.push(Error::new_spanned(&ident, format!("`{ident}` is loaded after this `fail`, so it has no value here")));
+                        errors.push(Error::new_spanned(
+                            &ident,
+                            format!(
+                                "`{ident}` is loaded after this `fail`, so it has no value here"
+                            ),
+                        ));
                     }
                 }
             }

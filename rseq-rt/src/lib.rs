@@ -78,11 +78,26 @@ pub mod __private {
     macro_rules! words {
         ($($t:ty),* $(,)?) => { $(impl Word for $t {})* };
     }
-    words!(usize, isize, core::sync::atomic::AtomicUsize, core::sync::atomic::AtomicIsize);
+    words!(
+        usize,
+        isize,
+        core::sync::atomic::AtomicUsize,
+        core::sync::atomic::AtomicIsize
+    );
     #[cfg(target_pointer_width = "64")]
-    words!(u64, i64, core::sync::atomic::AtomicU64, core::sync::atomic::AtomicI64);
+    words!(
+        u64,
+        i64,
+        core::sync::atomic::AtomicU64,
+        core::sync::atomic::AtomicI64
+    );
     #[cfg(target_pointer_width = "32")]
-    words!(u32, i32, core::sync::atomic::AtomicU32, core::sync::atomic::AtomicI32);
+    words!(
+        u32,
+        i32,
+        core::sync::atomic::AtomicU32,
+        core::sync::atomic::AtomicI32
+    );
     impl<T> Word for *mut T {}
     impl<T> Word for *const T {}
     impl<T> Word for core::sync::atomic::AtomicPtr<T> {}
@@ -96,6 +111,13 @@ pub mod __private {
     /// Type check: the place is an array of words (indexed by a value).
     #[inline(always)]
     pub fn word_array<W: Word, const N: usize>(_: *const [W; N]) {}
+
+    /// Runs a slow path (the fallback body) out of line, so the fast path's frame stays small.
+    #[cold]
+    #[inline(never)]
+    pub fn cold<R>(f: impl FnOnce() -> R) -> R {
+        f()
+    }
 
     /// Whether a `PerCpu` stride is a power of two (then the index is scaled by a shift).
     pub const fn stride_is_pow2(stride: usize) -> usize {
@@ -141,7 +163,10 @@ pub mod __private {
     #[inline(always)]
     pub unsafe fn add_word(addr: usize, value: usize) {
         let word = AtomicUsize::from_ptr(addr as *mut usize);
-        word.store(word.load(Ordering::Relaxed).wrapping_add(value), Ordering::Relaxed)
+        word.store(
+            word.load(Ordering::Relaxed).wrapping_add(value),
+            Ordering::Relaxed,
+        )
     }
 
     /// The fallback's `memcpy`.

@@ -546,11 +546,14 @@ pub enum AbortAction {
 /// is in flight it yields.
 #[cold]
 pub fn after_abort() -> AbortAction {
+    let before = THREAD.with(|t| t.state.get());
+    // The first use decides the mode, which may register this very thread.
     let mode = mode();
     if !mode.is_rseq() {
         return AbortAction::Fallback;
     }
     THREAD.with(|t| match t.state.get() {
+        ThreadState::Attached if before == ThreadState::Unattached => AbortAction::Attached,
         ThreadState::Attached => {
             if INDEX_LIMIT.load(Ordering::Relaxed) == 0 {
                 // Demotion (or the first decision) is being published: wait for it.
@@ -581,6 +584,8 @@ pub fn after_abort() -> AbortAction {
 ///
 /// `attempt` is one try of a critical section: `Some` when it committed or failed, `None` when
 /// it aborted.
+#[cold]
+#[inline(never)]
 pub fn with_temporary_registration<R>(mut attempt: impl FnMut() -> Option<R>) -> Option<R> {
     let stack_area = OwnArea::new();
     let area = stack_area.as_area();

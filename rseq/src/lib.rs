@@ -1,12 +1,216 @@
-//! Restartable sequences (rseq) for Rust.
+//! Restartable sequences (rseq) for Rust: per-CPU critical sections without atomics.
 //!
-//! See the README for an overview; the language of critical sections is documented on
-//! [`critical_section`]. Everything from the runtime ([`rseq_rt`]) is re-exported here, so this
-//! is the one dependency users add.
+//! A critical section is a short list of steps on per-CPU data. The kernel restarts it from the
+//! beginning if the thread is preempted, migrated or signalled before its final *commit*, so the
+//! steps need no atomic instructions and no locks. Write the steps with [`critical_section`];
+//! the macro checks them at compile time and generates the assembly, the descriptor the kernel
+//! reads, the abort handler, the retry loop and a lock-based fallback for systems without rseq.
+//!
+//! Everything from the runtime ([`rseq_rt`]: [`PerCpu`], [`current_cpu`], [`fence_all`],
+//! [`mode`], …) is re-exported here, so this is the one dependency users add.
+//!
+//! ```
+//! use rseq::{critical_section, PerCpu};
+//! use std::sync::atomic::{AtomicU64, Ordering};
+//!
+//! /// Adds `n` to the current CPU's counter: no atomic instruction, no lock.
+//! #[critical_section]
+//! fn add(counters: &PerCpu<AtomicU64>, n: u64) {
+//!     commit::add(counters[cpu], n);
+//! }
+//!
+//! let counters: PerCpu<AtomicU64> = PerCpu::default();
+//! std::thread::scope(|s| {
+//!     for _ in 0..4 {
+//!         s.spawn(|| (0..10_000).for_each(|_| add(&counters, 1)));
+//!     }
+//! });
+//! let total: u64 = counters.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+//! assert_eq!(total, 40_000);
+//! ```
 
 pub use rseq_rt::*;
 
 /// Turns a function whose body is a list of per-CPU steps into a restartable sequence.
 ///
-/// placeholder: documented below once the language is final.
+/// # The language
+///
+/// The body is a list of **steps**, then an optional **result** expression:
+///
+/// | step | meaning |
+/// |---|---|
+/// | `let x = load(place);` | read a word into the value `x` (`let x: *mut Node = …` gives it a type) |
+/// | `let y = add(x, n);` | a word sum, computed in a register (wrapping) |
+/// | `if a == b { fail(value) }` | leave the section, returning `value` (also `!=`, and unsigned `<` `<=` `>` `>=`) |
+/// | `store(place, value);` | a speculative store to memory that is not yet published |
+/// | `memcpy(dst, src, len);` | a speculative copy of `len` bytes |
+/// | `commit::store(place, value);` | the commit: one word store, the last step |
+/// | `commit::store_release(place, value);` | the commit, ordered after every earlier store (for publishing) |
+/// | `commit::add(place, value);` | the commit: add to a word |
+///
+/// After the commit, the body may end with an expression: the function's value when the section
+/// commits. It (and each `fail` value) can use the loaded values.
+///
+/// **Places** (memory locations of one word):
+/// - `p[cpu]` — the current CPU's slot of a parameter `p: &PerCpu<T>`; `p[cpu].field.sub` — a
+///   field of it (by `offset_of!`); `p[cpu].array[i]` — an element of a word array, indexed by a
+///   value `i`;
+/// - `*ptr`, `*(ptr + offset)` — through a pointer (a parameter or a loaded value; `offset` in
+///   bytes);
+/// - `(*ptr).field` — a field through a pointer whose type is known (a `*mut T` parameter, or a
+///   value loaded with `let ptr: *mut T = load(..)`).
+///
+/// Places must be words: `usize`, `isize`, `u64`/`i64` on 64-bit targets, raw pointers, or
+/// their atomic forms (`AtomicU64`, `AtomicPtr<T>`, …). Use atomic types for slots that other
+/// threads read while sections run (e.g. to sum a counter).
+///
+/// **Values**: a loaded value, a parameter (cast to a word with `as usize`), an integer, `null`
+/// (0), or `{ expression }` — any Rust expression, evaluated once before the section.
+///
+/// **Safety**: sections whose places are `PerCpu` slots and their fields are safe functions.
+/// Places through raw pointers, element indexing and `memcpy` dereference memory the macro cannot
+/// check, so those sections must be `unsafe fn`, and their callers vouch for the pointers.
+///
+/// # Options
+///
+/// - `index = cpu_id` (default): slots are indexed by the CPU number.
+/// - `index = mm_cid`: by the concurrency id (dense; fewer slots in use when a process runs on
+///   few CPUs of a large machine). Where the kernel lacks `mm_cid`, such sections use the
+///   fallback.
+/// - `index = given(cpu), moved = value`: librseq's style: the caller passes the CPU it
+///   computed (a `usize` parameter); if the thread is no longer on it, the section returns
+///   `value` without effect.
+/// - `aborts = STATIC`: add 1 to an `AtomicU64` each time the kernel aborts the section (aborts
+///   are otherwise invisible: the section simply runs again).
+///
+/// # What it generates
+///
+/// The index is read inside the section and checked against a limit the runtime controls, which
+/// covers an unregistered thread, a failed registration and the fallback mode with no extra
+/// instruction. On abort the function retries by itself; the first section of a thread
+/// registers it. Where rseq is unusable (valgrind, qemu-user, seccomp, old kernels,
+/// `RSEQ_DISABLE=1`), the same steps run in plain Rust under a per-slot lock, with the same
+/// results.
+///
+/// # Examples: librseq's operations
+///
+/// ```
+/// use rseq::{critical_section, PerCpu};
+/// use std::sync::atomic::{AtomicPtr, AtomicUsize, AtomicU64, Ordering};
+///
+/// // cmpeq-store: if *v == expect then *v = new, else fail.
+/// #[critical_section]
+/// fn cmpeq_store(v: &PerCpu<AtomicUsize>, expect: usize, new: usize) -> Result<(), usize> {
+///     let seen = load(v[cpu]);
+///     if seen != expect { fail(Err(seen)) }
+///     commit::store(v[cpu], new);
+///     Ok(())
+/// }
+///
+/// // add: *v += n.
+/// #[critical_section]
+/// fn add(v: &PerCpu<AtomicU64>, n: u64) {
+///     commit::add(v[cpu], n);
+/// }
+///
+/// // double compare: *v == e and *v2 == e2, then *v = new.
+/// #[repr(C)]
+/// struct Pair { a: AtomicUsize, b: AtomicUsize }
+/// #[critical_section]
+/// fn double_cmp_store(p: &PerCpu<Pair>, e: usize, e2: usize, new: usize) -> bool {
+///     let a = load(p[cpu].a);
+///     if a != e { fail(false) }
+///     let b = load(p[cpu].b);
+///     if b != e2 { fail(false) }
+///     commit::store(p[cpu].a, new);
+///     true
+/// }
+///
+/// // pop: h = *v; if h == null fail; *v = h->next.
+/// #[repr(C)]
+/// struct Node { next: *mut Node, value: u64 }
+/// /// # Safety
+/// /// Every node on the lists is valid and owned by the lists.
+/// #[critical_section]
+/// unsafe fn pop(heads: &PerCpu<AtomicPtr<Node>>) -> Option<*mut Node> {
+///     let head: *mut Node = load(heads[cpu]);
+///     if head == null { fail(None) }
+///     let next = load((*head).next);
+///     commit::store(heads[cpu], next);
+///     Some(head)
+/// }
+///
+/// // push: node->next = *v (speculative), then *v = node.
+/// /// # Safety
+/// /// `node` is valid and not on any list.
+/// #[critical_section]
+/// unsafe fn push(heads: &PerCpu<AtomicPtr<Node>>, node: *mut Node) {
+///     let head = load(heads[cpu]);
+///     store((*node).next, head);
+///     commit::store_release(heads[cpu], node);
+/// }
+///
+/// // deref-add: *(*p + off) += n.
+/// /// # Safety
+/// /// Every slot points at a valid `Node`.
+/// #[critical_section]
+/// unsafe fn deref_add(p: &PerCpu<AtomicPtr<Node>>, n: u64) {
+///     let node: *mut Node = load(p[cpu]);
+///     commit::add((*node).value, n);
+/// }
+///
+/// let heads: PerCpu<AtomicPtr<Node>> = PerCpu::new(|_| AtomicPtr::new(std::ptr::null_mut()));
+/// let node = Box::into_raw(Box::new(Node { next: std::ptr::null_mut(), value: 7 }));
+/// unsafe {
+///     push(&heads, node);
+///     let got = loop {
+///         // The thread may have moved to another CPU between the calls: look everywhere.
+///         if let Some(n) = pop(&heads) { break n; }
+///         let n = heads.iter().find(|h| !h.load(Ordering::Relaxed).is_null());
+///         assert!(n.is_some(), "the node is on some CPU's list");
+///     };
+///     assert_eq!((*got).value, 7);
+///     drop(Box::from_raw(got));
+/// }
+/// let v: PerCpu<AtomicUsize> = PerCpu::default();
+/// assert_eq!(cmpeq_store(&v, 0, 5), Ok(()));
+/// ```
+///
+/// try-store and memcpy (a speculative store or copy into memory that is not yet published,
+/// then the commit that publishes it) look like this:
+///
+/// ```
+/// use rseq::{critical_section, PerCpu};
+/// use std::sync::atomic::AtomicUsize;
+///
+/// #[repr(C)]
+/// struct Buffer { len: AtomicUsize, items: [AtomicUsize; 16] }
+///
+/// /// Pushes `item` unless the current CPU's buffer is full.
+/// /// # Safety
+/// /// None beyond the bound checked in the section (indexing needs an `unsafe fn`).
+/// #[critical_section]
+/// unsafe fn buffer_push(bufs: &PerCpu<Buffer>, item: usize) -> bool {
+///     let len = load(bufs[cpu].len);
+///     if len >= 16 { fail(false) }
+///     store(bufs[cpu].items[len], item);
+///     let grown = add(len, 1);
+///     commit::store_release(bufs[cpu].len, grown);
+///     true
+/// }
+///
+/// /// Copies `len` bytes from `src` to `dst`, then publishes `dst` in the current CPU's slot if
+/// /// the slot is still empty.
+/// /// # Safety
+/// /// `src`/`dst` are valid for `len` bytes; `dst` is not yet visible to other threads.
+/// #[critical_section]
+/// unsafe fn copy_and_publish(slots: &PerCpu<AtomicUsize>, dst: *mut u8, src: *const u8, len: usize) -> bool {
+///     let current = load(slots[cpu]);
+///     if current != 0 { fail(false) }
+///     memcpy(dst, src, len);
+///     commit::store(slots[cpu], dst);
+///     true
+/// }
+/// # let _ = (buffer_push, copy_and_publish);
+/// ```
 pub use rseq_macros::critical_section;

@@ -63,3 +63,47 @@ pub fn print_table(title: &str, rows: &[Measured]) {
         );
     }
 }
+
+/// Like [`compare`], with `threads` threads running each candidate at once: ns/op is the wall
+/// time of a round divided by the operations of one thread (the cost each thread sees while all
+/// run).
+pub fn compare_threads(
+    rounds: usize,
+    threads: usize,
+    ops_per_thread: u64,
+    candidates: &[(&str, &(dyn Fn(u64) + Sync))],
+) -> Vec<Measured> {
+    let run = |f: &(dyn Fn(u64) + Sync), ops: u64| -> f64 {
+        let barrier = std::sync::Barrier::new(threads + 1);
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| {
+                    barrier.wait();
+                    f(ops);
+                    barrier.wait();
+                });
+            }
+            barrier.wait();
+            let start = Instant::now();
+            barrier.wait();
+            start.elapsed().as_nanos() as f64 / ops as f64
+        })
+    };
+    for (_, f) in candidates {
+        run(*f, ops_per_thread / 10 + 1);
+    }
+    let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(rounds); candidates.len()];
+    for _ in 0..rounds {
+        for (i, (_, f)) in candidates.iter().enumerate() {
+            samples[i].push(run(*f, ops_per_thread));
+        }
+    }
+    candidates
+        .iter()
+        .zip(samples)
+        .map(|((name, _), mut s)| {
+            s.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            Measured { name: name.to_string(), ns_per_op: s[s.len() / 2] }
+        })
+        .collect()
+}

@@ -1,0 +1,51 @@
+.pushsection __rseq_cs, "aw"
+.balign 32
+20:
+.long 0, 0
+.quad 21f, (22f - 21f), 23f
+.popsection
+.pushsection __rseq_cs_ptr_array, "awR"
+.quad 20b
+.popsection
+.pushsection __rseq_exit_point_array, "awR"
+.quad 21f, {f1}
+.popsection
+    lea {idx}, [rip + 20b]
+    mov qword ptr [{area} + 8], {idx}
+21:
+    mov {idx:e}, dword ptr [{area} + 4]
+    cmp {idx:e}, dword ptr [rip + {limit}]
+    jae 23f
+.if {d1}
+    shl {idx}, {d2}
+.else
+    imul {idx}, {idx}, {d0}
+.endif
+    mov {v_seen}, qword ptr [{b_v} + {idx}]
+    mov qword ptr [{slots} + 0], {v_seen}
+    cmp {v_seen}, {a_expect}
+    jne {f1}
+    mov qword ptr [{b_v} + {idx}], {a_new}
+22:
+.pushsection __rseq_failure, "ax"
+.byte 0x0f, 0xb9, 0x3d
+.long 0x53053053
+23:
+    jmp {abort}
+.popsection
+
+; operands
+;   area = in(reg) __rseq_area
+;   slots = in(reg) __rseq_slots . as_mut_ptr ()
+;   b_v = in(reg) __rseq_base_v
+;   idx = out(reg) _
+;   d0 = const < :: rseq :: PerCpu < AtomicUsize >> :: STRIDE
+;   d1 = const :: rseq :: __private :: stride_is_pow2 (< :: rseq :: PerCpu < AtomicUsize >> :: STRIDE)
+;   d2 = const :: rseq :: __private :: stride_shift (< :: rseq :: PerCpu < AtomicUsize >> :: STRIDE)
+;   v_seen = out(reg) _
+;   limit = sym :: rseq :: __private :: INDEX_LIMIT
+;   f1 = label (outcome 1)
+;   a_expect = in(reg) __rseq_arg_expect
+;   a_new = in(reg) __rseq_arg_new
+;   abort = label (outcome 255)
+; registers: 7

@@ -1,0 +1,43 @@
+.pushsection __rseq_cs, "aw"
+.balign 32
+20:
+.long 0, 0
+.quad 21f, (22f - 21f), 23f
+.popsection
+.pushsection __rseq_cs_ptr_array, "awR"
+.quad 20b
+.popsection
+    lea {idx}, [rip + 20b]
+    mov qword ptr [{area} + 8], {idx}
+21:
+    mov {idx:e}, dword ptr [{area} + 4]
+    cmp {idx:e}, dword ptr [rip + {limit}]
+    jae 23f
+.if {d1}
+    shl {idx}, {d2}
+.else
+    imul {idx}, {idx}, {d0}
+.endif
+    mov {v_node}, qword ptr [{b_p} + {idx}]
+    add qword ptr [{v_node} + {d3}], {a_n}
+22:
+.pushsection __rseq_failure, "ax"
+.byte 0x0f, 0xb9, 0x3d
+.long 0x53053053
+23:
+    jmp {abort}
+.popsection
+
+; operands
+;   area = in(reg) __rseq_area
+;   b_p = in(reg) __rseq_base_p
+;   idx = out(reg) _
+;   d0 = const < :: rseq :: PerCpu < AtomicPtr < Node > >> :: STRIDE
+;   d1 = const :: rseq :: __private :: stride_is_pow2 (< :: rseq :: PerCpu < AtomicPtr < Node > >> :: STRIDE)
+;   d2 = const :: rseq :: __private :: stride_shift (< :: rseq :: PerCpu < AtomicPtr < Node > >> :: STRIDE)
+;   v_node = out(reg) _
+;   limit = sym :: rseq :: __private :: INDEX_LIMIT
+;   a_n = in(reg) __rseq_arg_n
+;   d3 = const :: core :: mem :: offset_of ! (Node , value)
+;   abort = label (outcome 255)
+; registers: 5
