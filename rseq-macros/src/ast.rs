@@ -14,7 +14,7 @@ pub struct Section {
     pub steps: Vec<Step>,
     /// The success value (the body's final expression), if any.
     pub tail: Option<Expr>,
-    /// The span of the body's braces (for "missing commit" errors).
+    /// The span of the body's closing brace (for "missing commit" errors).
     pub body_span: Span,
 }
 
@@ -45,6 +45,7 @@ pub enum Step {
         a: Operand,
         cmp: Cmp,
         b: Operand,
+        fail: Ident,
         value: Option<Expr>,
         tokens: TokenStream,
     },

@@ -7,7 +7,8 @@ use crate::plan::{
 };
 use crate::valid::{pointee, Checked, IndexMode, ParamKind};
 use proc_macro2::{Literal, TokenStream};
-use quote::{format_ident, quote};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
 use syn::Ident;
 
 pub fn expand(section: &Section, checked: &Checked) -> TokenStream {
@@ -21,14 +22,19 @@ pub fn expand(section: &Section, checked: &Checked) -> TokenStream {
     let attempt = attempt_closure(&plan);
     let fallback = fallback_body(section, checked, &plan);
     let finish = finish(section, checked, &plan);
-    let count_abort = checked.aborts.as_ref().map(|aborts| {
-        quote!(::core::sync::atomic::AtomicU64::fetch_add(&#aborts, 1, ::core::sync::atomic::Ordering::Relaxed);)
+    let aborts_counter = checked.aborts.as_ref().map(|aborts| {
+        quote_spanned!(aborts.span()=> let __rseq_aborts: &::core::sync::atomic::AtomicU64 = &#aborts;)
     });
+    let count_abort = checked
+        .aborts
+        .as_ref()
+        .map(|_| quote!(__rseq_aborts.fetch_add(1, ::core::sync::atomic::Ordering::Relaxed);));
     quote! {
         #(#attrs)*
         #[allow(clippy::needless_return, clippy::unnecessary_cast, unused_unsafe)]
         #vis #sig {
             #(#checks)*
+            #aborts_counter
             #(#hoists)*
             #[allow(unused_mut)]
             let mut __rseq_slots = [0usize; #slots];
@@ -302,7 +308,8 @@ fn finish(section: &Section, checked: &Checked, plan: &Plan) -> TokenStream {
             let ident = format_ident!("{}", name);
             match &checked.values[name].1 {
                 Some(ty) => {
-                    quote!(#[allow(unused_variables)] let #ident: #ty = __rseq_slots[#slot] as #ty;)
+                    let convert = quote_spanned!(ty.span()=> <#ty as ::rseq::__private::WordValue>::from_word);
+                    quote!(#[allow(unused_variables)] let #ident: #ty = #convert(__rseq_slots[#slot]);)
                 }
                 None => quote!(#[allow(unused_variables)] let #ident: usize = __rseq_slots[#slot];),
             }

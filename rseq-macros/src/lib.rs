@@ -46,7 +46,9 @@ fn stub(item: proc_macro2::TokenStream) -> proc_macro2::TokenStream {
     let parser = |input: syn::parse::ParseStream| -> syn::Result<proc_macro2::TokenStream> {
         let attrs = input.call(syn::Attribute::parse_outer)?;
         let vis: syn::Visibility = input.parse()?;
-        let sig: syn::Signature = input.parse()?;
+        let mut sig: syn::Signature = input.parse()?;
+        // `unreachable!` cannot run in a `const fn`; the section cannot be one anyway.
+        sig.constness = None;
         let _: proc_macro2::TokenStream = input.parse()?;
         Ok(quote::quote! {
             #(#attrs)*

@@ -39,7 +39,7 @@ pub fn parse_section(options: Vec<OptionArg>, item: TokenStream) -> Result<Secti
             options,
             steps,
             tail,
-            body_span: brace.span.join(),
+            body_span: brace.span.close(),
         })
     };
     parser.parse2(item)
@@ -132,11 +132,17 @@ fn parse_body(input: ParseStream) -> Result<(Vec<Step>, Option<Expr>)> {
             },
             Step::Add { name, a, b, .. } => Step::Add { name, a, b, tokens },
             Step::FailIf {
-                a, cmp, b, value, ..
+                a,
+                cmp,
+                b,
+                fail,
+                value,
+                ..
             } => Step::FailIf {
                 a,
                 cmp,
                 b,
+                fail,
                 value,
                 tokens,
             },
@@ -288,6 +294,7 @@ fn parse_fail_if(input: ParseStream) -> Result<Step> {
         a,
         cmp,
         b,
+        fail,
         value,
         tokens: TokenStream::new(),
     })

@@ -296,7 +296,11 @@ impl<'a> Builder<'a> {
     /// The address of a place, with its type check.
     fn addr(&mut self, place: &Place) -> Addr {
         let fields = &place.fields;
-        let span = place.tokens.clone();
+        // Type errors point at the last field (or the place's first token).
+        let span = match fields.last() {
+            Some(f) => quote!(#f),
+            None => place.tokens.clone(),
+        };
         let element = place.element.as_ref().map(|e| (self.reg_of(e), 8u8));
         match &place.base {
             PlaceBase::Slot { percpu, .. } => {
@@ -368,6 +372,13 @@ impl<'a> Builder<'a> {
     fn build(mut self) -> Plan {
         let section = self.section;
         let checked = self.checked;
+        // Declared types of values the results do not use still have to be words (the results'
+        // bindings check the others).
+        for (name, (_, ty)) in &checked.values {
+            if let (Some(ty), false) = (ty, self.plan.saved.contains_key(name)) {
+                self.plan.checks.push(quote_spanned!(ty.span()=> let _ = <#ty as ::rseq::__private::WordValue>::from_word;));
+            }
+        }
         for (n, e) in distinct_exprs(section) {
             let local = expr_ident(n);
             self.plan

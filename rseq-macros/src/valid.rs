@@ -28,13 +28,19 @@ pub enum ParamKind {
 }
 
 /// What validation learned, for expansion.
+/// Loaded values: name → (position of the step, declared type).
+pub type Values = HashMap<String, (usize, Option<Type>)>;
+
 pub struct Checked {
+    /// Names bound by statements or parameters that were already rejected: accepted silently
+    /// so one mistake gives one error.
+    pub rejected_names: std::collections::HashSet<String>,
     pub index: IndexMode,
     pub moved: Option<Expr>,
     pub aborts: Option<Expr>,
     pub params: HashMap<String, ParamKind>,
     /// Loaded values: name → (position of the load step, declared type).
-    pub values: HashMap<String, (usize, Option<Type>)>,
+    pub values: Values,
 }
 
 impl Checked {
@@ -81,14 +87,10 @@ pub fn validate(section: &Section) -> Result<Checked> {
         errors.check(commit_kind_is_known(step));
     }
     errors.check(exactly_one_commit_at_the_end(section));
-    let values = match values_are_loaded_once(section, &params) {
-        Ok(v) => v,
-        Err(e) => {
-            errors.push(e);
-            HashMap::new()
-        }
-    };
+    let (values, loaded) = values_are_loaded_once(section, &params);
+    errors.check(loaded);
     let checked = Checked {
+        rejected_names: rejected_names(section),
         index,
         moved,
         aborts,
@@ -201,6 +203,7 @@ fn options(
     let mut errors = Errors::default();
     let mut seen: HashMap<String, &Ident> = HashMap::new();
     let (mut index, mut index_tokens, mut moved, mut aborts) = (IndexMode::CpuId, None, None, None);
+    let mut index_failed = false;
     for opt in &section.options {
         let key = opt.key.to_string();
         if seen.insert(key.clone(), &opt.key).is_some() {
@@ -215,7 +218,10 @@ fn options(
                 index_tokens = Some(opt.value.to_token_stream());
                 match index_mode(&opt.value, params) {
                     Ok(m) => index = m,
-                    Err(e) => errors.push(e),
+                    Err(e) => {
+                        index_failed = true;
+                        errors.push(e)
+                    }
                 }
             }
             "moved" => moved = Some(opt.value.clone()),
@@ -227,6 +233,7 @@ fn options(
         }
     }
     match (&index, &moved) {
+        _ if index_failed => {}
         (IndexMode::Given(_), None) => errors.push(Error::new_spanned(
             index_tokens.unwrap(),
             "`index = given(..)` needs `moved = value`: the value returned when the caller's CPU is no longer the current one",
@@ -346,7 +353,7 @@ fn exactly_one_commit_at_the_end(section: &Section) -> Result<()> {
     let Some(&first) = commits.first() else {
         return Err(Error::new(
             section.body_span,
-            "expected a `commit` step: a critical section ends with `commit::store(..)`, `commit::store_release(..)` or `commit::add(..)`",
+            "expected a `commit` step before the end of the body: a critical section ends with `commit::store(..)`, `commit::store_release(..)` or `commit::add(..)`",
         ));
     };
     if let Some(&second) = commits.get(1) {
@@ -375,11 +382,13 @@ fn exactly_one_commit_at_the_end(section: &Section) -> Result<()> {
     Ok(())
 }
 
-/// Each name is loaded once, does not shadow a parameter, and its type (if given) is a word.
+/// Each name is loaded once and does not shadow a parameter. Returns the values it accepted
+/// (the first load of a name wins) along with the errors, so later rules do not report the
+/// same name again.
 fn values_are_loaded_once(
     section: &Section,
     params: &HashMap<String, ParamKind>,
-) -> Result<HashMap<String, (usize, Option<Type>)>> {
+) -> (Values, Result<()>) {
     let mut errors = Errors::default();
     let mut values = HashMap::new();
     for (position, step) in section.steps.iter().enumerate() {
@@ -388,31 +397,56 @@ fn values_are_loaded_once(
             Step::Add { name, .. } => (name, None),
             _ => continue,
         };
-        {
-            let key = name.to_string();
-            if name == "cpu" || name == "null" {
-                errors.push(Error::new_spanned(
-                    name,
-                    format!("`{name}` is reserved in critical sections; choose another name"),
-                ));
-            } else if params.contains_key(&key) {
-                errors.push(Error::new_spanned(
-                    name,
-                    format!("`{name}` is already a parameter; give the loaded value another name"),
-                ));
-            } else if values.contains_key(&key) {
-                errors.push(Error::new_spanned(name, format!("`{name}` is loaded twice; each value is loaded once (give the second one another name)")));
-            } else {
-                values.insert(key, (position, ty));
+        let key = name.to_string();
+        if name == "cpu" || name == "null" {
+            errors.push(Error::new_spanned(
+                name,
+                format!("`{name}` is reserved in critical sections; choose another name"),
+            ));
+        } else if params.contains_key(&key) {
+            errors.push(Error::new_spanned(
+                name,
+                format!("`{name}` is already a parameter; give the loaded value another name"),
+            ));
+        } else if let std::collections::hash_map::Entry::Vacant(slot) = values.entry(key) {
+            slot.insert((position, ty));
+        } else {
+            errors.push(Error::new_spanned(
+                name,
+                format!("`{name}` is loaded twice; each value is loaded once (give the second one another name)"),
+            ));
+        }
+    }
+    (values, errors.finish())
+}
+
+/// Names bound by `let` statements that are not steps, and by pattern parameters.
+fn rejected_names(section: &Section) -> std::collections::HashSet<String> {
+    let mut pats: Vec<&Pat> = Vec::new();
+    for step in &section.steps {
+        if let Step::Other(syn::Stmt::Local(local)) = step {
+            pats.push(&local.pat);
+        }
+    }
+    for input in &section.sig.inputs {
+        if let FnArg::Typed(t) = input {
+            if !matches!(&*t.pat, Pat::Ident(_)) {
+                pats.push(&t.pat);
             }
         }
     }
-    errors.finish()?;
-    Ok(values)
+    let mut found = Vec::new();
+    for pat in pats {
+        idents(pat.to_token_stream(), &mut found);
+    }
+    found.into_iter().map(|i| i.to_string()).collect()
 }
 
 fn check_name(name: &Ident, position: usize, checked: &Checked) -> Result<()> {
     let key = name.to_string();
+    if checked.rejected_names.contains(&key) {
+        return Ok(());
+    }
     if let Some((loaded_at, _)) = checked.values.get(&key) {
         if *loaded_at >= position {
             return Err(Error::new_spanned(
@@ -609,13 +643,11 @@ fn results_match_the_return_type(section: &Section) -> Result<()> {
     }
     for step in &section.steps {
         if let Step::FailIf {
-            value: None,
-            tokens,
-            ..
+            value: None, fail, ..
         } = step
         {
             errors.push(Error::new_spanned(
-                tokens,
+                fail,
                 "this `fail` needs a value: the section returns one (`fail(value)`)",
             ));
         }

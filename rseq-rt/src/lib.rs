@@ -104,6 +104,41 @@ pub mod __private {
     impl<T> Word for Option<core::ptr::NonNull<T>> {}
     impl<T> Word for core::ptr::NonNull<T> {}
 
+    /// Types a loaded value can be given (`let x: T = load(..)`): words that every bit pattern
+    /// is a valid value of.
+    #[diagnostic::on_unimplemented(
+        message = "a loaded value cannot have type `{Self}`: it holds one machine word",
+        label = "not a word-sized integer or raw pointer",
+        note = "give loaded values a type among `usize`, `isize`, `u64`/`i64` (on 64-bit targets), `*mut T`, `*const T`"
+    )]
+    pub trait WordValue {
+        /// Reinterprets a loaded word.
+        fn from_word(word: usize) -> Self;
+    }
+    macro_rules! word_values {
+        ($($t:ty),* $(,)?) => { $(impl WordValue for $t {
+            #[inline(always)]
+            fn from_word(word: usize) -> Self { word as $t }
+        })* };
+    }
+    word_values!(usize, isize);
+    #[cfg(target_pointer_width = "64")]
+    word_values!(u64, i64);
+    #[cfg(target_pointer_width = "32")]
+    word_values!(u32, i32);
+    impl<T> WordValue for *mut T {
+        #[inline(always)]
+        fn from_word(word: usize) -> Self {
+            word as *mut T
+        }
+    }
+    impl<T> WordValue for *const T {
+        #[inline(always)]
+        fn from_word(word: usize) -> Self {
+            word as *const T
+        }
+    }
+
     /// Type check: the place is a word.
     #[inline(always)]
     pub fn word<W: Word>(_: *const W) {}

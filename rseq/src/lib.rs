@@ -214,3 +214,8 @@ pub use rseq_rt::*;
 /// # let _ = (buffer_push, copy_and_publish);
 /// ```
 pub use rseq_macros::critical_section;
+
+/// The README's example, compiled and run as a doctest so it stays true.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -1,0 +1,13 @@
+use rseq::{critical_section, PerCpu};
+use std::sync::atomic::AtomicU64;
+
+// The function returns a `bool`: `fail` must say which one.
+#[critical_section]
+fn store_if_empty(slots: &PerCpu<AtomicU64>, new: u64) -> bool {
+    let seen = load(slots[cpu]);
+    if seen != 0 { fail() }
+    commit::store(slots[cpu], new);
+    true
+}
+
+fn main() {}
