@@ -22,6 +22,7 @@ pub fn expand(section: &Section, checked: &Checked) -> TokenStream {
     let attempt = attempt_closure(&plan);
     let fallback = fallback_body(section, checked, &plan);
     let finish = finish(section, checked, &plan);
+    let mm_cid = matches!(checked.index, IndexMode::MmCid);
     let aborts_counter = checked.aborts.as_ref().map(|aborts| {
         quote_spanned!(aborts.span()=> let __rseq_aborts: &::core::sync::atomic::AtomicU64 = &#aborts;)
     });
@@ -31,7 +32,7 @@ pub fn expand(section: &Section, checked: &Checked) -> TokenStream {
         .map(|_| quote!(__rseq_aborts.fetch_add(1, ::core::sync::atomic::Ordering::Relaxed);));
     quote! {
         #(#attrs)*
-        #[allow(clippy::needless_return, clippy::unnecessary_cast, unused_unsafe)]
+        #[allow(clippy::needless_return, clippy::unnecessary_cast, clippy::unused_unit, unused_unsafe)]
         #vis #sig {
             #(#checks)*
             #aborts_counter
@@ -44,7 +45,7 @@ pub fn expand(section: &Section, checked: &Checked) -> TokenStream {
                 if __rseq_outcome != #ABORTED {
                     break __rseq_outcome;
                 }
-                match ::rseq::__private::after_abort() {
+                match ::rseq::__private::after_abort(#mm_cid) {
                     ::rseq::__private::AbortAction::Retry => { #count_abort }
                     ::rseq::__private::AbortAction::Attached => {}
                     ::rseq::__private::AbortAction::Fallback => break #ABORTED,

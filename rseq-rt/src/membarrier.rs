@@ -56,7 +56,14 @@ pub(crate) fn rseq_fence_all() -> Result<(), FenceError> {
 /// ```
 pub fn fence_all() -> Result<(), FenceError> {
     match mode() {
-        Mode::Rseq(_) => rseq_fence_all(),
+        Mode::Rseq(_) => {
+            rseq_fence_all()?;
+            if !crate::features().mm_cid {
+                // `mm_cid` sections run under the slot locks on such kernels.
+                crate::fallback::fence_all();
+            }
+            Ok(())
+        }
         Mode::Fallback(_) => {
             crate::fallback::fence_all();
             Ok(())
@@ -83,11 +90,14 @@ pub fn fence_cpu(cpu: usize) -> Result<(), FenceError> {
                 abi::MEMBARRIER_CMD_FLAG_CPU,
                 cpu as libc::c_int,
             )
-            .map(drop)
             .map_err(|e| match e {
                 libc::EINVAL => FenceError::InvalidCpu(cpu),
                 e => FenceError::Os(e),
-            })
+            })?;
+            if !crate::features().mm_cid {
+                crate::fallback::fence_slot(cpu);
+            }
+            Ok(())
         }
         Mode::Fallback(_) => {
             crate::fallback::fence_slot(cpu);

@@ -541,11 +541,12 @@ pub enum AbortAction {
     TemporaryRegistration,
 }
 
-/// Called by generated code each time a section aborts: attaches the thread on its first
-/// section, counts real aborts, and says how to go on. Never blocks for long: while a demotion
+/// Called by generated code each time a section aborts (`index_is_mm_cid` for sections indexed
+/// by `mm_cid`): attaches the thread on its first section, counts real aborts, and says how to
+/// go on. Never blocks for long: while a demotion
 /// is in flight it yields.
 #[cold]
-pub fn after_abort() -> AbortAction {
+pub fn after_abort(index_is_mm_cid: bool) -> AbortAction {
     let before = THREAD.with(|t| t.state.get());
     // The first use decides the mode, which may register this very thread.
     let mode = mode();
@@ -553,6 +554,9 @@ pub fn after_abort() -> AbortAction {
         return AbortAction::Fallback;
     }
     THREAD.with(|t| match t.state.get() {
+        // Kernels before 6.3 fill no mm_cid: such sections always take the fallback (every
+        // section on the same data is indexed the same way, so they exclude each other).
+        _ if index_is_mm_cid && !MM_CID_AVAILABLE.load(Ordering::Relaxed) => AbortAction::Fallback,
         ThreadState::Attached if before == ThreadState::Unattached => AbortAction::Attached,
         ThreadState::Attached => {
             if INDEX_LIMIT.load(Ordering::Relaxed) == 0 {

@@ -60,6 +60,9 @@ pub use rseq_rt::*;
 /// - `(*ptr).field` — a field through a pointer whose type is known (a `*mut T` parameter, or a
 ///   value loaded with `let ptr: *mut T = load(..)`).
 ///
+/// The `PerCpu` parameter must be written as `&PerCpu<T>` (any path ending in `PerCpu`): the
+/// macro sees only the tokens, so a type alias of it is not recognised.
+///
 /// Places must be words: `usize`, `isize`, `u64`/`i64` on 64-bit targets, raw pointers, or
 /// their atomic forms (`AtomicU64`, `AtomicPtr<T>`, …). Use atomic types for slots that other
 /// threads read while sections run (e.g. to sum a counter).
@@ -75,8 +78,8 @@ pub use rseq_rt::*;
 ///
 /// - `index = cpu_id` (default): slots are indexed by the CPU number.
 /// - `index = mm_cid`: by the concurrency id (dense; fewer slots in use when a process runs on
-///   few CPUs of a large machine). Where the kernel lacks `mm_cid`, such sections use the
-///   fallback.
+///   few CPUs of a large machine). Where the kernel lacks `mm_cid` (before Linux 6.3), such
+///   sections use the fallback, and fences also wait for the slot locks.
 /// - `index = given(cpu), moved = value`: librseq's style: the caller passes the CPU it
 ///   computed (a `usize` parameter); if the thread is no longer on it, the section returns
 ///   `value` without effect.

@@ -15,5 +15,8 @@ fn main() {
     for _ in 0..1000 {
         counter_add(&c, 1);
     }
-    println!("{}", c.iter().map(|x| x.load(Ordering::Relaxed)).sum::<u64>());
+    println!(
+        "{}",
+        c.iter().map(|x| x.load(Ordering::Relaxed)).sum::<u64>()
+    );
 }

@@ -103,7 +103,10 @@ pub fn compare_threads(
         .zip(samples)
         .map(|((name, _), mut s)| {
             s.sort_by(|a, b| a.partial_cmp(b).unwrap());
-            Measured { name: name.to_string(), ns_per_op: s[s.len() / 2] }
+            Measured {
+                name: name.to_string(),
+                ns_per_op: s[s.len() / 2],
+            }
         })
         .collect()
 }

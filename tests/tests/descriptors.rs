@@ -43,41 +43,84 @@ fn descriptors_pass_the_kernels_checks() {
     // Use both sections so nothing is optimised away.
     let counters: PerCpu<AtomicU64> = PerCpu::default();
     add(&counters, 3);
-    assert_eq!(counters.iter().map(|c| c.load(Ordering::Relaxed)).sum::<u64>(), 3);
+    assert_eq!(
+        counters
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum::<u64>(),
+        3
+    );
     let words: PerCpu<AtomicUsize> = PerCpu::default();
     assert!(cmpeq_store(&words, 0, 1) || !cmpeq_store(&words, 0, 1));
 
     let descriptors = table(&raw const __start___rseq_cs, &raw const __stop___rseq_cs);
-    assert!(descriptors.len() >= 2, "expected at least two descriptors, found {}", descriptors.len());
+    assert!(
+        descriptors.len() >= 2,
+        "expected at least two descriptors, found {}",
+        descriptors.len()
+    );
     for d in descriptors {
         assert_eq!((d.version, d.flags), (0, 0), "{d:x?}");
-        assert_eq!(d as *const RseqCs as usize % 32, 0, "descriptor not 32-byte aligned");
-        let end = d.start_ip.checked_add(d.post_commit_offset).expect("start + offset overflows");
+        assert_eq!(
+            d as *const RseqCs as usize % 32,
+            0,
+            "descriptor not 32-byte aligned"
+        );
+        let end = d
+            .start_ip
+            .checked_add(d.post_commit_offset)
+            .expect("start + offset overflows");
         assert!(d.post_commit_offset > 0);
-        assert!(d.abort_ip < d.start_ip || d.abort_ip >= end, "abort inside the section: {d:x?}");
+        assert!(
+            d.abort_ip < d.start_ip || d.abort_ip >= end,
+            "abort inside the section: {d:x?}"
+        );
         // SAFETY: abort_ip points into this binary's __rseq_failure code; 4 bytes before it are
         // the signature.
         let signature = unsafe { ((d.abort_ip - 4) as *const u32).read_unaligned() };
-        assert_eq!(signature, rseq::sys::SIGNATURE, "signature before abort of {d:x?}");
+        assert_eq!(
+            signature,
+            rseq::sys::SIGNATURE,
+            "signature before abort of {d:x?}"
+        );
         // SAFETY: as above; x86's ud1 prefix precedes the signature word.
         let prefix = unsafe { core::slice::from_raw_parts((d.abort_ip - 7) as *const u8, 3) };
-        assert_eq!(prefix, [0x0f, 0xb9, 0x3d], "the signature must decode as ud1");
+        assert_eq!(
+            prefix,
+            [0x0f, 0xb9, 0x3d],
+            "the signature must decode as ud1"
+        );
     }
 
-    let listed: HashSet<u64> = table(&raw const __start___rseq_cs_ptr_array, &raw const __stop___rseq_cs_ptr_array)
-        .iter()
-        .copied()
-        .collect();
+    let listed: HashSet<u64> = table(
+        &raw const __start___rseq_cs_ptr_array,
+        &raw const __stop___rseq_cs_ptr_array,
+    )
+    .iter()
+    .copied()
+    .collect();
     for d in descriptors {
-        assert!(listed.contains(&(d as *const RseqCs as u64)), "descriptor missing from __rseq_cs_ptr_array");
+        assert!(
+            listed.contains(&(d as *const RseqCs as u64)),
+            "descriptor missing from __rseq_cs_ptr_array"
+        );
     }
     assert_eq!(listed.len(), descriptors.len());
 
-    let exits = table(&raw const __start___rseq_exit_point_array, &raw const __stop___rseq_exit_point_array);
+    let exits = table(
+        &raw const __start___rseq_exit_point_array,
+        &raw const __stop___rseq_exit_point_array,
+    );
     assert!(!exits.is_empty(), "cmpeq_store has a fail exit");
     for [start, exit] in exits {
-        let d = descriptors.iter().find(|d| d.start_ip == *start).expect("exit point of an unknown section");
-        assert!(*exit < d.start_ip || *exit >= d.start_ip + d.post_commit_offset, "exit inside the section");
+        let d = descriptors
+            .iter()
+            .find(|d| d.start_ip == *start)
+            .expect("exit point of an unknown section");
+        assert!(
+            *exit < d.start_ip || *exit >= d.start_ip + d.post_commit_offset,
+            "exit inside the section"
+        );
     }
 }
 
@@ -85,13 +128,20 @@ fn descriptors_pass_the_kernels_checks() {
 #[test]
 fn sections_have_the_right_flags() {
     let exe = std::env::current_exe().unwrap();
-    let Ok(out) = std::process::Command::new("readelf").arg("-SW").arg(&exe).output() else {
+    let Ok(out) = std::process::Command::new("readelf")
+        .arg("-SW")
+        .arg(&exe)
+        .output()
+    else {
         eprintln!("skipped: readelf is not installed");
         return;
     };
     let text = String::from_utf8_lossy(&out.stdout);
     let flags = |name: &str| -> String {
-        let line = text.lines().find(|l| l.split_whitespace().any(|w| w == name)).unwrap_or_else(|| panic!("no section {name}:\n{text}"));
+        let line = text
+            .lines()
+            .find(|l| l.split_whitespace().any(|w| w == name))
+            .unwrap_or_else(|| panic!("no section {name}:\n{text}"));
         let cols: Vec<&str> = line.split_whitespace().collect();
         let at = cols.iter().position(|w| *w == name).unwrap();
         cols[at + 6].to_string()

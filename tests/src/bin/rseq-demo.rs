@@ -39,7 +39,10 @@ fn main() {
     println!("  mode              {mode:?}");
     println!("  thread            {:?}", rseq::register_current_thread());
     println!("  kernel features   {:?}", rseq::features());
-    println!("  possible cpus     {} ({cores} usable)", rseq::possible_cpus());
+    println!(
+        "  possible cpus     {} ({cores} usable)",
+        rseq::possible_cpus()
+    );
     println!(
         "  current cpu       {} (mm_cid {}, node {})",
         rseq::current_cpu(),
@@ -72,7 +75,10 @@ fn main() {
             }),
         ],
     );
-    print_table("CPU id accessors, 1 thread (median of 15 interleaved rounds)", &rows);
+    print_table(
+        "CPU id accessors, 1 thread (median of 15 interleaved rounds)",
+        &rows,
+    );
     let cpu_ratio = ratio(&rows, "libc::sched_getcpu()");
 
     // Counter add with every core busy.
@@ -99,7 +105,10 @@ fn main() {
         for _ in 0..n {
             // SAFETY: no preconditions.
             let cpu = unsafe { libc::sched_getcpu() }.max(0) as usize;
-            black_box(&sharded).get(cpu).unwrap().fetch_add(1, Ordering::Relaxed);
+            black_box(&sharded)
+                .get(cpu)
+                .unwrap()
+                .fetch_add(1, Ordering::Relaxed);
         }
     };
     let rows = compare_threads(
@@ -113,18 +122,33 @@ fn main() {
             ("sched_getcpu + per-CPU fetch_add", &sharded_atomic),
         ],
     );
-    print_table(&format!("Counter add, {cores} threads at once (median of 11 interleaved rounds)"), &rows);
+    print_table(
+        &format!("Counter add, {cores} threads at once (median of 11 interleaved rounds)"),
+        &rows,
+    );
     let expected = 11 * cores as u64 * per_thread + cores as u64 * (per_thread / 10 + 1);
     let total: u64 = counters.iter().map(|c| c.load(Ordering::Relaxed)).sum();
-    println!("\n  counter total {total} (expected {expected}): {}", if total == expected { "exact" } else { "WRONG" });
+    println!(
+        "\n  counter total {total} (expected {expected}): {}",
+        if total == expected { "exact" } else { "WRONG" }
+    );
 
     let floor = 1.0 / ratio(&rows, "thread-local Cell<u64> add (floor)");
     let vs_atomic = ratio(&rows, "shared AtomicU64::fetch_add");
     let vs_sharded = ratio(&rows, "sched_getcpu + per-CPU fetch_add");
     println!("\nGoals (ratios from this run)");
-    println!("  current_cpu() vs sched_getcpu():            {cpu_ratio:5.1}× faster (goal ≥ 5×: {})", verdict(cpu_ratio, 5.0));
-    println!("  counter add vs shared atomic, all cores:    {vs_atomic:5.1}× faster (goal ≥ 10×: {})", verdict(vs_atomic, 10.0));
-    println!("  counter add vs sched_getcpu + atomic:       {vs_sharded:5.1}× faster (goal ≥ 3.5×: {})", verdict(vs_sharded, 3.5));
+    println!(
+        "  current_cpu() vs sched_getcpu():            {cpu_ratio:5.1}× faster (goal ≥ 5×: {})",
+        verdict(cpu_ratio, 5.0)
+    );
+    println!(
+        "  counter add vs shared atomic, all cores:    {vs_atomic:5.1}× faster (goal ≥ 10×: {})",
+        verdict(vs_atomic, 10.0)
+    );
+    println!(
+        "  counter add vs sched_getcpu + atomic:       {vs_sharded:5.1}× faster (goal ≥ 3.5×: {})",
+        verdict(vs_sharded, 3.5)
+    );
     println!("  counter add vs thread-local add (floor):    {floor:5.2}× the floor's time");
     println!("\n  runtime stats     {:?}", rseq::stats());
     if total != expected {

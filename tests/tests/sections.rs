@@ -1,0 +1,182 @@
+//! Critical sections written with `#[rseq::critical_section]`, one per librseq operation, run by
+//! `rseq-stress` from more threads than the machine has CPUs, in each of the three modes (glibc's
+//! registration, the library's own, the fallback). Each run checks an exact end state (see the
+//! program's documentation); a last test shows that sections really abort and still end exact.
+//!
+//! Linux only. Where the kernel has no rseq, the rseq modes run the fallback: the results must
+//! still be exact, and the abort test is skipped.
+
+use rseq_tests::{field, run_in, RunMode};
+use std::sync::OnceLock;
+
+const STRESS: &str = env!("CARGO_BIN_EXE_rseq-stress");
+const PROBE: &str = env!("CARGO_BIN_EXE_rseq-probe");
+
+/// Threads per run: more than the CPUs this process may use (6 on the 2-CPU machines these
+/// tests were tuned on).
+fn threads() -> usize {
+    (rseq_tests::allowed_cpus().len() * 2 + 2).clamp(6, 64)
+}
+
+/// Runs `rseq-stress args…` in `mode`; asserts it succeeded with `result=ok`, in the mode the
+/// probe reports for the same environment, and without aborts in the fallback.
+fn stress(mode: RunMode, args: &[&str]) -> String {
+    let out = run_in(mode, STRESS, args);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success() && field(&stdout, "result") == Some("ok"),
+        "rseq-stress {args:?} failed in {mode:?} ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected = probe_mode(mode);
+    assert_eq!(field(&stdout, "mode"), Some(expected.as_str()), "{mode:?}");
+    if expected.starts_with("Fallback") {
+        assert_eq!(field(&stdout, "aborts"), Some("0"), "{mode:?}");
+    }
+    if mode == RunMode::Disabled {
+        assert_eq!(expected, "Fallback(Disabled)");
+    }
+    stdout
+}
+
+/// The mode `rseq-probe facts` reports in `mode`'s environment (asked once per mode).
+fn probe_mode(mode: RunMode) -> String {
+    static MODES: [OnceLock<String>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    let i = RunMode::ALL.iter().position(|&m| m == mode).unwrap();
+    MODES[i]
+        .get_or_init(|| {
+            let out = run_in(mode, PROBE, &["facts"]);
+            assert!(out.status.success(), "rseq-probe facts failed in {mode:?}");
+            let stdout = String::from_utf8(out.stdout).unwrap();
+            field(&stdout, "mode").unwrap().to_string()
+        })
+        .clone()
+}
+
+fn number(stdout: &str, key: &str) -> u64 {
+    field(stdout, key)
+        .unwrap_or_else(|| panic!("no {key}= in the output"))
+        .parse()
+        .unwrap()
+}
+
+/// Runs `op` in every mode: plainly, under signals, with frequent yields, then (where the op
+/// has an index) indexed by `mm_cid`. `exact_ops`: the op commits exactly `threads × iters`
+/// operations.
+fn every_mode(op: &str, iters: usize, exact_ops: bool, mm_cid: bool) {
+    let threads = threads();
+    let threads_arg = threads.to_string();
+    let iters_arg = iters.to_string();
+    let base = ["--threads", &threads_arg, "--iters", &iters_arg];
+    let mut variants: Vec<Vec<&str>> = vec![vec![], vec!["--signals"], vec!["--yield-every", "16"]];
+    if mm_cid {
+        variants.push(vec!["--index", "mm_cid"]);
+    }
+    for mode in RunMode::ALL {
+        for extra in &variants {
+            let args: Vec<&str> = [op].iter().chain(&base).chain(extra).copied().collect();
+            let out = stress(mode, &args);
+            assert_eq!(field(&out, "op"), Some(op));
+            if exact_ops {
+                assert_eq!(number(&out, "ops"), (threads * iters) as u64, "{args:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn counter_add() {
+    every_mode("counter", 1_000_000, true, false);
+}
+
+#[test]
+fn counter_add_by_mm_cid() {
+    let out = stress(RunMode::Glibc, &["counter-mm-cid", "--iters", "1000"]);
+    assert_eq!(field(&out, "index"), Some("mm_cid"));
+    every_mode("counter-mm-cid", 1_000_000, true, false);
+}
+
+#[test]
+fn cmpeq_store_increments() {
+    every_mode("cmpxchg", 1_000_000, true, true);
+}
+
+#[test]
+fn given_cpu_with_moved() {
+    every_mode("given-cpu", 1_000_000, true, false);
+}
+
+#[test]
+fn list_push_and_pop() {
+    every_mode("list", 400_000, false, true);
+}
+
+#[test]
+fn bounded_buffer_push_and_pop() {
+    every_mode("buffer", 400_000, false, true);
+}
+
+#[test]
+fn memcpy_publish_and_take() {
+    every_mode("memcpy", 100_000, false, true);
+}
+
+#[test]
+fn double_compare_store() {
+    every_mode("double-cmp", 1_000_000, true, true);
+}
+
+#[test]
+fn deref_add_with_fenced_pointer_moves() {
+    every_mode("deref-add", 1_000_000, true, true);
+    // The rotations happened (each one a fence_all) while the adds ran.
+    let out = stress(RunMode::Own, &["deref-add", "--iters", "300000"]);
+    assert!(number(&out, "rotations") > 0);
+}
+
+/// Signals sent to the workers at a high rate land inside sections: the kernel aborts them, the
+/// wrapper retries, and the total is still exact.
+#[test]
+fn sections_abort_under_signals_and_stay_exact() {
+    let (threads, iters) = (threads() + 2, 5_000_000usize);
+    let args = [
+        "counter",
+        "--threads",
+        &threads.to_string(),
+        "--iters",
+        &iters.to_string(),
+        "--signals",
+    ]
+    .map(String::from);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    for mode in [RunMode::Glibc, RunMode::Own] {
+        let rseq = !probe_mode(mode).starts_with("Fallback");
+        // A run that happens to see no abort is retried (aborts are likely, not certain).
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let out = stress(mode, &args);
+            assert_eq!(number(&out, "ops"), (threads * iters) as u64);
+            let aborts = number(&out, "aborts");
+            assert_eq!(aborts, number(&out, "stats_aborts"));
+            eprintln!(
+                "{mode:?}: {aborts} aborts, {} signals sent, {} ms",
+                number(&out, "signals_sent"),
+                number(&out, "elapsed_ms")
+            );
+            seen.push(aborts);
+            if aborts > 0 || !rseq {
+                break;
+            }
+        }
+        if rseq {
+            assert!(
+                seen.iter().any(|&a| a > 0),
+                "{mode:?}: no section aborted in {} runs",
+                seen.len()
+            );
+        } else {
+            eprintln!("skipped the abort assertion in {mode:?}: the probe reports the fallback");
+        }
+    }
+}
