@@ -92,17 +92,8 @@ impl Step {
 
 /// A comparison operator, with its tokens.
 pub struct Cmp {
-    pub op: CmpOp,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum CmpOp {
-    Eq,
-    Ne,
-    Lt,
-    Le,
-    Gt,
-    Ge,
+    /// Unsigned, as the instruction templates compare.
+    pub op: rseq_arch::template::Cond,
 }
 
 /// A word value.

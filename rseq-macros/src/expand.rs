@@ -8,6 +8,7 @@ use crate::plan::{
 use crate::valid::{pointee, Checked, IndexMode, ParamKind};
 use proc_macro2::{Literal, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
+use rseq_arch::template::Cond;
 use syn::spanned::Spanned;
 use syn::Ident;
 
@@ -244,12 +245,12 @@ fn fallback_body(section: &Section, checked: &Checked, plan: &Plan) -> TokenStre
                     fallback_value(b, section, checked),
                 );
                 let op = match cmp.op {
-                    CmpOp::Eq => quote!(==),
-                    CmpOp::Ne => quote!(!=),
-                    CmpOp::Lt => quote!(<),
-                    CmpOp::Le => quote!(<=),
-                    CmpOp::Gt => quote!(>),
-                    CmpOp::Ge => quote!(>=),
+                    Cond::Eq => quote!(==),
+                    Cond::Ne => quote!(!=),
+                    Cond::Lt => quote!(<),
+                    Cond::Le => quote!(<=),
+                    Cond::Gt => quote!(>),
+                    Cond::Ge => quote!(>=),
                 };
                 quote!(if #a #op #b { break 'steps #fail; })
             }

@@ -2,6 +2,7 @@
 
 use crate::ast::*;
 use proc_macro2::{TokenStream, TokenTree};
+use rseq_arch::template::Cond;
 use syn::parse::{Parse, ParseStream, Parser};
 use syn::punctuated::Punctuated;
 use syn::{braced, parenthesized, token, Error, Expr, Ident, LitInt, Result, Token};
@@ -303,22 +304,22 @@ fn parse_fail_if(input: ParseStream) -> Result<Step> {
 fn parse_cmp(input: ParseStream) -> Result<Cmp> {
     let op = if input.peek(Token![==]) {
         input.parse::<Token![==]>()?;
-        CmpOp::Eq
+        Cond::Eq
     } else if input.peek(Token![!=]) {
         input.parse::<Token![!=]>()?;
-        CmpOp::Ne
+        Cond::Ne
     } else if input.peek(Token![<=]) {
         input.parse::<Token![<=]>()?;
-        CmpOp::Le
+        Cond::Le
     } else if input.peek(Token![>=]) {
         input.parse::<Token![>=]>()?;
-        CmpOp::Ge
+        Cond::Ge
     } else if input.peek(Token![<]) {
         input.parse::<Token![<]>()?;
-        CmpOp::Lt
+        Cond::Lt
     } else if input.peek(Token![>]) {
         input.parse::<Token![>]>()?;
-        CmpOp::Gt
+        Cond::Gt
     } else {
         return Err(
             input.error("expected a comparison: `==`, `!=`, `<`, `<=`, `>` or `>=` (unsigned)")

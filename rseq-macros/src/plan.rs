@@ -5,7 +5,7 @@ use crate::ast::*;
 use crate::valid::{pointee, Checked, IndexMode, ParamKind};
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote, quote_spanned};
-use rseq_arch::template::{Addr, CommitKind, Cond, IndexField, Op, Value};
+use rseq_arch::template::{Addr, CommitKind, IndexField, Op, Value};
 use std::collections::{BTreeMap, HashSet};
 use syn::{spanned::Spanned, Ident, Type};
 
@@ -293,6 +293,16 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// Stores a value the results use into its stack slot.
+    fn save(&self, name: &Ident, src: String) -> Option<Op> {
+        let slot = *self.plan.saved.get(&name.to_string())?;
+        Some(Op::Save {
+            slots: "slots".into(),
+            slot,
+            src,
+        })
+    }
+
     /// The address of a place, with its type check.
     fn addr(&mut self, place: &Place) -> Addr {
         let fields = &place.fields;
@@ -469,13 +479,7 @@ impl<'a> Builder<'a> {
                         dst: dst.clone(),
                         addr,
                     });
-                    if let Some(slot) = self.plan.saved.get(&name.to_string()) {
-                        body.push(Op::Save {
-                            slots: "slots".into(),
-                            slot: *slot,
-                            src: dst,
-                        });
-                    }
+                    body.extend(self.save(name, dst));
                 }
                 Step::Add { name, a, b, .. } => {
                     let dst = format!("v_{name}");
@@ -488,13 +492,7 @@ impl<'a> Builder<'a> {
                         dst: dst.clone(),
                         value: b,
                     });
-                    if let Some(slot) = self.plan.saved.get(&name.to_string()) {
-                        body.push(Op::Save {
-                            slots: "slots".into(),
-                            slot: *slot,
-                            src: dst,
-                        });
-                    }
+                    body.extend(self.save(name, dst));
                 }
                 Step::FailIf { a, cmp, b, .. } => {
                     self.plan.fails += 1;
@@ -504,14 +502,7 @@ impl<'a> Builder<'a> {
                     );
                     exits.push(exit.clone());
                     let (a, b) = (self.value(a), self.value(b));
-                    let cond = match cmp.op {
-                        CmpOp::Eq => Cond::Eq,
-                        CmpOp::Ne => Cond::Ne,
-                        CmpOp::Lt => Cond::Lt,
-                        CmpOp::Le => Cond::Le,
-                        CmpOp::Gt => Cond::Gt,
-                        CmpOp::Ge => Cond::Ge,
-                    };
+                    let cond = cmp.op;
                     body.push(Op::ExitIf { a, cond, b, exit });
                 }
                 Step::Store { place, value, .. } => {

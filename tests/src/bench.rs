@@ -32,11 +32,15 @@ pub fn compare(
             samples[i].push(start.elapsed().as_nanos() as f64 / ops_per_round as f64);
         }
     }
-    candidates
-        .iter()
+    medians(candidates.iter().map(|(name, _)| *name), samples)
+}
+
+/// Each candidate's median sample.
+fn medians<'a>(names: impl Iterator<Item = &'a str>, samples: Vec<Vec<f64>>) -> Vec<Measured> {
+    names
         .zip(samples)
-        .map(|((name, _), mut s)| {
-            s.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        .map(|(name, mut s)| {
+            s.sort_by(|a, b| a.total_cmp(b));
             Measured {
                 name: name.to_string(),
                 ns_per_op: s[s.len() / 2],
@@ -98,15 +102,5 @@ pub fn compare_threads(
             samples[i].push(run(*f, ops_per_thread));
         }
     }
-    candidates
-        .iter()
-        .zip(samples)
-        .map(|((name, _), mut s)| {
-            s.sort_by(|a, b| a.partial_cmp(b).unwrap());
-            Measured {
-                name: name.to_string(),
-                ns_per_op: s[s.len() / 2],
-            }
-        })
-        .collect()
+    medians(candidates.iter().map(|(name, _)| *name), samples)
 }
