@@ -13,6 +13,7 @@ use syn::spanned::Spanned;
 use syn::Ident;
 
 pub fn expand(section: &Section, checked: &Checked) -> TokenStream {
+    let krate = &checked.krate;
     let plan = Plan::build(section, checked);
     let Section {
         attrs, vis, sig, ..
@@ -20,7 +21,7 @@ pub fn expand(section: &Section, checked: &Checked) -> TokenStream {
     let hoists = &plan.hoists;
     let checks = &plan.checks;
     let slots = plan.saved.len();
-    let attempt = attempt_closure(&plan);
+    let attempt = attempt_closure(&plan, krate);
     let fallback = fallback_body(section, checked, &plan);
     let finish = finish(section, checked, &plan);
     let mm_cid = matches!(checked.index, IndexMode::MmCid);
@@ -46,12 +47,12 @@ pub fn expand(section: &Section, checked: &Checked) -> TokenStream {
                 if __rseq_outcome != #ABORTED {
                     break __rseq_outcome;
                 }
-                match ::rseq::__private::after_abort(#mm_cid) {
-                    ::rseq::__private::AbortAction::Retry => { #count_abort }
-                    ::rseq::__private::AbortAction::Attached => {}
-                    ::rseq::__private::AbortAction::Fallback => break #ABORTED,
-                    ::rseq::__private::AbortAction::TemporaryRegistration => {
-                        break ::rseq::__private::with_temporary_registration(|| {
+                match #krate::__private::after_abort(#mm_cid) {
+                    #krate::__private::AbortAction::Retry => { #count_abort }
+                    #krate::__private::AbortAction::Attached => {}
+                    #krate::__private::AbortAction::Fallback => break #ABORTED,
+                    #krate::__private::AbortAction::TemporaryRegistration => {
+                        break #krate::__private::with_temporary_registration(|| {
                             let __rseq_outcome = __rseq_attempt(&mut __rseq_slots);
                             (__rseq_outcome != #ABORTED).then_some(__rseq_outcome)
                         })
@@ -60,7 +61,7 @@ pub fn expand(section: &Section, checked: &Checked) -> TokenStream {
                 }
             };
             if __rseq_code == #ABORTED {
-                __rseq_code = ::rseq::__private::cold(|| #fallback);
+                __rseq_code = #krate::__private::cold(|| #fallback);
             }
             #finish
         }
@@ -68,14 +69,14 @@ pub fn expand(section: &Section, checked: &Checked) -> TokenStream {
 }
 
 /// The closure that runs the section once and says how it ended.
-fn attempt_closure(plan: &Plan) -> TokenStream {
+fn attempt_closure(plan: &Plan, krate: &TokenStream) -> TokenStream {
     let slots = plan.saved.len();
     let x86_64 = asm_block(plan, rseq_arch::x86_64::emit(&plan.ops));
     quote! {
         #[cfg(target_arch = "x86_64")]
         let mut __rseq_attempt = |__rseq_slots: &mut [usize; #slots]| -> u8 {
             let _ = &__rseq_slots;
-            let __rseq_area = ::rseq::__private::area_ptr();
+            let __rseq_area = #krate::__private::area_ptr();
             'attempt: {
                 // SAFETY:
                 // - `area` is this thread's rseq area (or the sentinel, whose index is out of
@@ -158,6 +159,7 @@ fn fallback_value(op: &Operand, section: &Section, checked: &Checked) -> TokenSt
 
 /// A Rust expression for a place's address in the fallback body.
 fn fallback_addr(place: &Place, section: &Section, checked: &Checked) -> TokenStream {
+    let krate = &checked.krate;
     let fields = &place.fields;
     let element = place.element.as_ref().map(|e| {
         let v = fallback_value(&Operand::Name(e.clone()), section, checked);
@@ -171,7 +173,7 @@ fn fallback_addr(place: &Place, section: &Section, checked: &Checked) -> TokenSt
             let base = base_ident(percpu);
             let disp =
                 (!fields.is_empty()).then(|| quote!(+ ::core::mem::offset_of!(#ty, #(#fields).*)));
-            quote!((#base + __rseq_idx * <::rseq::PerCpu<#ty>>::STRIDE #disp #element))
+            quote!((#base + __rseq_idx * <#krate::PerCpu<#ty>>::STRIDE #disp #element))
         }
         PlaceBase::Deref { ptr, offset } => {
             let base = fallback_value(&Operand::Name(ptr.clone()), section, checked);
@@ -192,9 +194,10 @@ fn fallback_addr(place: &Place, section: &Section, checked: &Checked) -> TokenSt
 /// The same steps in plain Rust, under the slot lock; evaluates to the outcome code and fills
 /// the same stack slots.
 fn fallback_body(section: &Section, checked: &Checked, plan: &Plan) -> TokenStream {
+    let krate = &checked.krate;
     let preferred = match &checked.index {
-        IndexMode::CpuId => quote!(::rseq::current_cpu()),
-        IndexMode::MmCid => quote!(::rseq::current_mm_cid()),
+        IndexMode::CpuId => quote!(#krate::current_cpu()),
+        IndexMode::MmCid => quote!(#krate::current_mm_cid()),
         IndexMode::Given(param) => {
             let a = arg_ident(param);
             quote!(#a)
@@ -219,7 +222,7 @@ fn fallback_body(section: &Section, checked: &Checked, plan: &Plan) -> TokenStre
                     .get(&name.to_string())
                     .map(|slot| quote!(__rseq_slots[#slot] = #v;));
                 quote! {
-                    let #v: usize = ::rseq::__private::load_word(#addr);
+                    let #v: usize = #krate::__private::load_word(#addr);
                     #save
                 }
             }
@@ -257,7 +260,7 @@ fn fallback_body(section: &Section, checked: &Checked, plan: &Plan) -> TokenStre
             Step::Store { place, value, .. } => {
                 let addr = fallback_addr(place, section, checked);
                 let v = fallback_value(value, section, checked);
-                quote!(::rseq::__private::store_word(#addr, #v);)
+                quote!(#krate::__private::store_word(#addr, #v);)
             }
             Step::Memcpy { dst, src, len, .. } => {
                 let (d, s, n) = (
@@ -265,7 +268,7 @@ fn fallback_body(section: &Section, checked: &Checked, plan: &Plan) -> TokenStre
                     fallback_value(src, section, checked),
                     fallback_value(len, section, checked),
                 );
-                quote!(::rseq::__private::copy_bytes(#d, #s, #n);)
+                quote!(#krate::__private::copy_bytes(#d, #s, #n);)
             }
             Step::Commit {
                 kind, place, value, ..
@@ -277,13 +280,13 @@ fn fallback_body(section: &Section, checked: &Checked, plan: &Plan) -> TokenStre
                     "add" => format_ident!("add_word"),
                     _ => format_ident!("store_word"),
                 };
-                quote!(::rseq::__private::#f(#addr, #v);)
+                quote!(#krate::__private::#f(#addr, #v);)
             }
             Step::Other(_) => quote!(),
         });
     }
     quote! {{
-        let __rseq_guard = ::rseq::__private::lock_slot(#preferred);
+        let __rseq_guard = #krate::__private::lock_slot(#preferred);
         let __rseq_idx: usize = __rseq_guard.index();
         let __rseq_code: u8 = 'steps: {
             #moved_check
@@ -303,6 +306,7 @@ fn fallback_body(section: &Section, checked: &Checked, plan: &Plan) -> TokenStre
 
 /// Evaluates the success, failure or moved expression for the outcome code.
 fn finish(section: &Section, checked: &Checked, plan: &Plan) -> TokenStream {
+    let krate = &checked.krate;
     let bindings: Vec<TokenStream> = plan
         .saved
         .iter()
@@ -310,7 +314,7 @@ fn finish(section: &Section, checked: &Checked, plan: &Plan) -> TokenStream {
             let ident = format_ident!("{}", name);
             match &checked.values[name].1 {
                 Some(ty) => {
-                    let convert = quote_spanned!(ty.span()=> <#ty as ::rseq::__private::WordValue>::from_word);
+                    let convert = quote_spanned!(ty.span()=> <#ty as #krate::__private::WordValue>::from_word);
                     quote!(#[allow(unused_variables)] let #ident: #ty = #convert(__rseq_slots[#slot]);)
                 }
                 None => quote!(#[allow(unused_variables)] let #ident: usize = __rseq_slots[#slot];),

@@ -15,7 +15,8 @@ pub fn parse_options(attr: TokenStream) -> Result<Vec<OptionArg>> {
 
 impl Parse for OptionArg {
     fn parse(input: ParseStream) -> Result<Self> {
-        let key: Ident = input.parse()?;
+        // `crate` is a keyword; option names are any identifier.
+        let key: Ident = input.call(syn::ext::IdentExt::parse_any)?;
         let _: Token![=] = input
             .parse()
             .map_err(|e| Error::new(e.span(), format!("expected `=` after `{key}`")))?;

@@ -361,6 +361,7 @@ impl<'a> Builder<'a> {
     /// A never-called closure that only type-checks if the place is a word (or, with an
     /// element index, an array of words), spanned at the place.
     fn word_check(&mut self, ty: &Type, fields: &[Ident], element: bool, span: &TokenStream) {
+        let krate = &self.checked.krate;
         let span = span
             .clone()
             .into_iter()
@@ -368,9 +369,9 @@ impl<'a> Builder<'a> {
             .map(|t| t.span())
             .unwrap_or_else(proc_macro2::Span::call_site);
         let check = if element {
-            quote_spanned!(span=> ::rseq::__private::word_array)
+            quote_spanned!(span=> #krate::__private::word_array)
         } else {
-            quote_spanned!(span=> ::rseq::__private::word)
+            quote_spanned!(span=> #krate::__private::word)
         };
         self.plan.checks.push(quote_spanned! {span=>
             let _ = |__rseq_p: *const #ty| {
@@ -382,11 +383,12 @@ impl<'a> Builder<'a> {
     fn build(mut self) -> Plan {
         let section = self.section;
         let checked = self.checked;
+        let krate = &checked.krate;
         // Declared types of values the results do not use still have to be words (the results'
         // bindings check the others).
         for (name, (_, ty)) in &checked.values {
             if let (Some(ty), false) = (ty, self.plan.saved.contains_key(name)) {
-                self.plan.checks.push(quote_spanned!(ty.span()=> let _ = <#ty as ::rseq::__private::WordValue>::from_word;));
+                self.plan.checks.push(quote_spanned!(ty.span()=> let _ = <#ty as #krate::__private::WordValue>::from_word;));
             }
         }
         for (n, e) in distinct_exprs(section) {
@@ -408,7 +410,7 @@ impl<'a> Builder<'a> {
             let local = base_ident(percpu);
             self.plan
                 .hoists
-                .push(quote!(let #local: usize = ::rseq::PerCpu::as_ptr(#percpu) as usize;));
+                .push(quote!(let #local: usize = #krate::PerCpu::as_ptr(#percpu) as usize;));
             let op = if *folded {
                 Operand::InOut(quote!(#local))
             } else {
@@ -424,10 +426,10 @@ impl<'a> Builder<'a> {
             let Some(ParamKind::PerCpu(ty)) = checked.params.get(&percpu.to_string()) else {
                 unreachable!()
             };
-            let stride_ty = quote!(<::rseq::PerCpu<#ty>>::STRIDE);
+            let stride_ty = quote!(<#krate::PerCpu<#ty>>::STRIDE);
             let stride = self.constant(stride_ty.clone());
-            let pow2 = self.constant(quote!(::rseq::__private::stride_is_pow2(#stride_ty)));
-            let shift = self.constant(quote!(::rseq::__private::stride_shift(#stride_ty)));
+            let pow2 = self.constant(quote!(#krate::__private::stride_is_pow2(#stride_ty)));
+            let shift = self.constant(quote!(#krate::__private::stride_shift(#stride_ty)));
             let dst = if bases.len() == 1 {
                 idx.clone()
             } else {
@@ -458,8 +460,8 @@ impl<'a> Builder<'a> {
         let limit = self.operand(
             "limit",
             Operand::Sym(match checked.index {
-                IndexMode::MmCid => quote!(::rseq::__private::MM_CID_LIMIT),
-                _ => quote!(::rseq::__private::INDEX_LIMIT),
+                IndexMode::MmCid => quote!(#krate::__private::MM_CID_LIMIT),
+                _ => quote!(#krate::__private::INDEX_LIMIT),
             }),
         );
         let field = match checked.index {

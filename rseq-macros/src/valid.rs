@@ -32,6 +32,8 @@ pub enum ParamKind {
 pub type Values = HashMap<String, (usize, Option<Type>)>;
 
 pub struct Checked {
+    /// The path generated code reaches the runtime through (`crate = path`; `::rseq` by default).
+    pub krate: TokenStream,
     /// Names bound by statements or parameters that were already rejected: accepted silently
     /// so one mistake gives one error.
     pub rejected_names: std::collections::HashSet<String>,
@@ -90,6 +92,7 @@ pub fn validate(section: &Section) -> Result<Checked> {
     let (values, loaded) = values_are_loaded_once(section, &params);
     errors.check(loaded);
     let checked = Checked {
+        krate: krate(section),
         rejected_names: rejected_names(section),
         index,
         moved,
@@ -225,10 +228,18 @@ fn options(
                 }
             }
             "moved" => moved = Some(opt.value.clone()),
+            "crate" => {
+                if !matches!(&opt.value, Expr::Path(_)) {
+                    errors.push(Error::new_spanned(
+                        &opt.value,
+                        "expected a path to the rseq crate, such as `crate = ::rseq`",
+                    ));
+                }
+            }
             "aborts" => aborts = Some(opt.value.clone()),
             _ => errors.push(Error::new_spanned(
                 &opt.key,
-                format!("unknown option `{key}`; expected `index`, `moved` or `aborts`"),
+                format!("unknown option `{key}`; expected `index`, `moved`, `aborts` or `crate`"),
             )),
         }
     }
@@ -418,6 +429,16 @@ fn values_are_loaded_once(
         }
     }
     (values, errors.finish())
+}
+
+/// The runtime's path: `crate = path`, or `::rseq`.
+fn krate(section: &Section) -> TokenStream {
+    section
+        .options
+        .iter()
+        .find(|o| o.key == "crate")
+        .map(|o| o.value.to_token_stream())
+        .unwrap_or_else(|| quote::quote!(::rseq))
 }
 
 /// Names bound by `let` statements that are not steps, and by pattern parameters.

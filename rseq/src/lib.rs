@@ -83,6 +83,8 @@ pub use rseq_rt::*;
 /// - `index = given(cpu), moved = value`: librseq's style: the caller passes the CPU it
 ///   computed (a `usize` parameter); if the thread is no longer on it, the section returns
 ///   `value` without effect.
+/// - `crate = path`: where the generated code finds this crate (default `::rseq`), for crates
+///   that re-export it under another name.
 /// - `aborts = STATIC`: add 1 to an `AtomicU64` each time the kernel aborts the section (aborts
 ///   are otherwise invisible: the section simply runs again).
 ///
