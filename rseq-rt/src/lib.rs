@@ -52,8 +52,8 @@ pub use error::{FenceError, RegistrationError};
 pub use membarrier::{fence_all, fence_cpu};
 pub use percpu::{CachePadded, PerCpu};
 pub use registration::{
-    features, mode, owner, register_current_thread, stats, FallbackReason, Features, Mode, Owner,
-    Stats, DISABLE_ENV,
+    features, mode, mode_if_decided, owner, register_current_thread, stats, FallbackReason,
+    Features, Mode, Owner, Stats, DISABLE_ENV,
 };
 pub use sys::possible_cpus;
 

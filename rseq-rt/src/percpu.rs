@@ -1,7 +1,10 @@
 //! `PerCpu<T>`: one cache-padded slot per possible CPU id.
 
+use core::alloc::{GlobalAlloc, Layout};
 use core::fmt;
+use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};
+use core::ptr::NonNull;
 
 /// A value padded and aligned to the architecture's cache-line size
 /// ([`rseq_arch::current`]`.cache_line`: 128 on x86_64, aarch64 and powerpc64, 256 on s390x,
@@ -82,8 +85,17 @@ impl<T: fmt::Debug> fmt::Debug for CachePadded<T> {
 /// assert_eq!(sum, n * (n - 1) / 2);
 /// ```
 pub struct PerCpu<T> {
-    slots: Box<[CachePadded<T>]>,
+    slots: NonNull<CachePadded<T>>,
+    len: usize,
+    /// Where the slots came from; `None` is the global allocator.
+    allocator: Option<&'static dyn GlobalAlloc>,
+    _owns: PhantomData<CachePadded<T>>,
 }
+
+// SAFETY: `PerCpu<T>` owns its slots like a `Box<[T]>` does.
+unsafe impl<T: Send> Send for PerCpu<T> {}
+// SAFETY: shared access hands out `&T` only, like `Box<[T]>`.
+unsafe impl<T: Sync> Sync for PerCpu<T> {}
 
 impl<T> PerCpu<T> {
     /// Bytes from one slot to the next: `size_of::<T>()` rounded up to the cache-line size.
@@ -91,48 +103,125 @@ impl<T> PerCpu<T> {
 
     /// One slot per possible CPU, slot `i` initialised with `init(i)`.
     pub fn new(init: impl FnMut(usize) -> T) -> Self {
-        PerCpu {
-            slots: (0..crate::sys::possible_cpus())
-                .map(init)
-                .map(CachePadded::new)
-                .collect(),
+        Self::build(init, None)
+    }
+
+    /// Like [`new`](Self::new), with the slots' memory from `allocator` instead of the global
+    /// allocator: for a `#[global_allocator]` that keeps per-CPU state and must not allocate
+    /// through itself.
+    ///
+    /// Panics (through `handle_alloc_error`) if the allocator fails.
+    ///
+    /// ```
+    /// use std::alloc::System;
+    /// use std::sync::atomic::AtomicUsize;
+    ///
+    /// let caches = rseq_rt::PerCpu::new_in(|_| AtomicUsize::new(0), &System);
+    /// assert_eq!(caches.len(), rseq_rt::possible_cpus());
+    /// ```
+    pub fn new_in(init: impl FnMut(usize) -> T, allocator: &'static dyn GlobalAlloc) -> Self {
+        Self::build(init, Some(allocator))
+    }
+
+    fn layout(len: usize) -> Layout {
+        Layout::array::<CachePadded<T>>(len).expect("PerCpu size overflows")
+    }
+
+    fn build(
+        mut init: impl FnMut(usize) -> T,
+        allocator: Option<&'static dyn GlobalAlloc>,
+    ) -> Self {
+        let len = crate::sys::possible_cpus();
+        let layout = Self::layout(len);
+        let slots = if layout.size() == 0 {
+            NonNull::dangling()
+        } else {
+            // SAFETY: the layout has a non-zero size.
+            let raw = unsafe {
+                match allocator {
+                    Some(a) => a.alloc(layout),
+                    None => std::alloc::alloc(layout),
+                }
+            };
+            NonNull::new(raw.cast::<CachePadded<T>>())
+                .unwrap_or_else(|| std::alloc::handle_alloc_error(layout))
+        };
+        let mut this = PerCpu {
+            slots,
+            len: 0,
+            allocator,
+            _owns: PhantomData,
+        };
+        for i in 0..len {
+            // SAFETY: slot `i` is within the allocation and not yet initialised; `len` counts the
+            // initialised slots, so a panic in `init` drops only those.
+            unsafe { this.slots.as_ptr().add(i).write(CachePadded::new(init(i))) };
+            this.len = i + 1;
         }
+        this
+    }
+
+    fn as_slice(&self) -> &[CachePadded<T>] {
+        // SAFETY: `len` slots are initialised and owned by `self`.
+        unsafe { core::slice::from_raw_parts(self.slots.as_ptr(), self.len) }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [CachePadded<T>] {
+        // SAFETY: as in `as_slice`, with exclusive access.
+        unsafe { core::slice::from_raw_parts_mut(self.slots.as_ptr(), self.len) }
     }
 
     /// The number of slots: the number of possible CPU ids. Every CPU index a critical section
     /// can see (`cpu_id` or `mm_cid`) is below it.
     pub fn len(&self) -> usize {
-        self.slots.len()
+        self.len
     }
 
     /// Never true: every machine has CPU 0. Present for the usual pairing with `len`.
     pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.len == 0
     }
 
     /// Slot `cpu`, if it exists.
     pub fn get(&self, cpu: usize) -> Option<&T> {
-        self.slots.get(cpu).map(|s| &s.value)
+        self.as_slice().get(cpu).map(|s| &s.value)
     }
 
     /// Slot `cpu`, mutably, if it exists.
     pub fn get_mut(&mut self, cpu: usize) -> Option<&mut T> {
-        self.slots.get_mut(cpu).map(|s| &mut s.value)
+        self.as_mut_slice().get_mut(cpu).map(|s| &mut s.value)
     }
 
     /// Every slot, in CPU order (to sum a counter, drain caches, …).
     pub fn iter(&self) -> impl ExactSizeIterator<Item = &T> + '_ {
-        self.slots.iter().map(|s| &s.value)
+        self.as_slice().iter().map(|s| &s.value)
     }
 
     /// Every slot, mutably, in CPU order.
     pub fn iter_mut(&mut self) -> impl ExactSizeIterator<Item = &mut T> + '_ {
-        self.slots.iter_mut().map(|s| &mut s.value)
+        self.as_mut_slice().iter_mut().map(|s| &mut s.value)
     }
 
     /// The address of slot 0; slot `i` is at `as_ptr() + i * STRIDE` bytes. For generated code.
     pub fn as_ptr(&self) -> *const T {
         self.slots.as_ptr().cast()
+    }
+}
+
+impl<T> Drop for PerCpu<T> {
+    fn drop(&mut self) {
+        // SAFETY: the initialised slots are dropped once, then the memory is returned to the
+        // allocator it came from, with the layout it was allocated with.
+        unsafe {
+            core::ptr::drop_in_place(self.as_mut_slice());
+            let layout = Self::layout(crate::sys::possible_cpus());
+            if layout.size() != 0 {
+                match self.allocator {
+                    Some(a) => a.dealloc(self.slots.as_ptr().cast(), layout),
+                    None => std::alloc::dealloc(self.slots.as_ptr().cast(), layout),
+                }
+            }
+        }
     }
 }
 
@@ -160,6 +249,31 @@ mod tests {
         assert_eq!(size_of::<CachePadded<u64>>(), line);
         assert_eq!(PerCpu::<u64>::STRIDE, line);
         assert_eq!(PerCpu::<[u8; 129]>::STRIDE, 129usize.next_multiple_of(line));
+    }
+
+    #[test]
+    fn slots_drop_once_and_come_from_the_given_allocator() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        struct Counting(AtomicUsize, AtomicUsize);
+        // SAFETY: forwards to System.
+        unsafe impl GlobalAlloc for Counting {
+            unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+                self.0.fetch_add(1, Ordering::SeqCst);
+                std::alloc::System.alloc(l)
+            }
+            unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+                self.1.fetch_add(1, Ordering::SeqCst);
+                std::alloc::System.dealloc(p, l)
+            }
+        }
+        static COUNTING: Counting = Counting(AtomicUsize::new(0), AtomicUsize::new(0));
+        let drops = std::rc::Rc::new(());
+        let p = PerCpu::new_in(|_| drops.clone(), &COUNTING);
+        assert_eq!(std::rc::Rc::strong_count(&drops), 1 + p.len());
+        drop(p);
+        assert_eq!(std::rc::Rc::strong_count(&drops), 1);
+        assert_eq!(COUNTING.0.load(Ordering::SeqCst), 1);
+        assert_eq!(COUNTING.1.load(Ordering::SeqCst), 1);
     }
 
     #[test]

@@ -344,6 +344,16 @@ pub fn mode() -> Mode {
     }
 }
 
+/// The mode if it has been decided already, without deciding it (deciding reads the
+/// environment and allocates; a global allocator built on critical sections calls this to know
+/// whether it may use them yet).
+pub fn mode_if_decided() -> Option<Mode> {
+    match MODE.load(Ordering::Acquire) {
+        0 => None,
+        packed => Some(decode_mode(packed)),
+    }
+}
+
 /// Who registered this process's areas, or `None` in `Fallback` mode.
 pub fn owner() -> Option<Owner> {
     match mode() {
