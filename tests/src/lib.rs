@@ -138,3 +138,4 @@ pub fn field<'a>(stdout: &'a str, key: &str) -> Option<&'a str> {
 }
 
 pub mod bench;
+pub mod chart;
