@@ -22,6 +22,10 @@
 //! ([`with_temporary_registration`]), so the kernel never writes into memory that may be gone
 //! and the section still runs protected.
 //!
+//! A `dlopen`ed copy of the library must not be `dlclose`d while threads it registered are still
+//! running: their areas would be unmapped while the kernel still writes into them. Unload it
+//! only after those threads have exited (their exit hooks unregister the areas).
+//!
 //! # The mode
 //!
 //! Decided once per process, on first use: `Rseq` when glibc registered (or the library could
