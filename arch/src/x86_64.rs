@@ -85,10 +85,12 @@ pub fn emit(ops: &[Op]) -> Vec<String> {
                 line(".quad 21f, (22f - 21f), 23f".into());
                 line(".popsection".into());
                 line(".pushsection __rseq_cs_ptr_array, \"awR\"".into());
+                line(".balign 8".into());
                 line(".quad 20b".into());
                 line(".popsection".into());
                 if !exits.is_empty() {
                     line(".pushsection __rseq_exit_point_array, \"awR\"".into());
+                    line(".balign 8".into());
                     for exit in exits {
                         line(format!(".quad 21f, {{{exit}}}"));
                     }

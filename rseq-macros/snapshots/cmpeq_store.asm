@@ -5,9 +5,11 @@
 .quad 21f, (22f - 21f), 23f
 .popsection
 .pushsection __rseq_cs_ptr_array, "awR"
+.balign 8
 .quad 20b
 .popsection
 .pushsection __rseq_exit_point_array, "awR"
+.balign 8
 .quad 21f, {f1}
 .popsection
     lea {idx}, [rip + 20b]

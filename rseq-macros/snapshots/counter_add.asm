@@ -5,6 +5,7 @@
 .quad 21f, (22f - 21f), 23f
 .popsection
 .pushsection __rseq_cs_ptr_array, "awR"
+.balign 8
 .quad 20b
 .popsection
     lea {idx}, [rip + 20b]
