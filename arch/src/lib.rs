@@ -16,6 +16,7 @@
 
 extern crate alloc;
 
+mod tables;
 pub mod template;
 
 pub mod aarch64;
@@ -62,6 +63,41 @@ pub mod area {
     pub const RSEQ_CS: usize = 8;
     /// `mm_cid`.
     pub const MM_CID: usize = 24;
+}
+
+/// How the macro generates critical sections for one architecture: every module exports a
+/// `CODEGEN: Option<Codegen>` (`None` where sections are not generated yet).
+#[derive(Debug, Clone, Copy)]
+pub struct Codegen {
+    /// Turns a section's [`template::Op`]s into `asm!` template lines.
+    pub emit: fn(&[template::Op]) -> alloc::vec::Vec<alloc::string::String>,
+    /// General-purpose registers the register allocator can give a section.
+    pub available_registers: usize,
+    /// The `asm!` register class for every register operand (`reg_nonzero` on powerpc, where
+    /// r0 reads as zero in an address; `reg_addr` on s390x, where r0 means "no register").
+    pub register_class: &'static str,
+    /// Scratch registers the templates use besides the section's values, named `t0`, `t1`, …
+    pub scratch_registers: usize,
+    /// Registers the templates clobber outright (`lr` for powerpc's `bcl` address trick).
+    pub clobbers: &'static [&'static str],
+    /// Whether the templates use the stack (i686's call/pop); otherwise `options(nostack)`.
+    pub uses_stack: bool,
+}
+
+/// The code generator for a `target_arch`, when sections are generated for it.
+pub fn codegen(target_arch: &str) -> Option<Codegen> {
+    match target_arch {
+        "x86_64" => x86_64::CODEGEN,
+        "x86" => x86::CODEGEN,
+        "aarch64" => aarch64::CODEGEN,
+        "arm" => arm::CODEGEN,
+        "powerpc64" => powerpc64::CODEGEN,
+        "powerpc" => powerpc::CODEGEN,
+        "riscv64" => riscv64::CODEGEN,
+        "s390x" => s390x::CODEGEN,
+        "loongarch64" => loongarch64::CODEGEN,
+        _ => None,
+    }
 }
 
 /// Every architecture the crate describes, in a fixed order.

@@ -20,3 +20,6 @@ pub const ARCH: Arch = Arch {
     total_store_order: false,
     supported: true,
 };
+
+/// Sections are not generated for this architecture yet.
+pub const CODEGEN: Option<crate::Codegen> = None;

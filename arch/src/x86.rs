@@ -18,3 +18,6 @@ pub const ARCH: Arch = Arch {
     total_store_order: true,
     supported: true,
 };
+
+/// Sections are not generated for this architecture yet.
+pub const CODEGEN: Option<crate::Codegen> = None;

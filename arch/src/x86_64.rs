@@ -21,10 +21,17 @@ pub const ARCH: Arch = Arch {
     supported: true,
 };
 
-/// General-purpose registers the register allocator can hand to a section's operands: rax, rcx,
-/// rdx, rsi, rdi and r8–r15 (rsp is the stack pointer, rbx is reserved by LLVM, rbp may hold
-/// the frame pointer).
-pub const AVAILABLE_REGISTERS: usize = 13;
+/// Code generation for x86_64. Registers: rax, rcx, rdx, rsi, rdi and r8–r15 (rsp is the stack
+/// pointer, rbx is reserved by LLVM, rbp may hold the frame pointer); memory operands take
+/// base + index + displacement, so no scratch register is needed.
+pub const CODEGEN: Option<crate::Codegen> = Some(crate::Codegen {
+    emit,
+    available_registers: 13,
+    register_class: "reg",
+    scratch_registers: 0,
+    clobbers: &[],
+    uses_stack: false,
+});
 
 use crate::template::{Addr, CommitKind, Cond, IndexField, Op, Value};
 use alloc::format;
@@ -70,32 +77,16 @@ fn jump(cond: Cond) -> &'static str {
 /// syntax would read as binary numbers).
 pub fn emit(ops: &[Op]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    let mut line = |s: String| out.push(s);
     for op in ops {
+        if let Op::Begin { exits, .. } = op {
+            crate::tables::emit(&mut out, exits, 8, false);
+        }
+        if let Op::End { .. } = op {
+            crate::tables::abort_handler(&mut out, ARCH.signature_directive);
+        }
+        let mut line = |s: String| out.push(s);
         match op {
-            Op::Begin {
-                area,
-                scratch,
-                exits,
-            } => {
-                line(".pushsection __rseq_cs, \"aw\"".into());
-                line(".balign 32".into());
-                line("20:".into());
-                line(".long 0, 0".into());
-                line(".quad 21f, (22f - 21f), 23f".into());
-                line(".popsection".into());
-                line(".pushsection __rseq_cs_ptr_array, \"awR\"".into());
-                line(".balign 8".into());
-                line(".quad 20b".into());
-                line(".popsection".into());
-                if !exits.is_empty() {
-                    line(".pushsection __rseq_exit_point_array, \"awR\"".into());
-                    line(".balign 8".into());
-                    for exit in exits {
-                        line(format!(".quad 21f, {{{exit}}}"));
-                    }
-                    line(".popsection".into());
-                }
+            Op::Begin { area, scratch, .. } => {
                 line(format!("lea {{{scratch}}}, [rip + 20b]"));
                 line(format!(
                     "mov qword ptr [{{{area}}} + {}], {{{scratch}}}",
@@ -211,11 +202,6 @@ pub fn emit(ops: &[Op]) -> Vec<String> {
                 line("22:".into());
             }
             Op::End { abort } => {
-                line(".pushsection __rseq_failure, \"ax\"".into());
-                for directive in ARCH.signature_directive.lines() {
-                    line(directive.into());
-                }
-                line("23:".into());
                 line(format!("jmp {{{abort}}}"));
                 line(".popsection".into());
             }

@@ -2,7 +2,9 @@
 .balign 32
 20:
 .long 0, 0
-.quad 21f, (22f - 21f), 23f
+.quad 21f
+.quad (22f - 21f)
+.quad 23f
 .popsection
 .pushsection __rseq_cs_ptr_array, "awR"
 .balign 8

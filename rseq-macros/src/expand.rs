@@ -14,14 +14,15 @@ use syn::Ident;
 
 pub fn expand(section: &Section, checked: &Checked) -> TokenStream {
     let krate = &checked.krate;
-    let plan = Plan::build(section, checked);
+    // Hoists, checks and saved values do not depend on the architecture.
+    let plan = Plan::build(section, checked, "x86_64");
     let Section {
         attrs, vis, sig, ..
     } = section;
     let hoists = &plan.hoists;
     let checks = &plan.checks;
     let slots = plan.saved.len();
-    let attempt = attempt_closure(&plan, krate);
+    let attempt = attempt_closure(section, checked, slots, krate);
     let fallback = fallback_body(section, checked, &plan);
     let finish = finish(section, checked, &plan);
     let mm_cid = matches!(checked.index, IndexMode::MmCid);
@@ -68,45 +69,83 @@ pub fn expand(section: &Section, checked: &Checked) -> TokenStream {
     }
 }
 
-/// The closure that runs the section once and says how it ended.
-fn attempt_closure(plan: &Plan, krate: &TokenStream) -> TokenStream {
-    let slots = plan.saved.len();
-    let x86_64 = asm_block(plan, rseq_arch::x86_64::emit(&plan.ops));
-    quote! {
-        #[cfg(target_arch = "x86_64")]
-        let mut __rseq_attempt = |__rseq_slots: &mut [usize; #slots]| -> u8 {
-            let _ = &__rseq_slots;
-            let __rseq_area = #krate::__private::area_ptr();
-            'attempt: {
-                // SAFETY:
-                // - `area` is this thread's rseq area (or the sentinel, whose index is out of
-                //   range): the section only stores the descriptor address into its `rseq_cs`.
-                // - the index is checked against the runtime's limit (≤ the number of slots of
-                //   every `PerCpu`) before any slot is touched; out of range → abort exit.
-                // - raw-pointer places are only accepted in `unsafe fn`s, whose callers vouch
-                //   for the pointers.
-                // - the commit is one instruction, the last of [start, post-commit); the abort
-                //   handler sits in `__rseq_failure` behind the signature, never fallen into.
-                // - `slots` points at `[usize; N]` with one entry per saved value.
-                unsafe { #x86_64 }
-                #COMMITTED
-            }
+/// The closure that runs the section once and says how it ended: one version per architecture
+/// with a code generator (each under its `cfg`), and a compile error elsewhere.
+fn attempt_closure(
+    section: &Section,
+    checked: &Checked,
+    slots: usize,
+    krate: &TokenStream,
+) -> TokenStream {
+    let mut out = TokenStream::new();
+    let mut supported = Vec::new();
+    for arch in rseq_arch::ALL.iter().filter(|a| a.supported) {
+        let Some(codegen) = rseq_arch::codegen(arch.target_arch) else {
+            continue;
         };
-        #[cfg(not(target_arch = "x86_64"))]
-        ::core::compile_error!("rseq critical sections are not supported on this target architecture yet (supported: x86_64)");
-        #[cfg(not(target_arch = "x86_64"))]
-        let mut __rseq_attempt = |_: &mut [usize; #slots]| -> u8 { #ABORTED };
+        let name = arch.target_arch;
+        supported.push(name);
+        let plan = Plan::build(section, checked, name);
+        if plan.registers() > codegen.available_registers {
+            let msg = format!(
+                "this critical section needs {} registers but {name} offers {} to a section: load fewer values, pass fewer parameters, or split it",
+                plan.registers(),
+                codegen.available_registers
+            );
+            let span = section.sig.ident.span();
+            out.extend(quote_spanned! {span=>
+                #[cfg(target_arch = #name)]
+                ::core::compile_error!(#msg);
+                #[cfg(target_arch = #name)]
+                let mut __rseq_attempt = |_: &mut [usize; #slots]| -> u8 { #ABORTED };
+            });
+            continue;
+        }
+        let asm = asm_block(&plan, &codegen);
+        out.extend(quote! {
+            #[cfg(target_arch = #name)]
+            let mut __rseq_attempt = |__rseq_slots: &mut [usize; #slots]| -> u8 {
+                let _ = &__rseq_slots;
+                let __rseq_area = #krate::__private::area_ptr();
+                'attempt: {
+                    // SAFETY:
+                    // - `area` is this thread's rseq area (or the sentinel, whose index is out of
+                    //   range): the section only stores the descriptor address into its `rseq_cs`.
+                    // - the index is checked against the runtime's limit (≤ the number of slots of
+                    //   every `PerCpu`) before any slot is touched; out of range → abort exit.
+                    // - raw-pointer places are only accepted in `unsafe fn`s, whose callers vouch
+                    //   for the pointers.
+                    // - the commit is one instruction, the last of [start, post-commit); the abort
+                    //   handler sits in `__rseq_failure` behind the signature, never fallen into.
+                    // - `slots` points at `[usize; N]` with one entry per saved value.
+                    unsafe { #asm }
+                    #COMMITTED
+                }
+            };
+        });
     }
+    let msg = format!(
+        "rseq critical sections are not supported on this target architecture yet (supported: {})",
+        supported.join(", ")
+    );
+    out.extend(quote! {
+        #[cfg(not(any(#(target_arch = #supported),*)))]
+        ::core::compile_error!(#msg);
+        #[cfg(not(any(#(target_arch = #supported),*)))]
+        let mut __rseq_attempt = |_: &mut [usize; #slots]| -> u8 { #ABORTED };
+    });
+    out
 }
 
-fn asm_block(plan: &Plan, lines: Vec<String>) -> TokenStream {
+fn asm_block(plan: &Plan, codegen: &rseq_arch::Codegen) -> TokenStream {
+    let class = format_ident!("{}", codegen.register_class);
     let mut operands = Vec::new();
     for (name, op) in &plan.operands {
         let name = format_ident!("{}", name);
         operands.push(match op {
-            plan::Operand::In(e) => quote!(#name = in(reg) #e),
-            plan::Operand::InOut(e) => quote!(#name = inout(reg) #e => _),
-            plan::Operand::Scratch => quote!(#name = out(reg) _),
+            plan::Operand::In(e) => quote!(#name = in(#class) #e),
+            plan::Operand::InOut(e) => quote!(#name = inout(#class) #e => _),
+            plan::Operand::Scratch => quote!(#name = out(#class) _),
             plan::Operand::Const(e) => quote!(#name = const #e),
             plan::Operand::Sym(p) => quote!(#name = sym #p),
             plan::Operand::Label(code) => quote!(#name = label { break 'attempt #code; }),
@@ -127,12 +166,20 @@ fn asm_block(plan: &Plan, lines: Vec<String>) -> TokenStream {
         .collect();
     ordered.sort_by_key(|(rank, _)| *rank);
     let operands = ordered.into_iter().map(|(_, t)| t);
+    let clobbers = codegen.clobbers.iter().map(|r| quote!(out(#r) _));
+    let lines = (codegen.emit)(&plan.ops);
     let lines = lines.iter().map(|l| Literal::string(l));
+    let options = if codegen.uses_stack {
+        quote!()
+    } else {
+        quote!(options(nostack))
+    };
     quote! {
         ::core::arch::asm!(
             #(#lines,)*
             #(#operands,)*
-            options(nostack)
+            #(#clobbers,)*
+            #options
         )
     }
 }

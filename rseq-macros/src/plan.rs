@@ -52,8 +52,17 @@ impl Plan {
             .count()
     }
 
-    pub fn build(section: &Section, checked: &Checked) -> Plan {
-        Builder::new(section, checked).build()
+    /// The plan for one architecture (`target_arch` name; it must have a code generator).
+    pub fn build(section: &Section, checked: &Checked, target_arch: &str) -> Plan {
+        let arch = rseq_arch::by_target_arch(target_arch).expect("known architecture");
+        let codegen = rseq_arch::codegen(target_arch).expect("architecture with a code generator");
+        Builder::new(
+            section,
+            checked,
+            arch.pointer_bytes as u8,
+            codegen.scratch_registers,
+        )
+        .build()
     }
 }
 
@@ -192,6 +201,10 @@ pub fn percpu_bases(section: &Section) -> Vec<(Ident, bool)> {
 }
 
 struct Builder<'a> {
+    /// Bytes per word (the scale of an element index).
+    word_bytes: u8,
+    /// Scratch registers the architecture's templates need (`t0`, `t1`, …).
+    scratch: usize,
     section: &'a Section,
     checked: &'a Checked,
     plan: Plan,
@@ -206,8 +219,10 @@ struct Builder<'a> {
 }
 
 impl<'a> Builder<'a> {
-    fn new(section: &'a Section, checked: &'a Checked) -> Self {
+    fn new(section: &'a Section, checked: &'a Checked, word_bytes: u8, scratch: usize) -> Self {
         Builder {
+            word_bytes,
+            scratch,
             section,
             checked,
             plan: Plan {
@@ -311,7 +326,10 @@ impl<'a> Builder<'a> {
             Some(f) => quote!(#f),
             None => place.tokens.clone(),
         };
-        let element = place.element.as_ref().map(|e| (self.reg_of(e), 8u8));
+        let element = place
+            .element
+            .as_ref()
+            .map(|e| (self.reg_of(e), self.word_bytes));
         match &place.base {
             PlaceBase::Slot { percpu, .. } => {
                 let Some(ParamKind::PerCpu(ty)) = self.checked.params.get(&percpu.to_string())
@@ -420,6 +438,9 @@ impl<'a> Builder<'a> {
             self.bases.insert(percpu.to_string(), (name, None));
         }
         let idx = self.operand("idx", Operand::Scratch);
+        for t in 0..self.scratch {
+            self.operand(format!("t{t}"), Operand::Scratch);
+        }
         // Scale the index once per base: in place when there is a single base.
         let mut scale_ops = Vec::new();
         for (i, (percpu, folded)) in bases.iter().enumerate() {

@@ -11,7 +11,7 @@ fn render(attr: proc_macro2::TokenStream, item: proc_macro2::TokenStream) -> Str
     let options = parse::parse_options(attr).unwrap();
     let section = parse::parse_section(options, item).unwrap();
     let checked = valid::validate(&section).unwrap_or_else(|e| panic!("{e}"));
-    let plan = Plan::build(&section, &checked);
+    let plan = Plan::build(&section, &checked, "x86_64");
     let mut out = String::new();
     for line in rseq_arch::x86_64::emit(&plan.ops) {
         let indent = if line.ends_with(':') || line.starts_with('.') {

@@ -86,6 +86,9 @@ impl Drop for SlotGuard {
 /// Locks slot `preferred` (reduced modulo the number of slots), or, when this thread already
 /// holds a slot lock (a signal handler interrupted a fallback section), the first free slot.
 pub fn lock_slot(preferred: usize) -> SlotGuard {
+    crate::registration::STATS
+        .fallback_sections
+        .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     let table = table();
     let preferred = preferred % table.len();
     // Count before locking, so a signal handler that runs while we wait or hold sees nesting.

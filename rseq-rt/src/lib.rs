@@ -62,6 +62,8 @@ pub use sys::possible_cpus;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::fallback::{lock_slot, SlotGuard};
+    #[cfg(feature = "unprotected-test-mode")]
+    pub use crate::registration::testing::run_unprotected;
     pub use crate::registration::{
         after_abort, area_ptr, with_temporary_registration, AbortAction, INDEX_LIMIT, MM_CID_LIMIT,
     };

@@ -231,24 +231,28 @@ pub struct Stats {
     pub aborts: u64,
     /// Times the process went from `Rseq` to `Fallback`.
     pub demotions: u64,
+    /// Critical sections run by the fallback (under a slot lock).
+    pub fallback_sections: u64,
 }
 
-struct AtomicStats {
+pub(crate) struct AtomicStats {
     registrations: AtomicU64,
     unregistrations: AtomicU64,
     unregistration_failures: AtomicU64,
     temporary_registrations: AtomicU64,
     aborts: AtomicU64,
     demotions: AtomicU64,
+    pub(crate) fallback_sections: AtomicU64,
 }
 
-static STATS: AtomicStats = AtomicStats {
+pub(crate) static STATS: AtomicStats = AtomicStats {
     registrations: AtomicU64::new(0),
     unregistrations: AtomicU64::new(0),
     unregistration_failures: AtomicU64::new(0),
     temporary_registrations: AtomicU64::new(0),
     aborts: AtomicU64::new(0),
     demotions: AtomicU64::new(0),
+    fallback_sections: AtomicU64::new(0),
 };
 
 /// A snapshot of the runtime's counters.
@@ -260,6 +264,7 @@ pub fn stats() -> Stats {
         temporary_registrations: STATS.temporary_registrations.load(Ordering::Relaxed),
         aborts: STATS.aborts.load(Ordering::Relaxed),
         demotions: STATS.demotions.load(Ordering::Relaxed),
+        fallback_sections: STATS.fallback_sections.load(Ordering::Relaxed),
     }
 }
 
@@ -766,5 +771,39 @@ mod tests {
         let a = OwnArea::new();
         // SAFETY: a fresh, unregistered local.
         assert_eq!(unsafe { (*a.as_area()).cpu_id }, abi::CPU_ID_UNINITIALIZED);
+    }
+}
+
+/// Test support: run sections' generated instructions where the kernel has no rseq.
+#[cfg(feature = "unprotected-test-mode")]
+pub mod testing {
+    use super::*;
+
+    /// Runs `f` with this thread's critical sections executing their instructions on a fake,
+    /// *unregistered* area whose `cpu_id` and `mm_cid` are `cpu`, with the index limits opened.
+    /// Nothing is protected by the kernel: only for single-threaded tests of the generated code
+    /// on emulators without rseq (qemu-user). Other threads must not run sections meanwhile.
+    pub fn run_unprotected<R>(cpu: u32, f: impl FnOnce() -> R) -> R {
+        let fake = OwnArea::new();
+        // SAFETY: a local, unregistered area: the kernel never writes it; we own it.
+        unsafe {
+            let area = fake.as_area();
+            (*area).cpu_id = cpu;
+            (*area).cpu_id_start = cpu;
+            (*area).mm_cid = cpu;
+        }
+        let limits = (
+            INDEX_LIMIT.load(Ordering::SeqCst),
+            MM_CID_LIMIT.load(Ordering::SeqCst),
+        );
+        let open = sys::possible_cpus() as u32;
+        INDEX_LIMIT.store(open, Ordering::SeqCst);
+        MM_CID_LIMIT.store(open, Ordering::SeqCst);
+        let previous = THREAD.with(|t| t.area.replace(fake.as_area()));
+        let r = f();
+        THREAD.with(|t| t.area.set(previous));
+        INDEX_LIMIT.store(limits.0, Ordering::SeqCst);
+        MM_CID_LIMIT.store(limits.1, Ordering::SeqCst);
+        r
     }
 }
