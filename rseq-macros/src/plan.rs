@@ -424,12 +424,16 @@ impl<'a> Builder<'a> {
             _ => None,
         };
         let bases = percpu_bases(section);
+        // One base: scale the index in place and address base + index. Several: scale into a
+        // register per base, or — where the templates have a scratch register — into t0 and
+        // fold it into the (then modified) base, which needs no register of its own.
+        let fold_all = bases.len() > 1 && self.scratch >= 1;
         for (percpu, folded) in &bases {
             let local = base_ident(percpu);
             self.plan
                 .hoists
                 .push(quote!(let #local: usize = #krate::PerCpu::as_ptr(#percpu) as usize;));
-            let op = if *folded {
+            let op = if *folded || fold_all {
                 Operand::InOut(quote!(#local))
             } else {
                 Operand::In(quote!(#local))
@@ -453,6 +457,8 @@ impl<'a> Builder<'a> {
             let shift = self.constant(quote!(#krate::__private::stride_shift(#stride_ty)));
             let dst = if bases.len() == 1 {
                 idx.clone()
+            } else if fold_all {
+                "t0".to_string()
             } else {
                 self.operand(format!("o{i}"), Operand::Scratch)
             };
@@ -464,7 +470,7 @@ impl<'a> Builder<'a> {
                 shift,
             });
             let base = self.bases[&percpu.to_string()].0.clone();
-            if *folded {
+            if *folded || fold_all {
                 scale_ops.push(Op::AddTo {
                     base: base.clone(),
                     offset: dst,
@@ -536,10 +542,21 @@ impl<'a> Builder<'a> {
                 Step::Memcpy { dst, src, len, .. } => {
                     let n = memcpys;
                     memcpys += 1;
-                    let regs: Vec<String> = ["d", "s", "n", "t"]
-                        .iter()
-                        .map(|r| self.operand(format!("m{n}{r}"), Operand::Scratch))
-                        .collect();
+                    // The copy consumes its pointers and count; with two template scratch
+                    // registers, those hold the count and the byte in flight.
+                    let regs: Vec<String> = if self.scratch >= 2 {
+                        vec![
+                            self.operand(format!("m{n}d"), Operand::Scratch),
+                            self.operand(format!("m{n}s"), Operand::Scratch),
+                            "t0".into(),
+                            "t1".into(),
+                        ]
+                    } else {
+                        ["d", "s", "n", "t"]
+                            .iter()
+                            .map(|r| self.operand(format!("m{n}{r}"), Operand::Scratch))
+                            .collect()
+                    };
                     for (reg, op) in regs.iter().zip([dst, src, len]) {
                         let v = self.value(op);
                         body.push(Op::Copy {

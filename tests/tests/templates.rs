@@ -335,12 +335,21 @@ fn given_cpu_commits_only_on_that_cpu() {
     }
 }
 
-/// Two `PerCpu` parameters with different strides, and parameters and expressions as values.
+/// Two `PerCpu` parameters with different strides (a stride of 3 cache lines on x86_64, scaled
+/// by a multiply), and parameters and expressions as values.
 #[repr(C)]
-#[derive(Default)]
 struct Wide {
-    pad: [u64; 19],
+    pad: [[u64; 20]; 2],
     last: AtomicU64,
+}
+
+impl Default for Wide {
+    fn default() -> Self {
+        Wide {
+            pad: [[0; 20]; 2],
+            last: AtomicU64::new(0),
+        }
+    }
 }
 
 #[critical_section]
