@@ -21,5 +21,19 @@ pub const ARCH: Arch = Arch {
     supported: true,
 };
 
-/// Sections are not generated for this architecture yet.
-pub const CODEGEN: Option<crate::Codegen> = None;
+/// Code generation for powerpc64 (both endiannesses): the 32-bit templates with doubleword
+/// loads, stores and compares (see [`crate::powerpc`]); `.quad` fields are native-endian.
+pub const CODEGEN: Option<crate::Codegen> = Some(crate::Codegen {
+    emit,
+    available_registers: 22,
+    register_class: "reg_nonzero",
+    scratch_registers: 2,
+    clobbers: &["lr"],
+    uses_stack: false,
+});
+
+/// Template lines for a powerpc64 section.
+pub fn emit(ops: &[crate::template::Op]) -> alloc::vec::Vec<alloc::string::String> {
+    // 64-bit fields are `.quad`, whatever the byte order.
+    crate::powerpc::emit_words(ops, 8, false)
+}

@@ -27,7 +27,7 @@ pub fn expand(section: &Section, checked: &Checked) -> TokenStream {
     let finish = finish(section, checked, &plan);
     let mm_cid = matches!(checked.index, IndexMode::MmCid);
     let aborts_counter = checked.aborts.as_ref().map(|aborts| {
-        quote_spanned!(aborts.span()=> let __rseq_aborts: &::core::sync::atomic::AtomicU64 = &#aborts;)
+        quote_spanned!(aborts.span()=> let __rseq_aborts: &::core::sync::atomic::AtomicUsize = &#aborts;)
     });
     let count_abort = checked
         .aborts

@@ -51,7 +51,7 @@ use crate::abi::{self, RseqArea};
 use crate::error::{FenceError, RegistrationError};
 use crate::sys::{self, KernelFeatures};
 use core::cell::{Cell, UnsafeCell};
-use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicU32, AtomicUsize, Ordering};
 
 /// The environment variable that forces [`Mode::Fallback`]: any value but empty or `0`.
 pub const DISABLE_ENV: &str = "RSEQ_DISABLE";
@@ -236,35 +236,35 @@ pub struct Stats {
 }
 
 pub(crate) struct AtomicStats {
-    registrations: AtomicU64,
-    unregistrations: AtomicU64,
-    unregistration_failures: AtomicU64,
-    temporary_registrations: AtomicU64,
-    aborts: AtomicU64,
-    demotions: AtomicU64,
-    pub(crate) fallback_sections: AtomicU64,
+    registrations: AtomicUsize,
+    unregistrations: AtomicUsize,
+    unregistration_failures: AtomicUsize,
+    temporary_registrations: AtomicUsize,
+    aborts: AtomicUsize,
+    demotions: AtomicUsize,
+    pub(crate) fallback_sections: AtomicUsize,
 }
 
 pub(crate) static STATS: AtomicStats = AtomicStats {
-    registrations: AtomicU64::new(0),
-    unregistrations: AtomicU64::new(0),
-    unregistration_failures: AtomicU64::new(0),
-    temporary_registrations: AtomicU64::new(0),
-    aborts: AtomicU64::new(0),
-    demotions: AtomicU64::new(0),
-    fallback_sections: AtomicU64::new(0),
+    registrations: AtomicUsize::new(0),
+    unregistrations: AtomicUsize::new(0),
+    unregistration_failures: AtomicUsize::new(0),
+    temporary_registrations: AtomicUsize::new(0),
+    aborts: AtomicUsize::new(0),
+    demotions: AtomicUsize::new(0),
+    fallback_sections: AtomicUsize::new(0),
 };
 
 /// A snapshot of the runtime's counters.
 pub fn stats() -> Stats {
     Stats {
-        registrations: STATS.registrations.load(Ordering::Relaxed),
-        unregistrations: STATS.unregistrations.load(Ordering::Relaxed),
-        unregistration_failures: STATS.unregistration_failures.load(Ordering::Relaxed),
-        temporary_registrations: STATS.temporary_registrations.load(Ordering::Relaxed),
-        aborts: STATS.aborts.load(Ordering::Relaxed),
-        demotions: STATS.demotions.load(Ordering::Relaxed),
-        fallback_sections: STATS.fallback_sections.load(Ordering::Relaxed),
+        registrations: STATS.registrations.load(Ordering::Relaxed) as u64,
+        unregistrations: STATS.unregistrations.load(Ordering::Relaxed) as u64,
+        unregistration_failures: STATS.unregistration_failures.load(Ordering::Relaxed) as u64,
+        temporary_registrations: STATS.temporary_registrations.load(Ordering::Relaxed) as u64,
+        aborts: STATS.aborts.load(Ordering::Relaxed) as u64,
+        demotions: STATS.demotions.load(Ordering::Relaxed) as u64,
+        fallback_sections: STATS.fallback_sections.load(Ordering::Relaxed) as u64,
     }
 }
 
@@ -277,7 +277,7 @@ pub static INDEX_LIMIT: AtomicU32 = AtomicU32::new(0);
 pub static MM_CID_LIMIT: AtomicU32 = AtomicU32::new(0);
 
 /// The decided mode, packed (0 = undecided); see `encode_mode`.
-static MODE: AtomicU64 = AtomicU64::new(0);
+static MODE: AtomicU32 = AtomicU32::new(0);
 static DEMOTING: AtomicBool = AtomicBool::new(false);
 static GLIBC_OFFSET: AtomicIsize = AtomicIsize::new(0);
 static GLIBC_REGISTERED: AtomicBool = AtomicBool::new(false);
@@ -640,75 +640,77 @@ pub fn with_temporary_registration<R>(mut attempt: impl FnMut() -> Option<R>) ->
     outcome
 }
 
-// Mode packing: bits 0..8 the variant, 8..16 the error kind, 32..64 its payload.
-const TAG_RSEQ_GLIBC: u64 = 1;
-const TAG_RSEQ_LIBRARY: u64 = 2;
-const TAG_DISABLED: u64 = 3;
-const TAG_REGISTRATION: u64 = 4;
-const TAG_MEMBARRIER: u64 = 5;
-const TAG_DEMOTED: u64 = 6;
+// Mode packing into one u32 (every target has 32-bit atomics): bits 0..4 the variant, 4..8 the
+// error kind, 8..12 log2 of an alignment, 12..32 a payload (an errno, a size or a CPU number).
+const TAG_RSEQ_GLIBC: u32 = 1;
+const TAG_RSEQ_LIBRARY: u32 = 2;
+const TAG_DISABLED: u32 = 3;
+const TAG_REGISTRATION: u32 = 4;
+const TAG_MEMBARRIER: u32 = 5;
+const TAG_DEMOTED: u32 = 6;
+const PAYLOAD_MAX: u32 = (1 << 20) - 1;
 
-fn encode_registration_error(e: RegistrationError) -> u64 {
-    let (kind, payload): (u64, u64) = match e {
-        RegistrationError::Unsupported => (1, 0),
-        RegistrationError::SignatureMismatch => (2, 0),
-        RegistrationError::RegisteredElsewhere => (3, 0),
-        RegistrationError::AlreadyRegistered => (4, 0),
-        RegistrationError::BadAddress => (5, 0),
-        RegistrationError::AreaTooLarge { needed, align } => (
-            6,
-            (needed as u64 & 0xffff) | ((align as u64 & 0xffff) << 16),
-        ),
-        RegistrationError::GlibcRegistrationFailed => (7, 0),
-        RegistrationError::ThreadExiting => (8, 0),
-        RegistrationError::Disabled => (9, 0),
-        RegistrationError::Os(errno) => (10, errno as u32 as u64),
-    };
-    (kind << 8) | (payload << 32)
+fn pack(tag: u32, kind: u32, log2_align: u32, payload: u32) -> u32 {
+    tag | (kind << 4) | ((log2_align & 0xf) << 8) | (payload.min(PAYLOAD_MAX) << 12)
 }
 
-fn decode_registration_error(bits: u64) -> RegistrationError {
-    let payload = bits >> 32;
-    match (bits >> 8) & 0xff {
+fn encode_registration_error(tag: u32, e: RegistrationError) -> u32 {
+    let (kind, log2_align, payload) = match e {
+        RegistrationError::Unsupported => (1, 0, 0),
+        RegistrationError::SignatureMismatch => (2, 0, 0),
+        RegistrationError::RegisteredElsewhere => (3, 0, 0),
+        RegistrationError::AlreadyRegistered => (4, 0, 0),
+        RegistrationError::BadAddress => (5, 0, 0),
+        RegistrationError::AreaTooLarge { needed, align } => {
+            (6, align.max(1).trailing_zeros(), needed as u32)
+        }
+        RegistrationError::GlibcRegistrationFailed => (7, 0, 0),
+        RegistrationError::ThreadExiting => (8, 0, 0),
+        RegistrationError::Disabled => (9, 0, 0),
+        RegistrationError::Os(errno) => (10, 0, errno as u32),
+    };
+    pack(tag, kind, log2_align, payload)
+}
+
+fn decode_registration_error(bits: u32) -> RegistrationError {
+    let payload = bits >> 12;
+    match (bits >> 4) & 0xf {
         1 => RegistrationError::Unsupported,
         2 => RegistrationError::SignatureMismatch,
         3 => RegistrationError::RegisteredElsewhere,
         4 => RegistrationError::AlreadyRegistered,
         5 => RegistrationError::BadAddress,
         6 => RegistrationError::AreaTooLarge {
-            needed: (payload & 0xffff) as usize,
-            align: ((payload >> 16) & 0xffff) as usize,
+            needed: payload as usize,
+            align: 1usize << ((bits >> 8) & 0xf),
         },
         7 => RegistrationError::GlibcRegistrationFailed,
         8 => RegistrationError::ThreadExiting,
         9 => RegistrationError::Disabled,
-        _ => RegistrationError::Os(payload as u32 as i32),
+        _ => RegistrationError::Os(payload as i32),
     }
 }
 
-fn encode_mode(mode: Mode) -> u64 {
+fn encode_mode(mode: Mode) -> u32 {
     match mode {
         Mode::Rseq(Owner::Glibc) => TAG_RSEQ_GLIBC,
         Mode::Rseq(Owner::Library) => TAG_RSEQ_LIBRARY,
         Mode::Fallback(FallbackReason::Disabled) => TAG_DISABLED,
         Mode::Fallback(FallbackReason::Registration(e)) => {
-            TAG_REGISTRATION | encode_registration_error(e)
+            encode_registration_error(TAG_REGISTRATION, e)
         }
-        Mode::Fallback(FallbackReason::Demoted(e)) => TAG_DEMOTED | encode_registration_error(e),
-        Mode::Fallback(FallbackReason::Membarrier(e)) => {
-            let (kind, payload): (u64, u64) = match e {
-                FenceError::Unsupported => (1, 0),
-                FenceError::InvalidCpu(cpu) => (2, cpu as u64 & 0xffff_ffff),
-                FenceError::Os(errno) => (3, errno as u32 as u64),
-            };
-            TAG_MEMBARRIER | (kind << 8) | (payload << 32)
-        }
+        Mode::Fallback(FallbackReason::Demoted(e)) => encode_registration_error(TAG_DEMOTED, e),
+        Mode::Fallback(FallbackReason::Membarrier(e)) => match e {
+            FenceError::Unsupported => pack(TAG_MEMBARRIER, 1, 0, 0),
+            FenceError::InvalidCpu(cpu) => pack(TAG_MEMBARRIER, 2, 0, cpu as u32),
+            FenceError::Os(errno) => pack(TAG_MEMBARRIER, 3, 0, errno as u32),
+        },
     }
 }
 
-fn decode_mode(bits: u64) -> Mode {
-    let payload = bits >> 32;
-    match bits & 0xff {
+fn decode_mode(bits: u32) -> Mode {
+    let payload = bits >> 12;
+    match bits & 0xf {
         TAG_RSEQ_GLIBC => Mode::Rseq(Owner::Glibc),
         TAG_RSEQ_LIBRARY => Mode::Rseq(Owner::Library),
         TAG_DISABLED => Mode::Fallback(FallbackReason::Disabled),
@@ -716,10 +718,10 @@ fn decode_mode(bits: u64) -> Mode {
             decode_registration_error(bits),
         )),
         TAG_DEMOTED => Mode::Fallback(FallbackReason::Demoted(decode_registration_error(bits))),
-        _ => Mode::Fallback(FallbackReason::Membarrier(match (bits >> 8) & 0xff {
+        _ => Mode::Fallback(FallbackReason::Membarrier(match (bits >> 4) & 0xf {
             1 => FenceError::Unsupported,
             2 => FenceError::InvalidCpu(payload as usize),
-            _ => FenceError::Os(payload as u32 as i32),
+            _ => FenceError::Os(payload as i32),
         })),
     }
 }

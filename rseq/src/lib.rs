@@ -85,7 +85,7 @@ pub use rseq_rt::*;
 ///   `value` without effect.
 /// - `crate = path`: where the generated code finds this crate (default `::rseq`), for crates
 ///   that re-export it under another name.
-/// - `aborts = STATIC`: add 1 to an `AtomicU64` each time the kernel aborts the section (aborts
+/// - `aborts = STATIC`: add 1 to an `AtomicUsize` each time the kernel aborts the section (aborts
 ///   are otherwise invisible: the section simply runs again).
 ///
 /// # What it generates

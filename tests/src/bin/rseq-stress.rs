@@ -20,7 +20,7 @@ use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 /// Every section below counts its kernel aborts here.
-static ABORTS: AtomicU64 = AtomicU64::new(0);
+static ABORTS: AtomicUsize = AtomicUsize::new(0);
 
 /// Capacity of a per-CPU buffer (`buffer`).
 const CAP: usize = 16;
@@ -1033,7 +1033,7 @@ fn main() {
     let start = Instant::now();
     let report = run(&cfg);
     let elapsed = start.elapsed();
-    let aborts = ABORTS.load(Relaxed);
+    let aborts = ABORTS.load(Relaxed) as u64;
     let stats = rseq::stats();
     println!("ops={}", report.ops);
     for (key, value) in &report.extra {

@@ -1,7 +1,7 @@
 use rseq::{critical_section, PerCpu};
 use std::sync::atomic::AtomicU64;
 
-// `aborts` counts into an `AtomicU64` static.
+// `aborts` counts into an `AtomicUsize` static.
 static ABORTS: u64 = 0;
 
 #[critical_section(aborts = ABORTS)]
