@@ -250,12 +250,20 @@ fn fallback_body(section: &Section, checked: &Checked, plan: &Plan) -> TokenStre
             quote!(#a)
         }
     };
-    let moved_check = match &checked.index {
+    // The CPU a caller chose is locked exactly; when it cannot be (no such CPU, or a signal
+    // handler nested in this thread's own fallback section) the section reports it moved.
+    // This runs inside `cold(|| ..)`, so `return` leaves the fallback with that code.
+    let lock = match &checked.index {
         IndexMode::Given(param) => {
             let a = arg_ident(param);
-            quote!(if __rseq_idx != #a { break 'steps #MOVED; })
+            quote! {
+                let __rseq_guard = match #krate::__private::lock_slot_exact(#a) {
+                    ::core::option::Option::Some(guard) => guard,
+                    ::core::option::Option::None => return #MOVED,
+                };
+            }
         }
-        _ => quote!(),
+        _ => quote!(let __rseq_guard = #krate::__private::lock_slot(#preferred);),
     };
     let mut steps = Vec::new();
     let mut fail = 0u8;
@@ -333,10 +341,9 @@ fn fallback_body(section: &Section, checked: &Checked, plan: &Plan) -> TokenStre
         });
     }
     quote! {{
-        let __rseq_guard = #krate::__private::lock_slot(#preferred);
+        #lock
         let __rseq_idx: usize = __rseq_guard.index();
         let __rseq_code: u8 = 'steps: {
-            #moved_check
             // SAFETY: the slot lock excludes every other fallback section on this slot (the
             // process is in fallback mode, so no rseq section runs); places are the same as the
             // asm's: per-CPU slots below the lock table's size (= every PerCpu's length), or

@@ -132,7 +132,7 @@ fn signature_is_plain(section: &Section) -> Result<()> {
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
         errors.push(Error::new_spanned(
             &sig.generics,
-            "generic critical sections are not supported: the stride and field offsets must be known when the asm is generated; write one section per concrete type",
+            "generic critical sections are not supported: the stride and field offsets must be constants of the asm; write one section per type, or put it in a generic `impl` and use the impl's parameters",
         ));
     }
     if let Some(abi) = &sig.abi {

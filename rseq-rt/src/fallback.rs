@@ -24,6 +24,13 @@ static TABLE: AtomicPtr<Box<LockTable>> = AtomicPtr::new(core::ptr::null_mut());
 thread_local! {
     /// Slot locks this thread holds (more than one only through signal handlers).
     static HELD: Cell<u32> = const { Cell::new(0) };
+    /// Slot locks this thread has taken: a per-thread count, so counting costs no shared write.
+    static FALLBACK_SECTIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// How many times this thread has taken a slot lock (run a section through the fallback).
+pub fn thread_fallback_sections() -> u64 {
+    FALLBACK_SECTIONS.with(|n| n.get())
 }
 
 /// Creates the table (once; racing callers agree on one).
@@ -83,12 +90,30 @@ impl Drop for SlotGuard {
     }
 }
 
-/// Locks slot `preferred` (reduced modulo the number of slots), or, when this thread already
-/// holds a slot lock (a signal handler interrupted a fallback section), the first free slot.
+fn try_slot(table: &'static LockTable, index: usize) -> Option<SlotGuard> {
+    let guard = match table[index].try_lock() {
+        Ok(guard) => guard,
+        Err(TryLockError::Poisoned(p)) => p.into_inner(),
+        Err(TryLockError::WouldBlock) => return None,
+    };
+    Some(SlotGuard {
+        index,
+        guard: Some(guard),
+    })
+}
+
+/// The first free slot from `preferred` on, if any.
+fn any_free_slot(table: &'static LockTable, preferred: usize) -> Option<SlotGuard> {
+    (0..table.len()).find_map(|step| try_slot(table, (preferred + step) % table.len()))
+}
+
+/// Locks a slot for a fallback section: `preferred` (reduced modulo the number of slots) if it
+/// is free, else the first free one — slots are interchangeable under their locks, and taking a
+/// free one avoids waiting for a holder that the scheduler preempted on the same CPU. Only when
+/// every slot is busy does it wait, for `preferred`. Inside a signal handler that interrupted
+/// this thread's own fallback section it never waits for the lock the thread holds.
 pub fn lock_slot(preferred: usize) -> SlotGuard {
-    crate::registration::STATS
-        .fallback_sections
-        .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    FALLBACK_SECTIONS.with(|n| n.set(n.get() + 1));
     let table = table();
     let preferred = preferred % table.len();
     // Count before locking, so a signal handler that runs while we wait or hold sees nesting.
@@ -96,28 +121,36 @@ pub fn lock_slot(preferred: usize) -> SlotGuard {
         h.set(h.get() + 1);
         h.get() > 1
     });
-    if !nested {
-        let guard = table[preferred].lock().unwrap_or_else(|p| p.into_inner());
-        return SlotGuard {
-            index: preferred,
-            guard: Some(guard),
-        };
-    }
     loop {
-        for step in 0..table.len() {
-            let index = (preferred + step) % table.len();
-            let guard = match table[index].try_lock() {
-                Ok(guard) => guard,
-                Err(TryLockError::Poisoned(p)) => p.into_inner(),
-                Err(TryLockError::WouldBlock) => continue,
-            };
+        if let Some(guard) = any_free_slot(table, preferred) {
+            return guard;
+        }
+        if !nested {
+            let guard = table[preferred].lock().unwrap_or_else(|p| p.into_inner());
             return SlotGuard {
-                index,
+                index: preferred,
                 guard: Some(guard),
             };
         }
         std::thread::yield_now();
     }
+}
+
+/// Locks exactly slot `index` (for sections whose caller chose the CPU, `index = given(cpu)`);
+/// `None` if there is no such slot, or if this thread already holds a slot lock (a signal
+/// handler): waiting could then deadlock, and the caller reports the CPU as moved.
+pub fn lock_slot_exact(index: usize) -> Option<SlotGuard> {
+    let table = table();
+    if index >= table.len() || HELD.with(|h| h.get()) > 0 {
+        return None;
+    }
+    FALLBACK_SECTIONS.with(|n| n.set(n.get() + 1));
+    HELD.with(|h| h.set(h.get() + 1));
+    let guard = table[index].lock().unwrap_or_else(|p| p.into_inner());
+    Some(SlotGuard {
+        index,
+        guard: Some(guard),
+    })
 }
 
 /// Runs `body` with slot `preferred` (or a free one, when nested) locked, passing the slot's

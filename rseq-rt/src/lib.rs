@@ -61,7 +61,7 @@ pub use sys::possible_cpus;
 /// for direct use: it changes with the macro, whose version is locked to this crate's.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::fallback::{lock_slot, SlotGuard};
+    pub use crate::fallback::{lock_slot, lock_slot_exact, SlotGuard};
     #[cfg(feature = "unprotected-test-mode")]
     pub use crate::registration::testing::run_unprotected;
     pub use crate::registration::{

@@ -58,8 +58,10 @@ pub fn fence_all() -> Result<(), FenceError> {
     match mode() {
         Mode::Rseq(_) => {
             rseq_fence_all()?;
-            if !crate::features().mm_cid {
-                // `mm_cid` sections run under the slot locks on such kernels.
+            // Sections that run under the slot locks must be waited for too: `mm_cid` sections
+            // on kernels without mm_cid, and every section if the process was demoted to the
+            // fallback while the fence ran.
+            if !crate::features().mm_cid || !mode().is_rseq() {
                 crate::fallback::fence_all();
             }
             Ok(())
@@ -94,7 +96,7 @@ pub fn fence_cpu(cpu: usize) -> Result<(), FenceError> {
                 libc::EINVAL => FenceError::InvalidCpu(cpu),
                 e => FenceError::Os(e),
             })?;
-            if !crate::features().mm_cid {
+            if !crate::features().mm_cid || !mode().is_rseq() {
                 crate::fallback::fence_slot(cpu);
             }
             Ok(())

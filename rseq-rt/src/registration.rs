@@ -231,28 +231,24 @@ pub struct Stats {
     pub aborts: u64,
     /// Times the process went from `Rseq` to `Fallback`.
     pub demotions: u64,
-    /// Critical sections run by the fallback (under a slot lock).
-    pub fallback_sections: u64,
 }
 
-pub(crate) struct AtomicStats {
+struct AtomicStats {
     registrations: AtomicUsize,
     unregistrations: AtomicUsize,
     unregistration_failures: AtomicUsize,
     temporary_registrations: AtomicUsize,
     aborts: AtomicUsize,
     demotions: AtomicUsize,
-    pub(crate) fallback_sections: AtomicUsize,
 }
 
-pub(crate) static STATS: AtomicStats = AtomicStats {
+static STATS: AtomicStats = AtomicStats {
     registrations: AtomicUsize::new(0),
     unregistrations: AtomicUsize::new(0),
     unregistration_failures: AtomicUsize::new(0),
     temporary_registrations: AtomicUsize::new(0),
     aborts: AtomicUsize::new(0),
     demotions: AtomicUsize::new(0),
-    fallback_sections: AtomicUsize::new(0),
 };
 
 /// A snapshot of the runtime's counters.
@@ -264,7 +260,6 @@ pub fn stats() -> Stats {
         temporary_registrations: STATS.temporary_registrations.load(Ordering::Relaxed) as u64,
         aborts: STATS.aborts.load(Ordering::Relaxed) as u64,
         demotions: STATS.demotions.load(Ordering::Relaxed) as u64,
-        fallback_sections: STATS.fallback_sections.load(Ordering::Relaxed) as u64,
     }
 }
 

@@ -14,10 +14,10 @@ fn cpus() -> Vec<u32> {
 
 /// Runs `f` on the asm path as CPU `cpu` and checks it never took the fallback.
 fn on_cpu<R>(cpu: u32, f: impl FnOnce() -> R) -> R {
-    let before = rseq::stats().fallback_sections;
+    let before = rseq::fallback::thread_fallback_sections();
     let r = run_unprotected(cpu, f);
     assert_eq!(
-        rseq::stats().fallback_sections,
+        rseq::fallback::thread_fallback_sections(),
         before,
         "the fallback ran instead of the instructions"
     );
