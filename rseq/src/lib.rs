@@ -31,6 +31,10 @@
 
 pub use rseq_rt::*;
 
+/// Per-CPU counters, stacks, buffers, object pools and a caching allocator, built with the
+/// language below.
+pub use rseq_collections as collections;
+
 /// Turns a function whose body is a list of per-CPU steps into a restartable sequence.
 ///
 /// # The language
@@ -59,6 +63,10 @@ pub use rseq_rt::*;
 ///   bytes);
 /// - `(*ptr).field` — a field through a pointer whose type is known (a `*mut T` parameter, or a
 ///   value loaded with `let ptr: *mut T = load(..)`).
+///
+/// A section cannot be a generic function (its stride and offsets are constants of the asm), but
+/// it can sit in a generic `impl` and use the impl's type and const parameters, e.g.
+/// `&PerCpu<Slot<CAP>>` inside `impl<const CAP: usize> Buffer<CAP>`.
 ///
 /// The `PerCpu` parameter must be written as `&PerCpu<T>` (any path ending in `PerCpu`): the
 /// macro sees only the tokens, so a type alias of it is not recognised.

@@ -1,14 +1,25 @@
-//! The project's demonstration: what the runtime found on this machine, a per-CPU counter
-//! written with the DSL, and its cost measured side by side with the alternatives in one run.
+//! The project's demonstration and benchmark report: what the runtime found on this machine,
+//! then every per-CPU structure measured side by side with the alternatives, in one run, as a
+//! table of ns/op and ratios and a PNG chart — and the same table for the fallback (a child run
+//! with `RSEQ_DISABLE=1`), so users know what they lose under valgrind or qemu.
 //!
-//! `cargo run --release -p rseq-tests --bin rseq-demo`
-//! (`RSEQ_DISABLE=1` in front shows the fallback's numbers.)
+//! `cargo run --release -p rseq-tests --bin rseq-demo [-- --quick] [--chart PATH]`
+//!
+//! Ratios come from the same run on a noisy shared machine: compare them, don't quote the ns.
 
+use crossbeam_queue::ArrayQueue;
+use rseq::collections::alloc::PerCpuAlloc;
+use rseq::collections::counter::PerCpuCounter;
+use rseq::collections::pool::PerCpuPool;
 use rseq::{critical_section, PerCpu};
 use rseq_tests::bench::{compare, compare_threads, print_table, Measured};
-use std::cell::Cell;
+use rseq_tests::chart::{write_png, Group};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::{Cell, RefCell};
 use std::hint::black_box;
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 /// The showcase: a per-CPU counter add, no atomic instruction.
 #[critical_section]
@@ -18,10 +29,219 @@ fn counter_add(counters: &PerCpu<AtomicU64>, n: u64) {
 
 thread_local! {
     static LOCAL: Cell<u64> = const { Cell::new(0) };
+    // A free list of separately allocated objects, like the pool's: the boxes are the point.
+    #[allow(clippy::vec_box)]
+    static LOCAL_FREE: RefCell<Vec<Box<Object>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The pooled object of the pool benchmarks.
+type Object = [u64; 8];
+
+struct Settings {
+    rounds: usize,
+    ops: u64,
+}
+
+fn sched_cpu() -> usize {
+    // SAFETY: no preconditions.
+    unsafe { libc::sched_getcpu() }.max(0) as usize
 }
 
 fn ratio(rows: &[Measured], name: &str) -> f64 {
-    rows.iter().find(|r| r.name == name).unwrap().ns_per_op / rows[0].ns_per_op
+    rows.iter()
+        .find(|r| r.name == name)
+        .map_or(f64::NAN, |r| r.ns_per_op / rows[0].ns_per_op)
+}
+
+fn accessors(s: &Settings) -> Group {
+    let rows = compare(
+        s.rounds,
+        s.ops,
+        &mut [
+            ("rseq::current_cpu()", &mut |n| {
+                for _ in 0..n {
+                    black_box(rseq::current_cpu());
+                }
+            }),
+            ("libc::sched_getcpu()", &mut |n| {
+                for _ in 0..n {
+                    black_box(sched_cpu());
+                }
+            }),
+            ("rseq::current_mm_cid()", &mut |n| {
+                for _ in 0..n {
+                    black_box(rseq::current_mm_cid());
+                }
+            }),
+        ],
+    );
+    Group {
+        title: "CPU id, 1 thread".into(),
+        rows,
+    }
+}
+
+fn counters(s: &Settings, threads: usize) -> Group {
+    let ours: PerCpu<AtomicU64> = PerCpu::default();
+    let counter = PerCpuCounter::new();
+    let sharded: PerCpu<AtomicU64> = PerCpu::default();
+    let shared = AtomicU64::new(0);
+    let mutex = Mutex::new(0u64);
+    let rows = compare_threads(
+        s.rounds,
+        threads,
+        s.ops,
+        &[
+            ("rseq counter_add (DSL)", &|n| {
+                for _ in 0..n {
+                    counter_add(black_box(&ours), 1);
+                }
+            }),
+            ("PerCpuCounter::add (exact take)", &|n| {
+                for _ in 0..n {
+                    black_box(&counter).add(1);
+                }
+            }),
+            ("thread-local Cell<u64> (floor)", &|n| {
+                for _ in 0..n {
+                    LOCAL.with(|c| c.set(black_box(c.get()) + 1));
+                }
+            }),
+            ("shared AtomicU64::fetch_add", &|n| {
+                for _ in 0..n {
+                    black_box(&shared).fetch_add(1, Ordering::Relaxed);
+                }
+            }),
+            ("sched_getcpu + per-CPU fetch_add", &|n| {
+                for _ in 0..n {
+                    black_box(&sharded)
+                        .get(sched_cpu())
+                        .unwrap()
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            }),
+            ("Mutex<u64>", &|n| {
+                for _ in 0..n {
+                    *black_box(&mutex).lock().unwrap() += 1;
+                }
+            }),
+        ],
+    );
+    let total: u64 = ours.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+    let expected = (s.rounds as u64 * s.ops + s.ops / 10 + 1) * threads as u64;
+    assert_eq!(total, expected, "the per-CPU counter lost or invented adds");
+    assert_eq!(
+        counter.sum(),
+        expected,
+        "PerCpuCounter lost or invented adds"
+    );
+    Group {
+        title: format!("Counter add, {threads} thread(s)"),
+        rows,
+    }
+}
+
+fn pools(s: &Settings, threads: usize) -> Group {
+    let pool: PerCpuPool<Object> = PerCpuPool::new();
+    let locked: PerCpu<Mutex<Vec<Box<Object>>>> = PerCpu::new(|_| Mutex::new(Vec::new()));
+    let queue: ArrayQueue<Box<Object>> = ArrayQueue::new(4096);
+    let fresh = || Box::new([0u64; 8]);
+    let rows = compare_threads(
+        s.rounds,
+        threads,
+        s.ops / 4,
+        &[
+            ("PerCpuPool alloc+free (rseq)", &|n| {
+                for _ in 0..n {
+                    let o = pool.alloc();
+                    black_box(o);
+                    // SAFETY: the object just allocated, freed once.
+                    unsafe { pool.free(o) };
+                }
+            }),
+            ("per-CPU Mutex<Vec> (sched_getcpu)", &|n| {
+                for _ in 0..n {
+                    let cpu = sched_cpu();
+                    let o = locked
+                        .get(cpu)
+                        .unwrap()
+                        .lock()
+                        .unwrap()
+                        .pop()
+                        .unwrap_or_else(fresh);
+                    black_box(&o);
+                    locked.get(sched_cpu()).unwrap().lock().unwrap().push(o);
+                }
+            }),
+            ("thread-local free list", &|n| {
+                for _ in 0..n {
+                    let o = LOCAL_FREE
+                        .with(|l| l.borrow_mut().pop())
+                        .unwrap_or_else(fresh);
+                    black_box(&o);
+                    LOCAL_FREE.with(|l| l.borrow_mut().push(o));
+                }
+            }),
+            ("global lock-free ArrayQueue", &|n| {
+                for _ in 0..n {
+                    let o = queue.pop().unwrap_or_else(fresh);
+                    black_box(&o);
+                    let _ = queue.push(o);
+                }
+            }),
+        ],
+    );
+    let stats = pool.stats();
+    assert_eq!(
+        stats.in_use(),
+        0,
+        "the pool lost track of an object: {stats:?}"
+    );
+    Group {
+        title: format!("Object pool alloc+free, {threads} thread(s)"),
+        rows,
+    }
+}
+
+static FRONT: PerCpuAlloc<System> = PerCpuAlloc::new(System);
+
+fn allocators(s: &Settings, threads: usize) -> Vec<Group> {
+    [32usize, 256]
+        .iter()
+        .map(|&size| {
+            let layout = Layout::from_size_align(size, 8).unwrap();
+            let churn = |a: &dyn GlobalAlloc, n: u64| {
+                let mut live = [std::ptr::null_mut::<u8>(); 8];
+                for i in 0..n as usize {
+                    let slot = &mut live[i % 8];
+                    // SAFETY: blocks are freed with the layout they were allocated with.
+                    unsafe {
+                        if !slot.is_null() {
+                            a.dealloc(*slot, layout);
+                        }
+                        *slot = a.alloc(layout);
+                        slot.write(i as u8);
+                    }
+                }
+                for p in live.into_iter().filter(|p| !p.is_null()) {
+                    unsafe { a.dealloc(p, layout) };
+                }
+            };
+            let rows = compare_threads(
+                s.rounds,
+                threads,
+                s.ops / 4,
+                &[
+                    ("PerCpuAlloc<System> (rseq caches)", &|n| churn(&FRONT, n)),
+                    ("System (glibc malloc)", &|n| churn(&System, n)),
+                ],
+            );
+            Group {
+                title: format!("GlobalAlloc churn, {size}-byte blocks, {threads} threads"),
+                rows,
+            }
+        })
+        .collect()
 }
 
 fn verdict(value: f64, goal: f64) -> &'static str {
@@ -33,125 +253,165 @@ fn verdict(value: f64, goal: f64) -> &'static str {
 }
 
 fn main() {
-    let mode = rseq::mode();
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let rows_only = args.iter().any(|a| a == "--rows-only");
+    let chart = args
+        .iter()
+        .position(|a| a == "--chart")
+        .and_then(|i| args.get(i + 1).cloned())
+        .unwrap_or_else(|| "target/rseq-report.png".into());
+    let s = if quick {
+        Settings {
+            rounds: 3,
+            ops: 200_000,
+        }
+    } else {
+        Settings {
+            rounds: 9,
+            ops: 2_000_000,
+        }
+    };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("rseq runtime on this machine");
-    println!("  mode              {mode:?}");
-    println!("  thread            {:?}", rseq::register_current_thread());
-    println!("  kernel features   {:?}", rseq::features());
-    println!(
-        "  possible cpus     {} ({cores} usable)",
-        rseq::possible_cpus()
-    );
-    println!(
-        "  current cpu       {} (mm_cid {}, node {})",
-        rseq::current_cpu(),
-        rseq::current_mm_cid(),
-        rseq::current_node()
-    );
-    println!("  fence_all         {:?}", rseq::fence_all());
 
-    // Accessors, one thread.
-    let ops = 2_000_000;
-    let rows = compare(
-        15,
-        ops,
-        &mut [
-            ("rseq::current_cpu()", &mut |n| {
-                for _ in 0..n {
-                    black_box(rseq::current_cpu());
-                }
-            }),
-            ("libc::sched_getcpu()", &mut |n| {
-                for _ in 0..n {
-                    // SAFETY: no preconditions.
-                    black_box(unsafe { libc::sched_getcpu() });
-                }
-            }),
-            ("rseq::current_mm_cid()", &mut |n| {
-                for _ in 0..n {
-                    black_box(rseq::current_mm_cid());
-                }
-            }),
-        ],
-    );
-    print_table(
-        "CPU id accessors, 1 thread (median of 15 interleaved rounds)",
-        &rows,
-    );
-    let cpu_ratio = ratio(&rows, "libc::sched_getcpu()");
+    if !rows_only {
+        println!("rseq runtime on this machine");
+        println!("  mode              {:?}", rseq::mode());
+        println!("  thread            {:?}", rseq::register_current_thread());
+        println!("  kernel features   {:?}", rseq::features());
+        println!(
+            "  possible cpus     {} ({cores} usable)",
+            rseq::possible_cpus()
+        );
+        println!(
+            "  current cpu       {} (mm_cid {}, node {})",
+            rseq::current_cpu(),
+            rseq::current_mm_cid(),
+            rseq::current_node()
+        );
+        println!("  fence_all         {:?}", rseq::fence_all());
+    }
 
-    // Counter add with every core busy.
-    let counters: PerCpu<AtomicU64> = PerCpu::default();
-    let sharded: PerCpu<AtomicU64> = PerCpu::default();
-    let shared = AtomicU64::new(0);
-    let per_thread = 2_000_000;
-    let ours = |n: u64| {
-        for _ in 0..n {
-            counter_add(black_box(&counters), 1);
-        }
-    };
-    let local = |n: u64| {
-        for _ in 0..n {
-            LOCAL.with(|c| c.set(black_box(c.get()) + 1));
-        }
-    };
-    let atomic = |n: u64| {
-        for _ in 0..n {
-            black_box(&shared).fetch_add(1, Ordering::Relaxed);
-        }
-    };
-    let sharded_atomic = |n: u64| {
-        for _ in 0..n {
-            // SAFETY: no preconditions.
-            let cpu = unsafe { libc::sched_getcpu() }.max(0) as usize;
-            black_box(&sharded)
-                .get(cpu)
-                .unwrap()
-                .fetch_add(1, Ordering::Relaxed);
-        }
-    };
-    let rows = compare_threads(
-        11,
-        cores,
-        per_thread,
-        &[
-            ("rseq counter_add (DSL)", &ours),
-            ("thread-local Cell<u64> add (floor)", &local),
-            ("shared AtomicU64::fetch_add", &atomic),
-            ("sched_getcpu + per-CPU fetch_add", &sharded_atomic),
-        ],
-    );
-    print_table(
-        &format!("Counter add, {cores} threads at once (median of 11 interleaved rounds)"),
-        &rows,
-    );
-    let expected = 11 * cores as u64 * per_thread + cores as u64 * (per_thread / 10 + 1);
-    let total: u64 = counters.iter().map(|c| c.load(Ordering::Relaxed)).sum();
-    println!(
-        "\n  counter total {total} (expected {expected}): {}",
-        if total == expected { "exact" } else { "WRONG" }
-    );
+    let mut groups = vec![accessors(&s)];
+    for threads in [1, cores, 2 * cores] {
+        groups.push(counters(&s, threads));
+    }
+    groups.push(pools(&s, cores));
+    groups.extend(allocators(&s, 2 * cores));
 
-    let floor = 1.0 / ratio(&rows, "thread-local Cell<u64> add (floor)");
-    let vs_atomic = ratio(&rows, "shared AtomicU64::fetch_add");
-    let vs_sharded = ratio(&rows, "sched_getcpu + per-CPU fetch_add");
-    println!("\nGoals (ratios from this run)");
+    if rows_only {
+        // Machine-readable, for the parent run: group<TAB>candidate<TAB>ns.
+        for g in &groups {
+            for r in &g.rows {
+                println!("{}\t{}\t{}", g.title, r.name, r.ns_per_op);
+            }
+        }
+        return;
+    }
+    for g in &groups {
+        print_table(&g.title, &g.rows);
+    }
+
+    // The fallback's numbers, from a child process with rseq disabled.
+    let mut fallback_groups = Vec::new();
+    let exe = std::env::current_exe().expect("own path");
+    let mut child = Command::new(exe);
+    child.arg("--rows-only").env("RSEQ_DISABLE", "1");
+    if quick {
+        child.arg("--quick");
+    }
+    match child.output() {
+        Ok(out) if out.status.success() => {
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                let mut parts = line.split('\t');
+                let (Some(g), Some(n), Some(ns)) = (parts.next(), parts.next(), parts.next())
+                else {
+                    continue;
+                };
+                let title = format!("{g} — fallback (RSEQ_DISABLE=1)");
+                if fallback_groups
+                    .last()
+                    .is_none_or(|x: &Group| x.title != title)
+                {
+                    fallback_groups.push(Group {
+                        title,
+                        rows: Vec::new(),
+                    });
+                }
+                let row = Measured {
+                    name: n.to_string(),
+                    ns_per_op: ns.parse().unwrap_or(f64::NAN),
+                };
+                fallback_groups.last_mut().unwrap().rows.push(row);
+            }
+            println!("\n== The same measurements with rseq disabled (the fallback: valgrind, qemu-user, old kernels)");
+            for g in fallback_groups
+                .iter()
+                .filter(|g| !g.title.starts_with("CPU id"))
+            {
+                print_table(&g.title, &g.rows);
+            }
+        }
+        other => println!("\n(fallback run failed: {other:?})"),
+    }
+
+    let by_title = |t: &str| {
+        groups
+            .iter()
+            .find(|g| g.title.starts_with(t))
+            .map(|g| g.rows.as_slice())
+            .unwrap_or(&[])
+    };
+    let all_cores = by_title(&format!("Counter add, {cores} thread"));
+    let cpu_ratio = ratio(by_title("CPU id"), "libc::sched_getcpu()");
+    let vs_atomic = ratio(all_cores, "shared AtomicU64::fetch_add");
+    let vs_sharded = ratio(all_cores, "sched_getcpu + per-CPU fetch_add");
+    let floor = 1.0 / ratio(all_cores, "thread-local Cell<u64> (floor)");
+    let pool_ratio = ratio(by_title("Object pool"), "per-CPU Mutex<Vec> (sched_getcpu)");
+    let small = ratio(
+        by_title("GlobalAlloc churn, 32-byte"),
+        "System (glibc malloc)",
+    );
+    let large = ratio(
+        by_title("GlobalAlloc churn, 256-byte"),
+        "System (glibc malloc)",
+    );
+    println!("\nGoals (ratios from this run; ≥ 1 means ours is faster by that factor)");
     println!(
-        "  current_cpu() vs sched_getcpu():            {cpu_ratio:5.1}× faster (goal ≥ 5×: {})",
+        "  current_cpu() vs sched_getcpu():                {cpu_ratio:6.2}× (goal ≥ 5:   {})",
         verdict(cpu_ratio, 5.0)
     );
     println!(
-        "  counter add vs shared atomic, all cores:    {vs_atomic:5.1}× faster (goal ≥ 10×: {})",
+        "  counter add vs shared atomic, all cores:        {vs_atomic:6.2}× (goal ≥ 10:  {})",
         verdict(vs_atomic, 10.0)
     );
     println!(
-        "  counter add vs sched_getcpu + atomic:       {vs_sharded:5.1}× faster (goal ≥ 3.5×: {})",
+        "  counter add vs sched_getcpu + atomic:           {vs_sharded:6.2}× (goal ≥ 3.5: {})",
         verdict(vs_sharded, 3.5)
     );
-    println!("  counter add vs thread-local add (floor):    {floor:5.2}× the floor's time");
+    println!("  counter add vs thread-local add (the floor):    {floor:6.2}× the floor's time");
+    println!(
+        "  pool pair vs per-CPU Mutex<Vec>:                {pool_ratio:6.2}× (goal ≥ 3:   {})",
+        verdict(pool_ratio, 3.0)
+    );
+    println!(
+        "  GlobalAlloc front-end vs System, 32 B:          {small:6.2}× (goal > 1:   {})",
+        verdict(small, 1.0 + f64::EPSILON)
+    );
+    println!(
+        "  GlobalAlloc front-end vs System, 256 B:         {large:6.2}× (goal > 1:   {})",
+        verdict(large, 1.0 + f64::EPSILON)
+    );
     println!("\n  runtime stats     {:?}", rseq::stats());
-    if total != expected {
-        std::process::exit(1);
+
+    let mut all = groups;
+    all.extend(fallback_groups);
+    match write_png(
+        std::path::Path::new(&chart),
+        "rseq: ns/op, side by side in one run",
+        &all,
+    ) {
+        Ok(()) => println!("  chart             {chart}"),
+        Err(e) => println!("  chart             not written: {e}"),
     }
 }

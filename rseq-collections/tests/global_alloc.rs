@@ -1,0 +1,653 @@
+//! `PerCpuAlloc` as the global allocator of this test binary, over a checking inner allocator.
+//!
+//! The inner allocator (`CountingInner`, over `System`) counts live blocks and bytes and keeps
+//! a small header before each block with the layout it was allocated with and a liveness mark,
+//! so a block freed with another layout than it was allocated with, or freed twice, is counted
+//! (and the tests check both counts stay 0).
+//!
+//! Each test runs in this process (in whatever mode the environment gives, alongside the other
+//! tests), and `every_test_in_every_mode` runs each of them again alone in a child process (this
+//! binary, `--exact <test>`) in each of the three modes: glibc's registration, the library's own
+//! (`GLIBC_TUNABLES=glibc.pthread.rseq=0`) and the fallback (`RSEQ_DISABLE=1`). The exact leak
+//! check (the inner allocator's live blocks come back to where they were, give or take the blocks
+//! sitting in the caches) only runs in those children, where no other test allocates meanwhile.
+
+use rseq_collections::alloc::{
+    block_size, PerCpuAlloc, CACHE_CAPACITY, MAX_SMALL_SIZE, SIZE_CLASSES,
+};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::process::Command;
+use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc;
+
+/// Counts and checks what reaches the inner allocator.
+struct CountingInner {
+    live_blocks: AtomicIsize,
+    live_bytes: AtomicIsize,
+    allocs: AtomicU64,
+    /// Frees whose layout differs from the block's allocation.
+    mismatches: AtomicU64,
+    /// Frees of a block already freed (as far as its header can tell).
+    double_frees: AtomicU64,
+}
+
+thread_local! {
+    /// Requests this thread made to the inner allocator with a small layout that is not a
+    /// class layout (the front-end should never do that, except once for its own state).
+    static ODD_SMALL: Cell<u64> = const { Cell::new(0) };
+    /// The last layout this thread asked the inner allocator for: (size, align).
+    static LAST: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+}
+
+const LIVE: usize = 0x5eed_0000_a110_c8ed;
+const FREED: usize = 0xdead_0000_f4ee_d000;
+
+impl CountingInner {
+    const fn new() -> Self {
+        CountingInner {
+            live_blocks: AtomicIsize::new(0),
+            live_bytes: AtomicIsize::new(0),
+            allocs: AtomicU64::new(0),
+            mismatches: AtomicU64::new(0),
+            double_frees: AtomicU64::new(0),
+        }
+    }
+
+    /// The layout of the underlying `System` block and the header's length.
+    fn outer(layout: Layout) -> (Layout, usize) {
+        let head = layout.align().max(16);
+        let outer = Layout::from_size_align(layout.size() + head, head).unwrap();
+        (outer, head)
+    }
+}
+
+// SAFETY: forwards to `System` with room for a header in front of each block.
+unsafe impl GlobalAlloc for CountingInner {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let (outer, head) = Self::outer(layout);
+        let raw = System.alloc(outer);
+        if raw.is_null() {
+            return raw;
+        }
+        let user = raw.add(head);
+        let words = user.cast::<usize>().sub(2);
+        words.write(layout.size());
+        words.add(1).write(layout.align() ^ LIVE);
+        self.live_blocks.fetch_add(1, Relaxed);
+        self.live_bytes.fetch_add(layout.size() as isize, Relaxed);
+        self.allocs.fetch_add(1, Relaxed);
+        let is_class = layout.align() == 16 && SIZE_CLASSES.contains(&layout.size());
+        if layout.size() <= MAX_SMALL_SIZE && layout.align() <= 16 && !is_class {
+            ODD_SMALL.set(ODD_SMALL.get() + 1);
+        }
+        LAST.set((layout.size(), layout.align()));
+        user
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        let words = ptr.cast::<usize>().sub(2);
+        let (size, mark) = (words.read(), words.add(1).read());
+        if mark == (layout.align() ^ FREED) || mark & !0xffff != LIVE & !0xffff {
+            // Freed already (or not ours): leave it alone.
+            self.double_frees.fetch_add(1, Relaxed);
+            return;
+        }
+        let stored = Layout::from_size_align(size, mark ^ LIVE).unwrap();
+        if stored != layout {
+            self.mismatches.fetch_add(1, Relaxed);
+        }
+        words.add(1).write(stored.align() ^ FREED);
+        self.live_blocks.fetch_sub(1, Relaxed);
+        self.live_bytes.fetch_sub(stored.size() as isize, Relaxed);
+        let (outer, head) = Self::outer(stored);
+        System.dealloc(ptr.sub(head), outer);
+    }
+}
+
+#[global_allocator]
+static GLOBAL: PerCpuAlloc<CountingInner> = PerCpuAlloc::new(CountingInner::new());
+
+/// Set in the child processes, to the mode they run in (`glibc`, `library` or `fallback`).
+const CHILD_ENV: &str = "RSEQ_COLLECTIONS_GLOBAL_ALLOC_CHILD";
+
+fn in_child() -> bool {
+    std::env::var_os(CHILD_ENV).is_some()
+}
+
+/// Prints the mode for the parent, and the counters.
+fn report(test: &str) {
+    // On a line of its own: the test harness has printed `test name ... ` without a newline.
+    println!("\nmode={:?}", rseq_rt::mode());
+    println!("{test}: alloc {:?}", GLOBAL.stats());
+    println!("{test}: runtime {:?}", rseq_rt::stats());
+}
+
+/// The inner allocator's live blocks that belong to users (not sitting in a cache). Exact when
+/// no other thread allocates.
+fn user_live_blocks() -> isize {
+    GLOBAL.inner().live_blocks.load(Relaxed) - GLOBAL.stats().cached_blocks as isize
+}
+
+fn assert_no_misuse() {
+    let inner = GLOBAL.inner();
+    assert_eq!(
+        inner.mismatches.load(Relaxed),
+        0,
+        "blocks freed with another layout"
+    );
+    assert_eq!(inner.double_frees.load(Relaxed), 0, "blocks freed twice");
+    let cached = GLOBAL.stats().cached_blocks;
+    let bound = rseq_rt::possible_cpus() * SIZE_CLASSES.len() * CACHE_CAPACITY;
+    assert!(cached <= bound, "{cached} cached blocks, more than {bound}");
+}
+
+/// A tiny deterministic generator.
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+}
+
+/// An object that crosses threads.
+enum Obj {
+    Text(String),
+    Bytes(Box<[u8]>),
+    Tree(BTreeMap<u32, String>),
+}
+
+impl Obj {
+    fn check(&self) {
+        match self {
+            Obj::Text(s) => assert!(s.starts_with("obj ")),
+            Obj::Bytes(b) => assert!(b.iter().all(|&x| x == b.len() as u8)),
+            Obj::Tree(t) => assert!(t.iter().all(|(k, v)| *v == k.to_string())),
+        }
+    }
+}
+
+/// One thread's part of the workload: collections of every size, half of what it makes sent to
+/// the next thread (which frees it), what the previous thread sent checked and freed.
+fn worker(id: usize, rounds: usize, next: mpsc::Sender<Vec<Obj>>, prev: mpsc::Receiver<Vec<Obj>>) {
+    let mut rng = Lcg(id as u64 + 1);
+    for round in 0..rounds {
+        let mut map: HashMap<u64, String> = HashMap::new();
+        for k in 0..32 {
+            map.insert(k, format!("{id}-{k}-{round}"));
+        }
+        let mut tree: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        for k in 0..32usize {
+            tree.insert(format!("key {k}"), vec![k as u8; (k * 11) % 300]);
+        }
+        let mut outgoing = Vec::new();
+        for _ in 0..16 {
+            let len = 1 + rng.next() as usize % 400;
+            outgoing.push(match rng.next() % 3 {
+                0 => Obj::Text(format!("obj {id} {round} {}", "x".repeat(len % 100))),
+                1 => Obj::Bytes(vec![len as u8; len].into_boxed_slice()),
+                _ => Obj::Tree((0..len as u32 % 20).map(|k| (k, k.to_string())).collect()),
+            });
+        }
+        for k in 0..32 {
+            assert_eq!(map[&k], format!("{id}-{k}-{round}"));
+        }
+        for (k, (key, v)) in tree.iter().enumerate() {
+            assert!(key.starts_with("key "));
+            assert!(
+                v.iter().all(|&b| b == v.first().copied().unwrap_or(0)),
+                "{k}"
+            );
+        }
+        let keep = outgoing.split_off(outgoing.len() / 2);
+        next.send(outgoing).unwrap();
+        keep.iter().for_each(Obj::check);
+        while let Ok(objs) = prev.try_recv() {
+            objs.iter().for_each(Obj::check);
+        }
+    }
+    drop(next);
+    for objs in prev {
+        objs.iter().for_each(Obj::check);
+    }
+}
+
+/// `threads` workers in a ring.
+fn ring(threads: usize, rounds: usize) {
+    let (mut senders, receivers): (Vec<_>, Vec<_>) = (0..threads).map(|_| mpsc::channel()).unzip();
+    // Worker `id` sends to worker `id + 1` and receives from worker `id - 1`.
+    senders.rotate_left(1);
+    let mut receivers: Vec<Option<mpsc::Receiver<Vec<Obj>>>> =
+        receivers.into_iter().map(Some).collect();
+    std::thread::scope(|s| {
+        for (id, next) in senders.into_iter().enumerate() {
+            let prev = receivers[id].take().unwrap();
+            s.spawn(move || worker(id, rounds, next, prev));
+        }
+    });
+}
+
+/// Allocates (and frees) in a thread-local destructor. Rust's thread-local destructors run
+/// before the runtime's exit hook here (it was registered first, by the thread's first free).
+struct AllocOnDrop(Vec<String>);
+impl Drop for AllocOnDrop {
+    fn drop(&mut self) {
+        let joined = self.0.join(",");
+        let boxed: Vec<Box<[u8; 24]>> = (0..8).map(|i| Box::new([i; 24])).collect();
+        assert_eq!(
+            joined.len(),
+            self.0.iter().map(|s| s.len() + 1).sum::<usize>() - 1
+        );
+        drop(boxed);
+    }
+}
+
+thread_local! {
+    static LATE: RefCell<AllocOnDrop> = const { RefCell::new(AllocOnDrop(Vec::new())) };
+}
+
+// glibc runs pthread key destructors after every Rust thread-local destructor, so after the
+// runtime's exit hook: sections there run under a temporary registration (library mode).
+#[allow(non_camel_case_types)]
+type pthread_key_t = std::ffi::c_uint;
+extern "C" {
+    fn pthread_key_create(
+        key: *mut pthread_key_t,
+        dtor: Option<unsafe extern "C" fn(*mut std::ffi::c_void)>,
+    ) -> std::ffi::c_int;
+    fn pthread_setspecific(key: pthread_key_t, value: *const std::ffi::c_void) -> std::ffi::c_int;
+}
+
+/// Frees the strings it was given and allocates more, after the exit hook.
+unsafe extern "C" fn after_exit_hook(value: *mut std::ffi::c_void) {
+    // SAFETY: set by `arm_after_exit_hook`, run once.
+    let strings = unsafe { Box::from_raw(value.cast::<Vec<String>>()) };
+    let more: Vec<String> = strings.iter().map(|s| format!("{s}!")).collect();
+    assert!(more.iter().all(|s| s.ends_with('!')));
+    drop((strings, more));
+}
+
+fn arm_after_exit_hook(strings: Vec<String>) {
+    static KEY: std::sync::OnceLock<pthread_key_t> = std::sync::OnceLock::new();
+    let key = *KEY.get_or_init(|| {
+        let mut key = 0;
+        // SAFETY: a valid out-pointer and destructor.
+        assert_eq!(
+            unsafe { pthread_key_create(&mut key, Some(after_exit_hook)) },
+            0
+        );
+        key
+    });
+    let value = Box::into_raw(Box::new(strings));
+    // SAFETY: a key of this process; the destructor takes the value back.
+    assert_eq!(unsafe { pthread_setspecific(key, value.cast()) }, 0);
+}
+
+/// Short-lived threads: allocate, hand objects to the joiner (freed there), allocate in
+/// thread-local destructors, before and after the runtime's exit hook.
+fn churn(waves: usize, per_wave: usize) {
+    for wave in 0..waves {
+        let handles: Vec<_> = (0..per_wave)
+            .map(|i| {
+                std::thread::spawn(move || {
+                    LATE.with(|l| {
+                        l.borrow_mut()
+                            .0
+                            .extend((0..4).map(|k| format!("{wave}.{i}.{k}")))
+                    });
+                    arm_after_exit_hook((0..6).map(|k| format!("late {k}")).collect());
+                    let v: Vec<String> = (0..20).map(|k| k.to_string()).collect();
+                    let b = Box::new([wave as u8; 100]);
+                    (v, b)
+                })
+            })
+            .collect();
+        for h in handles {
+            let (v, b) = h.join().unwrap();
+            assert_eq!(v[19], "19");
+            assert!(b.iter().all(|&x| x == wave as u8));
+        }
+    }
+}
+
+#[test]
+fn collections_workload() {
+    let threads = (2 * std::thread::available_parallelism().map_or(2, |n| n.get())).max(8);
+    // Warm up: std's lazily allocated globals, the allocator's state.
+    ring(threads, 5);
+    churn(1, 4);
+    let before = user_live_blocks();
+    ring(threads, 800);
+    churn(40, 8);
+    let after = user_live_blocks();
+    assert_no_misuse();
+    report("collections_workload");
+    println!("collections_workload: user-live inner blocks before {before}, after {after}");
+    if in_child() {
+        // Only this test runs in the child: every block is freed or cached.
+        assert!(
+            (after - before).abs() <= 8,
+            "leak: {before} user blocks before the workload, {after} after"
+        );
+        if rseq_rt::mode() == rseq_rt::Mode::Rseq(rseq_rt::Owner::Library) {
+            // The pthread key destructors ran sections after the exit hook.
+            assert!(rseq_rt::stats().temporary_registrations > 0);
+        }
+    }
+}
+
+/// Allocates `count` blocks of each size from `threads` threads at once, writes a pattern into
+/// each, and checks, while all are live, that no two overlap and every pattern is intact.
+fn all_live_blocks_are_distinct(threads: usize, count: usize) {
+    let sizes = [
+        1, 8, 15, 16, 17, 24, 32, 33, 48, 50, 64, 65, 96, 100, 128, 129, 192, 200, 255, 256, 257,
+    ];
+    let blocks: Vec<(usize, usize, u8)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                s.spawn(move || {
+                    let mut mine = Vec::new();
+                    for (i, &size) in sizes.iter().enumerate() {
+                        let layout = Layout::from_size_align(size, 8).unwrap();
+                        for n in 0..count {
+                            // SAFETY: non-zero size.
+                            let p = unsafe { std::alloc::alloc(layout) };
+                            assert!(!p.is_null());
+                            assert_eq!(p as usize % 8, 0);
+                            let mark = (t * 31 + i * 7 + n) as u8;
+                            // SAFETY: `size` bytes were just allocated.
+                            unsafe { p.write_bytes(mark, size) };
+                            mine.push((p as usize, size, mark));
+                        }
+                    }
+                    mine
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    let mut sorted = blocks.clone();
+    sorted.sort_unstable();
+    for pair in sorted.windows(2) {
+        let (a, a_size, _) = pair[0];
+        let (b, _, _) = pair[1];
+        let a_block = block_size(Layout::from_size_align(a_size, 8).unwrap()).unwrap_or(a_size);
+        assert!(
+            a + a_block <= b,
+            "blocks {a:#x}+{a_block} and {b:#x} overlap"
+        );
+    }
+    // Free them from other threads than the ones that allocated them.
+    std::thread::scope(|s| {
+        for chunk in blocks.chunks(blocks.len().div_ceil(threads)) {
+            s.spawn(move || {
+                for &(p, size, mark) in chunk.iter().rev() {
+                    let p = p as *mut u8;
+                    // SAFETY: allocated above with this layout, written with `mark`.
+                    unsafe {
+                        let bytes = std::slice::from_raw_parts(p, size);
+                        assert!(bytes.iter().all(|&x| x == mark), "block {p:?} overwritten");
+                        std::alloc::dealloc(p, Layout::from_size_align(size, 8).unwrap());
+                    }
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn no_block_is_handed_out_twice() {
+    let before = user_live_blocks();
+    // Fill and overflow the caches, several rounds: later rounds reuse cached blocks.
+    for _ in 0..3 {
+        all_live_blocks_are_distinct(1, 3 * CACHE_CAPACITY);
+        all_live_blocks_are_distinct(6, 2 * CACHE_CAPACITY);
+    }
+    // Alloc/free pairs bounce blocks through the caches, in many threads at once.
+    std::thread::scope(|s| {
+        for t in 0..6 {
+            s.spawn(move || {
+                let mut held: Vec<Box<[u8; 40]>> = Vec::new();
+                for i in 0..20_000usize {
+                    if i % 3 == 2 {
+                        let b = held.pop().unwrap();
+                        assert!(b.iter().all(|&x| x == b[0]));
+                    } else {
+                        held.push(Box::new([(t + i) as u8; 40]));
+                    }
+                }
+            });
+        }
+    });
+    let after = user_live_blocks();
+    assert_no_misuse();
+    report("no_block_is_handed_out_twice");
+    if in_child() {
+        assert!(
+            (after - before).abs() <= 8,
+            "leak: {before} before, {after} after"
+        );
+    }
+}
+
+#[test]
+fn requests_go_where_their_layout_says() {
+    let inner = GLOBAL.inner();
+    // Make sure the state exists and this thread is registered.
+    drop(Box::new(1u64));
+    let odd_before = ODD_SMALL.get();
+    // SAFETY: non-zero sizes; each block freed with its layout.
+    unsafe {
+        // Large and over-aligned requests reach the inner allocator with their own layout.
+        for layout in [
+            Layout::from_size_align(257, 8).unwrap(),
+            Layout::from_size_align(4096, 8).unwrap(),
+            Layout::from_size_align(64, 64).unwrap(),
+            Layout::from_size_align(8, 32).unwrap(),
+        ] {
+            // `black_box`: the optimiser may otherwise drop an allocation it sees freed unused.
+            let p = std::hint::black_box(std::alloc::alloc(layout));
+            assert_eq!(LAST.get(), (layout.size(), layout.align()));
+            assert_eq!(p as usize % layout.align(), 0);
+            p.write_bytes(0xab, layout.size());
+            std::alloc::dealloc(p, layout);
+        }
+        // Small ones never do: the inner allocator only sees class layouts.
+        let small: Vec<_> = (1..=MAX_SMALL_SIZE)
+            .flat_map(|size| [1, 2, 4, 8, 16].map(|a| Layout::from_size_align(size, a).unwrap()))
+            .map(|l| (std::hint::black_box(std::alloc::alloc_zeroed(l)), l))
+            .collect();
+        for &(p, l) in &small {
+            assert!(!p.is_null() && (p as usize).is_multiple_of(l.align()));
+            assert!(std::slice::from_raw_parts(p, l.size())
+                .iter()
+                .all(|&b| b == 0));
+        }
+        for (p, l) in small {
+            std::alloc::dealloc(p, l);
+        }
+    }
+    assert_eq!(
+        ODD_SMALL.get(),
+        odd_before,
+        "a small request reached the inner allocator"
+    );
+
+    // realloc across classes, into and out of the large sizes, keeps the contents.
+    let mut v: Vec<u8> = Vec::new();
+    for i in 0..5000usize {
+        v.push(i as u8);
+    }
+    assert!(v.iter().enumerate().all(|(i, &b)| b == i as u8));
+    v.truncate(100);
+    v.shrink_to_fit();
+    v.truncate(3);
+    v.shrink_to_fit();
+    assert_eq!(v, [0, 1, 2]);
+    let mut s = String::new();
+    for i in 0..300 {
+        s.push(char::from(b'a' + (i % 26) as u8));
+        let t = s.clone();
+        assert_eq!(t, s);
+    }
+    drop((v, s));
+    // Within a class, realloc keeps the block.
+    let l = Layout::from_size_align(20, 4).unwrap();
+    // SAFETY: as above.
+    unsafe {
+        let p = std::hint::black_box(std::alloc::alloc(l));
+        let q = std::hint::black_box(std::alloc::realloc(p, l, 30));
+        assert_eq!(p, q, "20 → 30 bytes stays in the 32-byte class");
+        std::alloc::dealloc(q, Layout::from_size_align(30, 4).unwrap());
+    }
+    assert!(inner.allocs.load(Relaxed) > 0);
+    assert_no_misuse();
+    report("requests_go_where_their_layout_says");
+}
+
+/// An inner allocator that counts in a `CountingInner` it does not own, to look at the counts
+/// after the front-end is dropped.
+struct ByRef(&'static CountingInner);
+
+// SAFETY: forwards to a `CountingInner`.
+unsafe impl GlobalAlloc for ByRef {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        self.0.alloc(layout)
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        self.0.dealloc(ptr, layout)
+    }
+}
+
+#[test]
+fn a_dropped_allocator_returns_every_block() {
+    let counts: &'static CountingInner = Box::leak(Box::new(CountingInner::new()));
+    let local = PerCpuAlloc::new(ByRef(counts));
+    let layouts: Vec<Layout> = [8, 24, 40, 64, 100, 128, 150, 256, 300, 5000]
+        .into_iter()
+        .map(|size| Layout::from_size_align(size, 8).unwrap())
+        .collect();
+    let churn = |a: &PerCpuAlloc<ByRef>, rounds: usize| {
+        let mut held = Vec::new();
+        for i in 0..rounds {
+            let l = layouts[i % layouts.len()];
+            // SAFETY: non-zero sizes; blocks freed below with their layouts.
+            unsafe {
+                let p = a.alloc(l);
+                p.write_bytes(i as u8, l.size());
+                held.push((p, l));
+                if i % 3 == 0 {
+                    let (p, l) = held.swap_remove(held.len() / 2);
+                    a.dealloc(p, l);
+                }
+            }
+        }
+        for (p, l) in held {
+            // SAFETY: allocated above with `l`.
+            unsafe { a.dealloc(p, l) };
+        }
+    };
+    churn(&local, 2000);
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| churn(&local, 2000));
+        }
+    });
+    // Moved after use: the state keeps no pointer to the old place that it uses later.
+    let moved = Box::new(local);
+    churn(&moved, 2000);
+    let stats = moved.stats();
+    println!("a_dropped_allocator_returns_every_block: local {stats:?}");
+    assert!(stats.refills > 0 && stats.flushes > 0, "{stats:?}");
+    // Every block is cached, except the state and one `PerCpu` allocation per class.
+    assert_eq!(
+        counts.live_blocks.load(Relaxed),
+        stats.cached_blocks as isize + 1 + SIZE_CLASSES.len() as isize
+    );
+    drop(moved);
+    assert_eq!(counts.live_blocks.load(Relaxed), 0);
+    assert_eq!(counts.live_bytes.load(Relaxed), 0);
+    assert_eq!(counts.mismatches.load(Relaxed), 0);
+    assert_eq!(counts.double_frees.load(Relaxed), 0);
+    report("a_dropped_allocator_returns_every_block");
+}
+
+/// The tests above, each alone in a child process, in each mode.
+#[test]
+fn every_test_in_every_mode() {
+    if in_child() {
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let tests = [
+        "collections_workload",
+        "no_block_is_handed_out_twice",
+        "requests_go_where_their_layout_says",
+        "a_dropped_allocator_returns_every_block",
+    ];
+    let modes: [(&str, &[(&str, &str)]); 3] = [
+        ("glibc", &[]),
+        ("library", &[("GLIBC_TUNABLES", "glibc.pthread.rseq=0")]),
+        ("fallback", &[("RSEQ_DISABLE", "1")]),
+    ];
+    let mut seen = Vec::new();
+    for (mode, env) in modes {
+        for test in tests {
+            let mut cmd = Command::new(&exe);
+            cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
+                .env_remove("RSEQ_DISABLE")
+                .env_remove("GLIBC_TUNABLES")
+                .env(CHILD_ENV, mode);
+            for (k, v) in env {
+                cmd.env(k, v);
+            }
+            let out = cmd.output().unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "{test} failed in mode {mode} ({}):\n{stdout}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                stdout.contains("1 passed"),
+                "{test} did not run in mode {mode}:\n{stdout}"
+            );
+            let got = stdout
+                .lines()
+                .find_map(|l| l.strip_prefix("mode="))
+                .unwrap_or_else(|| panic!("no mode= from {test} in {mode}:\n{stdout}"))
+                .to_string();
+            println!("{mode}: {test}: {got}");
+            for line in stdout.lines().filter(|l| l.starts_with(test)) {
+                println!("    {line}");
+            }
+            seen.push((mode, got));
+        }
+    }
+    let rseq_works = seen
+        .iter()
+        .any(|(m, got)| *m == "glibc" && got.starts_with("Rseq"));
+    for (mode, got) in &seen {
+        let expected = match *mode {
+            "glibc" if rseq_works => "Rseq(Glibc)",
+            "library" if rseq_works => "Rseq(Library)",
+            "fallback" => "Fallback(Disabled)",
+            // No rseq on this system: both rseq modes run the fallback.
+            _ => "Fallback(",
+        };
+        assert!(
+            got.starts_with(expected),
+            "mode {mode}: expected {expected}, got {got}"
+        );
+    }
+}

@@ -1,0 +1,73 @@
+//! criterion benchmarks of the per-CPU structures, one thread (for statistics over time; the
+//! side-by-side, multi-threaded comparison is `cargo run --release -p rseq-tests --bin rseq-demo`).
+//!
+//! `cargo bench -p rseq-tests --bench percpu`
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use rseq::collections::alloc::PerCpuAlloc;
+use rseq::collections::counter::PerCpuCounter;
+use rseq::collections::pool::PerCpuPool;
+use rseq::{critical_section, PerCpu};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[critical_section]
+fn counter_add(counters: &PerCpu<AtomicU64>, n: u64) {
+    commit::add(counters[cpu], n);
+}
+
+static FRONT: PerCpuAlloc<System> = PerCpuAlloc::new(System);
+
+fn counters(c: &mut Criterion) {
+    let ours: PerCpu<AtomicU64> = PerCpu::default();
+    let counter = PerCpuCounter::new();
+    let shared = AtomicU64::new(0);
+    let mut g = c.benchmark_group("counter add");
+    g.bench_function("rseq counter_add (DSL)", |b| {
+        b.iter(|| counter_add(black_box(&ours), 1))
+    });
+    g.bench_function("PerCpuCounter::add", |b| {
+        b.iter(|| black_box(&counter).add(1))
+    });
+    g.bench_function("AtomicU64::fetch_add", |b| {
+        b.iter(|| black_box(&shared).fetch_add(1, Ordering::Relaxed))
+    });
+    g.finish();
+}
+
+fn accessors(c: &mut Criterion) {
+    let mut g = c.benchmark_group("cpu id");
+    g.bench_function("rseq::current_cpu", |b| b.iter(rseq::current_cpu));
+    // SAFETY: no preconditions.
+    g.bench_function("libc::sched_getcpu", |b| {
+        b.iter(|| unsafe { libc::sched_getcpu() })
+    });
+    g.finish();
+}
+
+fn pools(c: &mut Criterion) {
+    let pool: PerCpuPool<[u64; 8]> = PerCpuPool::new();
+    c.bench_function("PerCpuPool alloc+free", |b| {
+        b.iter(|| {
+            let o = pool.alloc();
+            // SAFETY: the object just allocated, freed once.
+            unsafe { pool.free(black_box(o)) };
+        })
+    });
+}
+
+fn allocators(c: &mut Criterion) {
+    let layout = Layout::from_size_align(32, 8).unwrap();
+    let mut g = c.benchmark_group("32-byte alloc+free");
+    // SAFETY: each block is freed with the layout it was allocated with.
+    g.bench_function("PerCpuAlloc<System>", |b| {
+        b.iter(|| unsafe { FRONT.dealloc(black_box(FRONT.alloc(layout)), layout) })
+    });
+    g.bench_function("System", |b| {
+        b.iter(|| unsafe { System.dealloc(black_box(System.alloc(layout)), layout) })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, counters, accessors, pools, allocators);
+criterion_main!(benches);
