@@ -384,7 +384,17 @@ fn decide() -> Mode {
             Err(e) => Mode::Fallback(FallbackReason::Membarrier(e)),
         }
     } else {
-        match THREAD.with(|t| register_own_area(t, features)) {
+        // A nested decision on this thread (an allocation inside this one, served by an
+        // allocator built on sections) may have registered our area already: that is success.
+        let registered = THREAD.with(|t| match register_own_area(t, features) {
+            Err(RegistrationError::AlreadyRegistered)
+                if t.own.get() && t.state.get() == ThreadState::Attached =>
+            {
+                Ok(())
+            }
+            other => other,
+        });
+        match registered {
             Err(e) => Mode::Fallback(FallbackReason::Registration(e)),
             Ok(()) => match crate::membarrier::ensure_registered() {
                 Ok(()) => Mode::Rseq(Owner::Library),
