@@ -32,7 +32,7 @@ pub const CODEGEN: Option<crate::Codegen> = Some(crate::Codegen {
     uses_stack: false,
 });
 
-use crate::template::{Addr, CommitKind, Cond, IndexField, Op, Value};
+use crate::template::{Addr, CommitKind, Cond, Op, Value};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -142,10 +142,7 @@ pub fn emit(ops: &[Op]) -> Vec<String> {
                 field,
                 limit,
             } => {
-                let offset = match field {
-                    IndexField::CpuId => crate::area::CPU_ID,
-                    IndexField::MmCid => crate::area::MM_CID,
-                };
+                let offset = field.offset();
                 e.line(format!("ldr {{{dst}:w}}, [{{{area}}}, #{offset}]"));
                 e.line(format!("adrp {{t0}}, {{{limit}}}"));
                 e.line(format!("ldr {{t0:w}}, [{{t0}}, :lo12:{{{limit}}}]"));
@@ -239,7 +236,7 @@ pub fn emit(ops: &[Op]) -> Vec<String> {
                 scratch,
                 unique,
             } => {
-                let (top, done) = (30 + 2 * unique, 31 + 2 * unique);
+                let (top, done) = crate::template::memcpy_labels(*unique);
                 e.line(format!("cbz {{{len}}}, {done}f"));
                 e.line(format!("{top}:"));
                 e.line(format!("ldrb {{{scratch}:w}}, [{{{src}}}], #1"));

@@ -34,7 +34,7 @@ pub const CODEGEN: Option<crate::Codegen> = Some(crate::Codegen {
     uses_stack: false,
 });
 
-use crate::template::{Addr, CommitKind, Cond, IndexField, Op, Value};
+use crate::template::{Addr, CommitKind, Cond, Op, Value};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -193,10 +193,7 @@ pub(crate) fn emit_words(ops: &[Op], bytes: usize, big_endian: bool) -> Vec<Stri
                 field,
                 limit,
             } => {
-                let offset = match field {
-                    IndexField::CpuId => crate::area::CPU_ID,
-                    IndexField::MmCid => crate::area::MM_CID,
-                };
+                let offset = field.offset();
                 let here = e.pc_label;
                 e.line(format!("lwz {{{dst}}}, {offset}({{{area}}})"));
                 e.line(format!("addis {{t0}}, {{t1}}, ({{{limit}}} - {here}b)@ha"));
@@ -272,7 +269,7 @@ pub(crate) fn emit_words(ops: &[Op], bytes: usize, big_endian: bool) -> Vec<Stri
                 scratch,
                 unique,
             } => {
-                let (top, done) = (30 + 2 * unique, 31 + 2 * unique);
+                let (top, done) = crate::template::memcpy_labels(*unique);
                 e.line(format!("{} {{{len}}}, 0", e.w.cmpi));
                 e.line(format!("beq {done}f"));
                 e.line(format!("{top}:"));

@@ -31,7 +31,7 @@ pub const CODEGEN: Option<crate::Codegen> = Some(crate::Codegen {
     uses_stack: false,
 });
 
-use crate::template::{Addr, CommitKind, Cond, IndexField, Op, Value};
+use crate::template::{Addr, CommitKind, Cond, Op, Value};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -97,10 +97,7 @@ pub fn emit(ops: &[Op]) -> Vec<String> {
                 field,
                 limit,
             } => {
-                let offset = match field {
-                    IndexField::CpuId => crate::area::CPU_ID,
-                    IndexField::MmCid => crate::area::MM_CID,
-                };
+                let offset = field.offset();
                 out.push(format!("llgf {{{dst}}}, {offset}(0,{{{area}}})"));
                 out.push(format!("larl {{t0}}, {{{limit}}}"));
                 out.push(format!("cl {{{dst}}}, 0(0,{{t0}})"));
@@ -176,7 +173,7 @@ pub fn emit(ops: &[Op]) -> Vec<String> {
                 scratch,
                 unique,
             } => {
-                let (top, done) = (30 + 2 * unique, 31 + 2 * unique);
+                let (top, done) = crate::template::memcpy_labels(*unique);
                 out.push(format!("ltgr {{{len}}}, {{{len}}}"));
                 out.push(format!("brcl 8, {done}f"));
                 out.push(format!("{top}:"));

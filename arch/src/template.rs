@@ -66,6 +66,22 @@ pub enum IndexField {
     MmCid,
 }
 
+impl IndexField {
+    /// The field's byte offset in `struct rseq`.
+    pub fn offset(self) -> usize {
+        match self {
+            IndexField::CpuId => crate::area::CPU_ID,
+            IndexField::MmCid => crate::area::MM_CID,
+        }
+    }
+}
+
+/// The local labels of the `unique`-th copy loop of a section: its top and its end (30, 31,
+/// 32, … — never labels made of 0s and 1s only, which Intel syntax reads as binary).
+pub fn memcpy_labels(unique: u32) -> (u32, u32) {
+    (30 + 2 * unique, 31 + 2 * unique)
+}
+
 /// How the commit writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CommitKind {

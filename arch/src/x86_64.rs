@@ -33,7 +33,7 @@ pub const CODEGEN: Option<crate::Codegen> = Some(crate::Codegen {
     uses_stack: false,
 });
 
-use crate::template::{Addr, CommitKind, Cond, IndexField, Op, Value};
+use crate::template::{Addr, CommitKind, Cond, Op, Value};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -100,10 +100,7 @@ pub fn emit(ops: &[Op]) -> Vec<String> {
                 field,
                 limit,
             } => {
-                let offset = match field {
-                    IndexField::CpuId => crate::area::CPU_ID,
-                    IndexField::MmCid => crate::area::MM_CID,
-                };
+                let offset = field.offset();
                 line(format!(
                     "mov {{{dst}:e}}, dword ptr [{{{area}}} + {offset}]"
                 ));
@@ -176,7 +173,7 @@ pub fn emit(ops: &[Op]) -> Vec<String> {
                 scratch,
                 unique,
             } => {
-                let (top, done) = (30 + 2 * unique, 31 + 2 * unique);
+                let (top, done) = crate::template::memcpy_labels(*unique);
                 line(format!("test {{{len}}}, {{{len}}}"));
                 line(format!("jz {done}f"));
                 line(format!("{top}:"));
