@@ -210,6 +210,7 @@ pub fn emit(ops: &[Op]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::template::IndexField;
     use alloc::vec;
 
     fn reg(s: &str) -> String {
