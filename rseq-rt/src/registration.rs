@@ -791,6 +791,26 @@ pub mod testing {
     /// Nothing is protected by the kernel: only for single-threaded tests of the generated code
     /// on emulators without rseq (qemu-user). Other threads must not run sections meanwhile.
     pub fn run_unprotected<R>(cpu: u32, f: impl FnOnce() -> R) -> R {
+        // Callers are serialized: each opens the global limits and restores them, which is only
+        // right if no other caller changes them meanwhile.
+        static CALLERS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _serial = CALLERS.lock().unwrap_or_else(|p| p.into_inner());
+        // Decide the mode first, so the limits saved below are the decided ones.
+        let _ = mode();
+
+        /// Puts the thread's area and the limits back, also when `f` panics.
+        struct Restore {
+            area: *mut RseqArea,
+            limits: (u32, u32),
+        }
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                THREAD.with(|t| t.area.set(self.area));
+                INDEX_LIMIT.store(self.limits.0, Ordering::SeqCst);
+                MM_CID_LIMIT.store(self.limits.1, Ordering::SeqCst);
+            }
+        }
+
         let fake = OwnArea::new();
         // SAFETY: a local, unregistered area: the kernel never writes it; we own it.
         unsafe {
@@ -807,10 +827,10 @@ pub mod testing {
         INDEX_LIMIT.store(open, Ordering::SeqCst);
         MM_CID_LIMIT.store(open, Ordering::SeqCst);
         let previous = THREAD.with(|t| t.area.replace(fake.as_area()));
-        let r = f();
-        THREAD.with(|t| t.area.set(previous));
-        INDEX_LIMIT.store(limits.0, Ordering::SeqCst);
-        MM_CID_LIMIT.store(limits.1, Ordering::SeqCst);
-        r
+        let _restore = Restore {
+            area: previous,
+            limits,
+        };
+        f()
     }
 }

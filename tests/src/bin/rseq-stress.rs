@@ -379,7 +379,10 @@ fn run_workers<R: Send>(
                 let (barrier, done, release, tids) = (&barrier, &done, &release, &tids);
                 s.spawn(move || {
                     // SAFETY: no preconditions.
-                    tids.lock().unwrap().push(unsafe { libc::pthread_self() });
+                    // Kept as an integer: on musl `pthread_t` is a pointer, which is not `Send`.
+                    tids.lock()
+                        .unwrap()
+                        .push(unsafe { libc::pthread_self() } as usize);
                     barrier.wait();
                     let pacer = Pacer {
                         every: cfg.yield_every,
@@ -401,7 +404,7 @@ fn run_workers<R: Send>(
             if cfg.signals {
                 for &tid in &tids {
                     // SAFETY: every worker is alive until `release` is set below.
-                    let rc = unsafe { libc::pthread_kill(tid, libc::SIGUSR1) };
+                    let rc = unsafe { libc::pthread_kill(tid as libc::pthread_t, libc::SIGUSR1) };
                     check(rc == 0, || format!("pthread_kill: {rc}"));
                     sent += 1;
                 }
