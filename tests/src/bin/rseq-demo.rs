@@ -11,6 +11,7 @@ use crossbeam_queue::ArrayQueue;
 use rseq::collections::alloc::PerCpuAlloc;
 use rseq::collections::counter::PerCpuCounter;
 use rseq::collections::pool::PerCpuPool;
+use rseq::sys::sched_getcpu;
 use rseq::{critical_section, PerCpu};
 use rseq_tests::bench::{compare, compare_threads, print_table, Measured};
 use rseq_tests::chart::{write_png, Group};
@@ -42,11 +43,6 @@ struct Settings {
     ops: u64,
 }
 
-fn sched_cpu() -> usize {
-    // SAFETY: no preconditions.
-    unsafe { libc::sched_getcpu() }.max(0) as usize
-}
-
 fn ratio(rows: &[Measured], name: &str) -> f64 {
     rows.iter()
         .find(|r| r.name == name)
@@ -65,7 +61,7 @@ fn accessors(s: &Settings) -> Group {
             }),
             ("libc::sched_getcpu()", &mut |n| {
                 for _ in 0..n {
-                    black_box(sched_cpu());
+                    black_box(sched_getcpu());
                 }
             }),
             ("rseq::current_mm_cid()", &mut |n| {
@@ -115,7 +111,7 @@ fn counters(s: &Settings, threads: usize) -> Group {
             ("sched_getcpu + per-CPU fetch_add", &|n| {
                 for _ in 0..n {
                     black_box(&sharded)
-                        .get(sched_cpu())
+                        .get(sched_getcpu())
                         .unwrap()
                         .fetch_add(1, Ordering::Relaxed);
                 }
@@ -161,7 +157,7 @@ fn pools(s: &Settings, threads: usize) -> Group {
             }),
             ("per-CPU Mutex<Vec> (sched_getcpu)", &|n| {
                 for _ in 0..n {
-                    let cpu = sched_cpu();
+                    let cpu = sched_getcpu();
                     let o = locked
                         .get(cpu)
                         .unwrap()
@@ -170,7 +166,7 @@ fn pools(s: &Settings, threads: usize) -> Group {
                         .pop()
                         .unwrap_or_else(fresh);
                     black_box(&o);
-                    locked.get(sched_cpu()).unwrap().lock().unwrap().push(o);
+                    locked.get(sched_getcpu()).unwrap().lock().unwrap().push(o);
                 }
             }),
             ("thread-local free list", &|n| {
