@@ -30,6 +30,10 @@ pub const CODEGEN: Option<crate::Codegen> = Some(crate::Codegen {
     scratch_registers: 2,
     clobbers: &[],
     uses_stack: false,
+    byte_register_class: "reg",
+    att_syntax: false,
+    values_in_memory: false,
+    pc_relative_data: true,
 });
 
 use crate::template::{Addr, CommitKind, Cond, Op, Value};
@@ -282,6 +286,19 @@ pub fn emit(ops: &[Op]) -> Vec<String> {
                     }
                 }
                 e.line("22:");
+            }
+            Op::Delay { counts, point, reg } => {
+                let (top, done) = (e.label(), e.label());
+                e.line(format!("adrp {{{reg}}}, {{{counts}}}"));
+                e.line(format!(
+                    "ldr {{{reg}:w}}, [{{{reg}}}, :lo12:{{{counts}}} + {}]",
+                    4 * point
+                ));
+                e.line(format!("cbz {{{reg}:w}}, {done}f"));
+                e.line(format!("{top}:"));
+                e.line(format!("subs {{{reg}:w}}, {{{reg}:w}}, #1"));
+                e.line(format!("b.ne {top}b"));
+                e.line(format!("{done}:"));
             }
             Op::End { abort } => {
                 crate::tables::abort_handler(&mut e.out, ARCH.signature_directive);

@@ -82,6 +82,21 @@ pub struct Codegen {
     pub clobbers: &'static [&'static str],
     /// Whether the templates use the stack (i686's call/pop); otherwise `options(nostack)`.
     pub uses_stack: bool,
+    /// The register class of the register `memcpy` copies bytes through: `reg_abcd` on i686,
+    /// where only eax–edx have byte parts; `register_class` everywhere else.
+    pub byte_register_class: &'static str,
+    /// Whether the templates are AT&T syntax (`options(att_syntax)`): i686's PC-relative
+    /// addresses are `label - label` displacements, which LLVM's Intel-syntax parser rejects.
+    pub att_syntax: bool,
+    /// Whether a section that needs more registers than `available_registers` may keep values
+    /// in memory: the macro then passes parameters in a stack-frame array addressed through one
+    /// register, shares registers between values that are not live at the same time, and spills
+    /// (i686, with five registers). Otherwise such a section is a compile error.
+    pub values_in_memory: bool,
+    /// Whether the templates can address a `sym` operand PC-relatively at any point of a
+    /// section. i686 only has the code address at `Begin` (call/pop, which must not run inside
+    /// the section), so there the delay loops get their counts' address in a register.
+    pub pc_relative_data: bool,
 }
 
 /// The code generator for a `target_arch`, when sections are generated for it.

@@ -32,6 +32,10 @@ pub const CODEGEN: Option<crate::Codegen> = Some(crate::Codegen {
     scratch_registers: 2,
     clobbers: &["lr"],
     uses_stack: false,
+    byte_register_class: "reg_nonzero",
+    att_syntax: false,
+    values_in_memory: false,
+    pc_relative_data: true,
 });
 
 use crate::template::{Addr, CommitKind, Cond, Op, Value};
@@ -312,6 +316,23 @@ pub(crate) fn emit_words(ops: &[Op], bytes: usize, big_endian: bool) -> Vec<Stri
                     }
                 }
                 e.line("22:");
+            }
+            Op::Delay { counts, point, reg } => {
+                // A fresh PC anchor: `t1`, set by `Begin`, is a scratch register by now.
+                let (here, top, done) = (e.label(), e.label(), e.label());
+                let target = format!("({{{counts}}} + {} - {here}b)", 4 * point);
+                e.line(format!("bcl 20, 31, {here}f"));
+                e.line(format!("{here}:"));
+                e.line(format!("mflr {{{reg}}}"));
+                e.line(format!("addis {{{reg}}}, {{{reg}}}, {target}@ha"));
+                e.line(format!("lwz {{{reg}}}, {target}@l({{{reg}}})"));
+                e.line(format!("cmpwi {{{reg}}}, 0"));
+                e.line(format!("beq {done}f"));
+                e.line(format!("{top}:"));
+                e.line(format!("addi {{{reg}}}, {{{reg}}}, -1"));
+                e.line(format!("cmpwi {{{reg}}}, 0"));
+                e.line(format!("bne {top}b"));
+                e.line(format!("{done}:"));
             }
             Op::End { abort } => {
                 crate::tables::abort_handler(&mut e.out, ARCH.signature_directive);

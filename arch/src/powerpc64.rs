@@ -30,6 +30,10 @@ pub const CODEGEN: Option<crate::Codegen> = Some(crate::Codegen {
     scratch_registers: 2,
     clobbers: &["lr"],
     uses_stack: false,
+    byte_register_class: "reg_nonzero",
+    att_syntax: false,
+    values_in_memory: false,
+    pc_relative_data: true,
 });
 
 /// Template lines for a powerpc64 section.

@@ -30,6 +30,10 @@ pub const CODEGEN: Option<crate::Codegen> = Some(crate::Codegen {
     scratch_registers: 2,
     clobbers: &[],
     uses_stack: false,
+    byte_register_class: "reg",
+    att_syntax: false,
+    values_in_memory: false,
+    pc_relative_data: true,
 });
 
 use crate::template::{Addr, CommitKind, Cond, Op, Value};
@@ -262,6 +266,16 @@ pub fn emit(ops: &[Op]) -> Vec<String> {
                     }
                 }
                 e.line("22:");
+            }
+            Op::Delay { counts, point, reg } => {
+                let (top, done) = (e.label(), e.label());
+                e.line(format!("lla {{{reg}}}, {{{counts}}}"));
+                e.line(format!("lwu {{{reg}}}, {}({{{reg}}})", 4 * point));
+                e.line(format!("beqz {{{reg}}}, {done}f"));
+                e.line(format!("{top}:"));
+                e.line(format!("addi {{{reg}}}, {{{reg}}}, -1"));
+                e.line(format!("bnez {{{reg}}}, {top}b"));
+                e.line(format!("{done}:"));
             }
             Op::End { abort } => {
                 crate::tables::abort_handler(&mut e.out, ARCH.signature_directive);

@@ -29,6 +29,10 @@ pub const CODEGEN: Option<crate::Codegen> = Some(crate::Codegen {
     scratch_registers: 2,
     clobbers: &[],
     uses_stack: false,
+    byte_register_class: "reg_addr",
+    att_syntax: false,
+    values_in_memory: false,
+    pc_relative_data: true,
 });
 
 use crate::template::{Addr, CommitKind, Cond, Op, Value};
@@ -204,6 +208,16 @@ pub fn emit(ops: &[Op]) -> Vec<String> {
                     }
                 }
                 out.push("22:".into());
+            }
+            Op::Delay { counts, point, reg } => {
+                // `brctg` decrements and branches while the register is not zero.
+                out.push(format!("larl {{{reg}}}, {{{counts}}}"));
+                out.push(format!("llgf {{{reg}}}, {}(0,{{{reg}}})", 4 * point));
+                out.push(format!("ltgr {{{reg}}}, {{{reg}}}"));
+                out.push(format!("brc {}, 97f", mask(Cond::Eq)));
+                out.push("96:".into());
+                out.push(format!("brctg {{{reg}}}, 96b"));
+                out.push("97:".into());
             }
             Op::End { abort } => {
                 crate::tables::abort_handler(&mut out, ARCH.signature_directive);

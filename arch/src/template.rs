@@ -218,6 +218,18 @@ pub enum Op {
         /// Value stored or added.
         value: Value,
     },
+    /// A fault-injection delay (only with the macro's `inject-delays` feature): load the `u32`
+    /// at index `point` of the `counts` array (a `sym` operand naming a `[AtomicU32; N]`) and
+    /// spin that many times in `reg`, widening the window in which the kernel may abort the
+    /// section at this point. `reg` is free at every step boundary.
+    Delay {
+        /// `sym` operand of the counts array.
+        counts: String,
+        /// Index into the array (a byte offset of `4 * point`).
+        point: usize,
+        /// Register operand the loop counts down in.
+        reg: String,
+    },
     /// End the section and emit the abort handler (signature, then a jump to `abort`).
     End {
         /// Label operand of the abort exit.

@@ -31,6 +31,10 @@ pub const CODEGEN: Option<crate::Codegen> = Some(crate::Codegen {
     scratch_registers: 0,
     clobbers: &[],
     uses_stack: false,
+    byte_register_class: "reg",
+    att_syntax: false,
+    values_in_memory: false,
+    pc_relative_data: true,
 });
 
 use crate::template::{Addr, CommitKind, Cond, Op, Value};
@@ -197,6 +201,18 @@ pub fn emit(ops: &[Op]) -> Vec<String> {
                 };
                 line(format!("{mnemonic} {}, {}", addr(a), value(v)));
                 line("22:".into());
+            }
+            Op::Delay { counts, point, reg } => {
+                line(format!(
+                    "mov {{{reg}:e}}, dword ptr [rip + {{{counts}}} + {}]",
+                    4 * point
+                ));
+                line(format!("test {{{reg}:e}}, {{{reg}:e}}"));
+                line("jz 97f".into());
+                line("96:".into());
+                line(format!("sub {{{reg}:e}}, 1"));
+                line("jnz 96b".into());
+                line("97:".into());
             }
             Op::End { abort } => {
                 line(format!("jmp {{{abort}}}"));

@@ -3,7 +3,8 @@
 
 use crate::ast::*;
 use crate::plan::{
-    self, arg_ident, base_ident, expr_ident, value_ident, Plan, ABORTED, COMMITTED, MOVED,
+    self, arg_ident, base_ident, expr_ident, value_ident, FrameWord, Plan, ABORTED, COMMITTED,
+    MOVED,
 };
 use crate::valid::{pointee, Checked, IndexMode, ParamKind};
 use proc_macro2::{Literal, TokenStream};
@@ -87,8 +88,13 @@ fn attempt_closure(
         supported.push(name);
         let plan = Plan::build(section, checked, name);
         if plan.registers() > codegen.available_registers {
+            let memory = if codegen.values_in_memory {
+                ", even with its values kept in memory"
+            } else {
+                ""
+            };
             let msg = format!(
-                "this critical section needs {} registers but {name} offers {} to a section: load fewer values, pass fewer parameters, or split it",
+                "this critical section needs {} registers but {name} offers {} to a section{memory}: load fewer values, pass fewer parameters, or split it",
                 plan.registers(),
                 codegen.available_registers
             );
@@ -102,6 +108,10 @@ fn attempt_closure(
             continue;
         }
         let asm = asm_block(&plan, &codegen);
+        if let Some(words) = &plan.frame {
+            out.extend(attempt_with_frame(words, slots, &asm, name, krate));
+            continue;
+        }
         out.extend(quote! {
             #[cfg(target_arch = #name)]
             let mut __rseq_attempt = |__rseq_slots: &mut [usize; #slots]| -> u8 {
@@ -137,10 +147,55 @@ fn attempt_closure(
     out
 }
 
+/// The attempt closure of a plan that keeps values in memory: the asm gets a frame array that
+/// starts with the result slots (copied out afterwards), then parameters, then spill room.
+fn attempt_with_frame(
+    words: &[FrameWord],
+    slots: usize,
+    asm: &TokenStream,
+    name: &str,
+    krate: &TokenStream,
+) -> TokenStream {
+    let init = words.iter().enumerate().map(|(i, word)| match word {
+        FrameWord::Slot(slot) => {
+            debug_assert_eq!(*slot, i, "result slots open the frame");
+            quote!(0usize)
+        }
+        FrameWord::Input(e) => quote!((#e) as usize),
+        FrameWord::Spill => quote!(0usize),
+    });
+    let len = words.len();
+    let copy_out =
+        (slots > 0).then(|| quote!(__rseq_slots.copy_from_slice(&__rseq_frame[..#slots]);));
+    quote! {
+        #[cfg(target_arch = #name)]
+        let mut __rseq_attempt = |__rseq_slots: &mut [usize; #slots]| -> u8 {
+            let _ = &__rseq_slots;
+            let __rseq_area = #krate::__private::area_ptr();
+            let mut __rseq_frame: [usize; #len] = [#(#init),*];
+            let __rseq_code: u8 = 'attempt: {
+                // SAFETY: as in the attempt closure without a frame, and
+                // - `frame` points at `__rseq_frame`, which lives until after the block; the
+                //   section reads parameters from it and writes results and spilled values into
+                //   it (thread-private memory, so a restarted attempt just writes it again).
+                unsafe { #asm }
+                #COMMITTED
+            };
+            #copy_out
+            __rseq_code
+        };
+    }
+}
+
 fn asm_block(plan: &Plan, codegen: &rseq_arch::Codegen) -> TokenStream {
-    let class = format_ident!("{}", codegen.register_class);
     let mut operands = Vec::new();
     for (name, op) in &plan.operands {
+        // Registers a copy loop moves bytes through need a class with byte parts.
+        let class = if plan.byte_operands.contains(name) {
+            format_ident!("{}", codegen.byte_register_class)
+        } else {
+            format_ident!("{}", codegen.register_class)
+        };
         let name = format_ident!("{}", name);
         operands.push(match op {
             plan::Operand::In(e) => quote!(#name = in(#class) #e),
@@ -169,10 +224,11 @@ fn asm_block(plan: &Plan, codegen: &rseq_arch::Codegen) -> TokenStream {
     let clobbers = codegen.clobbers.iter().map(|r| quote!(out(#r) _));
     let lines = (codegen.emit)(&plan.ops);
     let lines = lines.iter().map(|l| Literal::string(l));
-    let options = if codegen.uses_stack {
-        quote!()
-    } else {
-        quote!(options(nostack))
+    let options = match (codegen.uses_stack, codegen.att_syntax) {
+        (false, false) => quote!(options(nostack)),
+        (false, true) => quote!(options(nostack, att_syntax)),
+        (true, false) => quote!(),
+        (true, true) => quote!(options(att_syntax)),
     };
     quote! {
         ::core::arch::asm!(
@@ -265,9 +321,18 @@ fn fallback_body(section: &Section, checked: &Checked, plan: &Plan) -> TokenStre
         }
         _ => quote!(let __rseq_guard = #krate::__private::lock_slot(#preferred);),
     };
-    let mut steps = Vec::new();
+    // Fault injection: the same points as the asm's delay loops (see `rseq_rt::inject`).
+    let spin = |point: usize| {
+        cfg!(feature = "inject-delays").then(|| quote!(#krate::inject::spin(#point);))
+    };
+    let mut steps = vec![spin(0).unwrap_or_default()];
     let mut fail = 0u8;
+    let mut point = 0;
     for step in &section.steps {
+        if !matches!(step, Step::Other(_)) {
+            point += 1;
+            steps.extend(spin(point));
+        }
         steps.push(match step {
             Step::Load { name, place, .. } => {
                 let v = value_ident(name);

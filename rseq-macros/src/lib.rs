@@ -10,6 +10,7 @@ mod ast;
 mod expand;
 mod parse;
 mod plan;
+mod regalloc;
 mod valid;
 
 use proc_macro::TokenStream;

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashSet};
 use syn::{spanned::Spanned, Ident, Type};
 
 /// One `asm!` operand.
+#[derive(Clone)]
 pub enum Operand {
     /// `name = in(reg) expr`
     In(TokenStream),
@@ -42,6 +43,21 @@ pub struct Plan {
     pub saved: BTreeMap<String, usize>,
     /// Number of `fail` exits (codes 1..=fails).
     pub fails: u8,
+    /// Register operands that must have a byte part (the byte a copy loop moves).
+    pub byte_operands: Vec<String>,
+    /// The words of the stack frame (operand `frame`) when the section keeps values in memory
+    /// (`regalloc`); `None` when every value has its own register and results go to `slots`.
+    pub frame: Option<Vec<FrameWord>>,
+}
+
+/// One word of a section's stack frame.
+pub enum FrameWord {
+    /// The result slot of that number (the frame starts with them, in order).
+    Slot(usize),
+    /// A parameter kept in memory: its value.
+    Input(TokenStream),
+    /// Room for a value the section spills.
+    Spill,
 }
 
 impl Plan {
@@ -53,16 +69,44 @@ impl Plan {
     }
 
     /// The plan for one architecture (`target_arch` name; it must have a code generator).
+    /// Where the target lets values live in memory and the section does not fit in its
+    /// registers, every base gets its index folded in (one register less) and the registers
+    /// are allocated by liveness (`regalloc`); if even that fails, the plan that needs more
+    /// registers than the target has is returned, and expansion reports it.
     pub fn build(section: &Section, checked: &Checked, target_arch: &str) -> Plan {
         let arch = rseq_arch::by_target_arch(target_arch).expect("known architecture");
         let codegen = rseq_arch::codegen(target_arch).expect("architecture with a code generator");
-        Builder::new(
-            section,
-            checked,
-            arch.pointer_bytes as u8,
-            codegen.scratch_registers,
-        )
-        .build()
+        Plan::build_with(section, checked, arch.pointer_bytes, &codegen)
+    }
+
+    /// [`Plan::build`] for a word size and code generator given directly (tests vary the
+    /// register budget).
+    pub fn build_with(
+        section: &Section,
+        checked: &Checked,
+        word_bytes: usize,
+        codegen: &rseq_arch::Codegen,
+    ) -> Plan {
+        let build = |fold| Builder::new(section, checked, word_bytes as u8, codegen, fold).build();
+        let plan = build(false);
+        if codegen.values_in_memory && plan.registers() > codegen.available_registers {
+            // The byte class lacks at most one register of the general class (i686: eax–edx
+            // of eax, ebx, ecx, edx, edi).
+            let byte_registers = if codegen.byte_register_class == codegen.register_class {
+                codegen.available_registers
+            } else {
+                codegen.available_registers.saturating_sub(1)
+            };
+            if let Some(fitted) = crate::regalloc::fit(
+                build(true),
+                codegen.available_registers,
+                byte_registers,
+                word_bytes,
+            ) {
+                return fitted;
+            }
+        }
+        plan
     }
 }
 
@@ -205,6 +249,11 @@ struct Builder<'a> {
     word_bytes: u8,
     /// Scratch registers the architecture's templates need (`t0`, `t1`, …).
     scratch: usize,
+    /// Whether `sym` operands are reachable anywhere in a section (else addresses go in
+    /// registers).
+    pc_relative_data: bool,
+    /// Fold the scaled index into every base (one register less while values are allocated).
+    fold: bool,
     section: &'a Section,
     checked: &'a Checked,
     plan: Plan,
@@ -219,10 +268,18 @@ struct Builder<'a> {
 }
 
 impl<'a> Builder<'a> {
-    fn new(section: &'a Section, checked: &'a Checked, word_bytes: u8, scratch: usize) -> Self {
+    fn new(
+        section: &'a Section,
+        checked: &'a Checked,
+        word_bytes: u8,
+        codegen: &rseq_arch::Codegen,
+        fold: bool,
+    ) -> Self {
         Builder {
             word_bytes,
-            scratch,
+            scratch: codegen.scratch_registers,
+            pc_relative_data: codegen.pc_relative_data,
+            fold,
             section,
             checked,
             plan: Plan {
@@ -232,6 +289,8 @@ impl<'a> Builder<'a> {
                 ops: Vec::new(),
                 saved: saved_values(section, checked),
                 fails: 0,
+                byte_operands: Vec::new(),
+                frame: None,
             },
             args: BTreeMap::new(),
             exprs: BTreeMap::new(),
@@ -426,8 +485,9 @@ impl<'a> Builder<'a> {
         let bases = percpu_bases(section);
         // One base: scale the index in place and address base + index. Several: scale into a
         // register per base, or — where the templates have a scratch register — into t0 and
-        // fold it into the (then modified) base, which needs no register of its own.
-        let fold_all = bases.len() > 1 && self.scratch >= 1;
+        // fold it into the (then modified) base, which needs no register of its own. When
+        // registers are allocated (`fold`), every base is folded, through one shared `o0`.
+        let fold_all = self.fold || (bases.len() > 1 && self.scratch >= 1);
         for (percpu, folded) in &bases {
             let local = base_ident(percpu);
             self.plan
@@ -457,8 +517,13 @@ impl<'a> Builder<'a> {
             let shift = self.constant(quote!(#krate::__private::stride_shift(#stride_ty)));
             let dst = if bases.len() == 1 {
                 idx.clone()
-            } else if fold_all {
+            } else if fold_all && self.scratch >= 1 {
                 "t0".to_string()
+            } else if fold_all {
+                if i == 0 {
+                    self.operand("o0", Operand::Scratch);
+                }
+                "o0".to_string()
             } else {
                 self.operand(format!("o{i}"), Operand::Scratch)
             };
@@ -496,10 +561,36 @@ impl<'a> Builder<'a> {
             _ => IndexField::CpuId,
         };
 
+        // Fault injection (feature `inject-delays`): a delay loop at point 0, before the index
+        // is read, and at point k before the k-th step. Its register is chosen once the
+        // instructions are known (`assign_delay_registers`).
+        let delays = cfg!(feature = "inject-delays").then(|| {
+            // Where symbols are only reachable at the section's start (i686), the counts'
+            // address is a parameter instead.
+            let counts = if self.pc_relative_data {
+                Operand::Sym(quote!(#krate::inject::DELAYS))
+            } else {
+                Operand::In(quote!(#krate::inject::DELAYS.as_ptr()))
+            };
+            self.operand("delays", counts)
+        });
+        let delay = |point: usize| {
+            delays.as_ref().map(|counts| Op::Delay {
+                counts: counts.clone(),
+                point,
+                reg: String::new(),
+            })
+        };
+
         let mut body = Vec::new();
         let mut exits = Vec::new();
         let mut memcpys = 0u32;
+        let mut point = 0;
         for step in &section.steps {
+            if !matches!(step, Step::Other(_)) {
+                point += 1;
+                body.extend(delay(point));
+            }
             match step {
                 Step::Load { name, place, .. } => {
                     let addr = self.addr(place);
@@ -564,6 +655,9 @@ impl<'a> Builder<'a> {
                             src: v,
                         });
                     }
+                    if !self.plan.byte_operands.contains(&regs[3]) {
+                        self.plan.byte_operands.push(regs[3].clone());
+                    }
                     body.push(Op::Memcpy {
                         dst: regs[0].clone(),
                         src: regs[1].clone(),
@@ -592,19 +686,18 @@ impl<'a> Builder<'a> {
         }
         let abort = self.operand("abort", Operand::Label(ABORTED));
 
-        let mut ops = vec![
-            Op::Begin {
-                area: area.clone(),
-                scratch: idx.clone(),
-                exits,
-            },
-            Op::ReadIndex {
-                dst: idx.clone(),
-                area,
-                field,
-                limit,
-            },
-        ];
+        let mut ops = vec![Op::Begin {
+            area: area.clone(),
+            scratch: idx.clone(),
+            exits,
+        }];
+        ops.extend(delay(0));
+        ops.push(Op::ReadIndex {
+            dst: idx.clone(),
+            area,
+            field,
+            limit,
+        });
         if let Some(expected) = given {
             ops.push(Op::CheckIndex {
                 index: idx.clone(),
@@ -616,6 +709,171 @@ impl<'a> Builder<'a> {
         ops.extend(body);
         ops.push(Op::End { abort });
         self.plan.ops = ops;
+        self.assign_delay_registers();
         self.plan
+    }
+
+    /// Gives each delay loop a register the section may clobber (a scratch or in-out operand)
+    /// that holds nothing live at that point — a value not loaded yet or no longer used, a copy
+    /// loop's registers, a template scratch register — and a register of its own only where
+    /// every such register is live.
+    fn assign_delay_registers(&mut self) {
+        let clobberable: Vec<String> = self
+            .plan
+            .operands
+            .iter()
+            .filter(|(_, o)| matches!(o, Operand::Scratch | Operand::InOut(_)))
+            .map(|(n, _)| n.clone())
+            .collect();
+        let mut own: Option<String> = None;
+        for p in 0..self.plan.ops.len() {
+            if !matches!(self.plan.ops[p], Op::Delay { .. }) {
+                continue;
+            }
+            let live = live_after(&self.plan.ops[p + 1..]);
+            let free = clobberable.iter().find(|r| !live.contains(*r)).cloned();
+            let reg = match free {
+                Some(r) => r,
+                None => own
+                    .get_or_insert_with(|| {
+                        self.plan
+                            .operands
+                            .push(("dl".to_string(), Operand::Scratch));
+                        "dl".to_string()
+                    })
+                    .clone(),
+            };
+            if let Op::Delay { reg: r, .. } = &mut self.plan.ops[p] {
+                *r = reg;
+            }
+        }
+    }
+}
+
+/// Registers that `ops` read before writing them: the ones live on entry to `ops`.
+fn live_after(ops: &[Op]) -> HashSet<String> {
+    let mut live = HashSet::new();
+    // Backwards: live = (live - writes) + reads.
+    for op in ops.iter().rev() {
+        let (reads, writes) = reads_writes(op);
+        for w in writes {
+            live.remove(&w);
+        }
+        live.extend(reads);
+    }
+    live
+}
+
+/// The register operands an instruction group reads and writes (template scratch registers
+/// `t0`/`t1`, which an op may use internally, count as written). Names that are not register
+/// operands (a `sym` counts array) may appear; callers ignore them. `ReadIndex` reads its
+/// destination: i686's `Begin` leaves the code address there for it, so nothing may take that
+/// register in between.
+pub(crate) fn reads_writes(op: &Op) -> (Vec<String>, Vec<String>) {
+    fn value(v: &Value) -> Vec<String> {
+        match v {
+            Value::Reg(r) => vec![r.clone()],
+            Value::Imm(_) => vec![],
+        }
+    }
+    fn addr(a: &Addr) -> Vec<String> {
+        let mut r = vec![a.base.clone()];
+        r.extend(a.index.as_ref().map(|(i, _)| i.clone()));
+        r
+    }
+    let temps = || vec!["t0".to_string(), "t1".to_string()];
+    let with_temps = |mut w: Vec<String>| {
+        w.extend(temps());
+        w
+    };
+    match op {
+        Op::Begin { area, scratch, .. } => (vec![area.clone()], with_temps(vec![scratch.clone()])),
+        Op::Delay { counts, reg, .. } => (vec![counts.clone()], vec![reg.clone()]),
+        Op::ReadIndex { dst, area, .. } => (
+            vec![area.clone(), dst.clone()],
+            with_temps(vec![dst.clone()]),
+        ),
+        Op::CheckIndex {
+            index, expected, ..
+        } => (vec![index.clone(), expected.clone()], temps()),
+        Op::Scale { dst, index, .. } => (vec![index.clone()], vec![dst.clone()]),
+        Op::AddTo { base, offset } => (vec![base.clone(), offset.clone()], vec![base.clone()]),
+        Op::Load { dst, addr: a } => (addr(a), with_temps(vec![dst.clone()])),
+        Op::Save { slots, src, .. } => (vec![slots.clone(), src.clone()], temps()),
+        Op::ExitIf { a, b, .. } => ([value(a), value(b)].concat(), temps()),
+        Op::Store { addr: a, value: v }
+        | Op::Commit {
+            addr: a, value: v, ..
+        } => ([addr(a), value(v)].concat(), temps()),
+        Op::Copy { dst, src } => (value(src), vec![dst.clone()]),
+        Op::AddValue { dst, value: v } => ([vec![dst.clone()], value(v)].concat(), temps()),
+        Op::Memcpy {
+            dst,
+            src,
+            len,
+            scratch,
+            ..
+        } => (
+            vec![dst.clone(), src.clone(), len.clone()],
+            vec![dst.clone(), src.clone(), len.clone(), scratch.clone()],
+        ),
+        Op::End { .. } => (vec![], vec![]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reg(r: &str) -> String {
+        r.to_string()
+    }
+
+    #[test]
+    fn liveness_follows_reads_and_writes() {
+        let at = |base: &str| Addr {
+            base: reg(base),
+            index: Some((reg("idx"), 1)),
+            disp: None,
+        };
+        let ops = vec![
+            Op::Load {
+                dst: reg("v_a"),
+                addr: at("b"),
+            },
+            Op::Copy {
+                dst: reg("v_c"),
+                src: Value::Reg(reg("v_a")),
+            },
+            Op::Commit {
+                kind: CommitKind::Store,
+                addr: at("b"),
+                value: Value::Reg(reg("v_c")),
+            },
+        ];
+        // Before the load: the base and the index are live; the values are not loaded yet.
+        let live = live_after(&ops);
+        assert!(live.contains("b") && live.contains("idx"));
+        assert!(!live.contains("v_a") && !live.contains("v_c"));
+        // Between the load and the copy, `v_a` is live; after the copy it is dead again.
+        assert!(live_after(&ops[1..]).contains("v_a"));
+        let live = live_after(&ops[2..]);
+        assert!(!live.contains("v_a") && live.contains("v_c"));
+        // Template scratch registers are never live across instruction groups.
+        assert!(!live.contains("t0"));
+    }
+
+    #[test]
+    fn a_copy_loop_consumes_its_registers() {
+        let ops = vec![Op::Memcpy {
+            dst: reg("m0d"),
+            src: reg("m0s"),
+            len: reg("m0n"),
+            scratch: reg("m0t"),
+            unique: 0,
+        }];
+        let live = live_after(&ops);
+        assert!(live.contains("m0d") && live.contains("m0s") && live.contains("m0n"));
+        assert!(!live.contains("m0t"));
     }
 }

@@ -1,19 +1,25 @@
 //! Expansion snapshots: the x86_64 assembly generated for each librseq-equivalent operation, so
 //! a reviewer can read it without expanding anything. The expected text lives in
-//! `rseq-macros/snapshots/<name>.asm`; run with `UPDATE_SNAPSHOTS=1` to rewrite it after an
-//! intended change, and review the diff.
+//! `rseq-macros/snapshots/<name>.asm`, and the i686 version (five registers: values shared,
+//! kept in memory and spilled) in `rseq-macros/snapshots/i686/<name>.asm`; run with
+//! `UPDATE_SNAPSHOTS=1` to rewrite them after an intended change, and review the diff.
 
-use crate::plan::{Operand, Plan};
+use crate::plan::{FrameWord, Operand, Plan};
 use crate::{parse, valid};
 use quote::quote;
 
-fn render(attr: proc_macro2::TokenStream, item: proc_macro2::TokenStream) -> String {
+fn render(
+    target_arch: &str,
+    attr: proc_macro2::TokenStream,
+    item: proc_macro2::TokenStream,
+) -> String {
     let options = parse::parse_options(attr).unwrap();
     let section = parse::parse_section(options, item).unwrap();
     let checked = valid::validate(&section).unwrap_or_else(|e| panic!("{e}"));
-    let plan = Plan::build(&section, &checked, "x86_64");
+    let plan = Plan::build(&section, &checked, target_arch);
+    let codegen = rseq_arch::codegen(target_arch).unwrap();
     let mut out = String::new();
-    for line in rseq_arch::x86_64::emit(&plan.ops) {
+    for line in (codegen.emit)(&plan.ops) {
         let indent = if line.ends_with(':') || line.starts_with('.') {
             ""
         } else {
@@ -23,25 +29,52 @@ fn render(attr: proc_macro2::TokenStream, item: proc_macro2::TokenStream) -> Str
     }
     out += "\n; operands\n";
     for (name, op) in &plan.operands {
+        let class = if plan.byte_operands.contains(name) {
+            codegen.byte_register_class
+        } else {
+            codegen.register_class
+        };
         let what = match op {
-            Operand::In(e) => format!("in(reg) {e}"),
-            Operand::InOut(e) => format!("inout(reg) {e} => _"),
-            Operand::Scratch => "out(reg) _".into(),
+            Operand::In(e) => format!("in({class}) {e}"),
+            Operand::InOut(e) => format!("inout({class}) {e} => _"),
+            Operand::Scratch => format!("out({class}) _"),
             Operand::Const(e) => format!("const {e}"),
             Operand::Sym(e) => format!("sym {e}"),
             Operand::Label(code) => format!("label (outcome {code})"),
         };
         out += &format!(";   {name} = {what}\n");
     }
+    if let Some(words) = &plan.frame {
+        out += "; frame\n";
+        for (i, word) in words.iter().enumerate() {
+            let what = match word {
+                FrameWord::Slot(slot) => format!("result slot {slot}"),
+                FrameWord::Input(e) => format!("{e}"),
+                FrameWord::Spill => "spill".into(),
+            };
+            out += &format!(";   [{i}] {what}\n");
+        }
+    }
     out += &format!("; registers: {}\n", plan.registers());
     out
 }
 
+/// Checks the x86_64 and the i686 snapshot of a section.
 fn check(name: &str, attr: proc_macro2::TokenStream, item: proc_macro2::TokenStream) {
-    let actual = render(attr, item);
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("snapshots")
-        .join(format!("{name}.asm"));
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("snapshots");
+    check_one(&dir, "x86_64", name, attr.clone(), item.clone());
+    check_one(&dir.join("i686"), "x86", name, attr, item);
+}
+
+fn check_one(
+    dir: &std::path::Path,
+    target_arch: &str,
+    name: &str,
+    attr: proc_macro2::TokenStream,
+    item: proc_macro2::TokenStream,
+) {
+    let actual = render(target_arch, attr, item);
+    let path = dir.join(format!("{name}.asm"));
     if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, &actual).unwrap();
@@ -55,7 +88,7 @@ fn check(name: &str, attr: proc_macro2::TokenStream, item: proc_macro2::TokenStr
     });
     assert_eq!(
         actual, expected,
-        "generated asm for `{name}` changed; review, then UPDATE_SNAPSHOTS=1"
+        "generated {target_arch} asm for `{name}` changed; review, then UPDATE_SNAPSHOTS=1"
     );
 }
 

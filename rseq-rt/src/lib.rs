@@ -9,6 +9,7 @@
 //! - Accessors: [`current_cpu`], [`current_mm_cid`], [`current_node`].
 //! - Fences: [`fence_all`] and [`fence_cpu`] (membarrier, or the fallback locks).
 //! - [`PerCpu<T>`] storage, and the [`fallback`] lock table.
+//! - [`inject`]: delay loops inside sections for stress tests (off unless asked for).
 //!
 //! Critical sections themselves are written with the `rseq` crate's `critical_section`
 //! attribute, whose generated code talks to this crate through [`__private`].
@@ -42,6 +43,7 @@ pub mod abi;
 mod cpu;
 mod error;
 pub mod fallback;
+pub mod inject;
 mod membarrier;
 mod percpu;
 pub mod registration;
