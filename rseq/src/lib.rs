@@ -11,21 +11,21 @@
 //!
 //! ```
 //! use rseq::{critical_section, PerCpu};
-//! use std::sync::atomic::{AtomicU64, Ordering};
+//! use std::sync::atomic::{AtomicUsize, Ordering};
 //!
 //! /// Adds `n` to the current CPU's counter: no atomic instruction, no lock.
 //! #[critical_section]
-//! fn add(counters: &PerCpu<AtomicU64>, n: u64) {
+//! fn add(counters: &PerCpu<AtomicUsize>, n: usize) {
 //!     commit::add(counters[cpu], n);
 //! }
 //!
-//! let counters: PerCpu<AtomicU64> = PerCpu::default();
+//! let counters: PerCpu<AtomicUsize> = PerCpu::default();
 //! std::thread::scope(|s| {
 //!     for _ in 0..4 {
 //!         s.spawn(|| (0..10_000).for_each(|_| add(&counters, 1)));
 //!     }
 //! });
-//! let total: u64 = counters.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+//! let total: usize = counters.iter().map(|c| c.load(Ordering::Relaxed)).sum();
 //! assert_eq!(total, 40_000);
 //! ```
 
@@ -109,7 +109,7 @@ pub use rseq_collections as collections;
 ///
 /// ```
 /// use rseq::{critical_section, PerCpu};
-/// use std::sync::atomic::{AtomicPtr, AtomicUsize, AtomicU64, Ordering};
+/// use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 ///
 /// // cmpeq-store: if *v == expect then *v = new, else fail.
 /// #[critical_section]
@@ -122,7 +122,7 @@ pub use rseq_collections as collections;
 ///
 /// // add: *v += n.
 /// #[critical_section]
-/// fn add(v: &PerCpu<AtomicU64>, n: u64) {
+/// fn add(v: &PerCpu<AtomicUsize>, n: usize) {
 ///     commit::add(v[cpu], n);
 /// }
 ///
@@ -141,7 +141,7 @@ pub use rseq_collections as collections;
 ///
 /// // pop: h = *v; if h == null fail; *v = h->next.
 /// #[repr(C)]
-/// struct Node { next: *mut Node, value: u64 }
+/// struct Node { next: *mut Node, value: usize }
 /// /// # Safety
 /// /// Every node on the lists is valid and owned by the lists.
 /// #[critical_section]
@@ -167,7 +167,7 @@ pub use rseq_collections as collections;
 /// /// # Safety
 /// /// Every slot points at a valid `Node`.
 /// #[critical_section]
-/// unsafe fn deref_add(p: &PerCpu<AtomicPtr<Node>>, n: u64) {
+/// unsafe fn deref_add(p: &PerCpu<AtomicPtr<Node>>, n: usize) {
 ///     let node: *mut Node = load(p[cpu]);
 ///     commit::add((*node).value, n);
 /// }

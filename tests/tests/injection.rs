@@ -1,0 +1,127 @@
+//! Fault injection (`--features inject`): `rseq-inject` spins inside every kind of section at one
+//! injection point at a time while signals and preemption hit it. Under rseq every point must
+//! see kernel aborts (the window covers that step), and every end state must be exact; in the
+//! fallback the same end states, with no aborts.
+
+use rseq::__private::run_unprotected;
+use rseq::{critical_section, inject, PerCpu};
+use rseq_tests::{field, run_in, RunMode};
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering::Relaxed};
+
+const PROGRAM: &str = env!("CARGO_BIN_EXE_rseq-inject");
+
+fn run(mode: RunMode) {
+    let rseq_here = matches!(rseq::mode(), rseq::Mode::Rseq(_));
+    if mode != RunMode::Disabled && !rseq_here {
+        // qemu-user, seccomp, valgrind: every mode is the fallback, which the Disabled run
+        // covers.
+        eprintln!("no rseq in this process ({:?}): {mode:?} not applicable", rseq::mode());
+        return;
+    }
+    // The fallback spins while it holds its slot lock, so every thread waits for it: fewer
+    // iterations keep that run short.
+    let args: &[&str] = if mode == RunMode::Disabled { &["--iters", "600"] } else { &[] };
+    let out = run_in(mode, PROGRAM, args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "rseq-inject failed in {mode:?}");
+    assert_eq!(field(&stdout, "result"), Some("ok"));
+    assert_eq!(field(&stdout, "failures"), Some("0"));
+    let rseq = field(&stdout, "mode").is_some_and(|m| m.starts_with("Rseq"));
+    let expected = mode != RunMode::Disabled;
+    assert_eq!(rseq, expected, "mode line: {:?}", field(&stdout, "mode"));
+    let lines: Vec<&str> = stdout.lines().filter(|l| l.starts_with("workload=")).collect();
+    // add 2 + rmw 4 + list 5 + memcpy 5 points.
+    assert_eq!(lines.len(), 16, "one line per workload and point");
+    for line in lines {
+        let aborts: usize = field(&line.replace(' ', "\n"), "aborts")
+            .and_then(|a| a.parse().ok())
+            .expect("aborts=N");
+        if rseq {
+            assert!(aborts > 0, "no abort with a delay at this point: {line}");
+        } else {
+            assert_eq!(aborts, 0, "aborts counted in the fallback: {line}");
+        }
+    }
+}
+
+#[test]
+fn every_point_aborts_under_glibc_registration() {
+    run(RunMode::Glibc);
+}
+
+#[test]
+fn every_point_aborts_under_own_registration() {
+    run(RunMode::Own);
+}
+
+#[test]
+fn fallback_gives_the_same_end_states() {
+    run(RunMode::Disabled);
+}
+
+#[critical_section]
+fn rmw(c: &PerCpu<AtomicUsize>, n: usize) -> usize {
+    let v = load(c[cpu]);
+    let sum = add(v, n);
+    commit::store(c[cpu], sum);
+    v
+}
+
+#[repr(C)]
+struct Node {
+    next: *mut Node,
+}
+
+/// # Safety
+/// `node` is valid.
+#[critical_section]
+unsafe fn push(heads: &PerCpu<AtomicPtr<Node>>, node: *mut Node) {
+    let head = load(heads[cpu]);
+    store((*node).next, head);
+    commit::store_release(heads[cpu], node);
+}
+
+/// # Safety
+/// `dst` and `src` are valid for `len` bytes.
+#[critical_section]
+unsafe fn copy_then_count(c: &PerCpu<AtomicUsize>, dst: *mut u8, src: *const u8, len: usize) {
+    memcpy(dst, src, len);
+    commit::add(c[cpu], len);
+}
+
+/// The delay loops are instructions of every section: run them (with non-zero counts at every
+/// point) on the asm path of a fake area — also under qemu-user, where this is the only way the
+/// loops of other architectures execute — and check the sections' effects are unchanged.
+#[test]
+fn sections_with_delays_have_their_exact_effects() {
+    assert!(inject::ENABLED);
+    for point in 0..inject::POINTS {
+        inject::set_delay(point, 50 + point as u32);
+    }
+    let cpus = rseq::possible_cpus().min(3);
+    for cpu in 0..cpus {
+        let c: PerCpu<AtomicUsize> = PerCpu::default();
+        let heads: PerCpu<AtomicPtr<Node>> = PerCpu::default();
+        let mut node = Node { next: std::ptr::null_mut() };
+        let src: Vec<u8> = (0..37).collect();
+        let mut dst = vec![0u8; 37];
+        let before = rseq::fallback::thread_fallback_sections();
+        run_unprotected(cpu as u32, || {
+            assert_eq!(rmw(&c, 5), 0);
+            assert_eq!(rmw(&c, 6), 5);
+            // SAFETY: valid node and buffers.
+            unsafe {
+                push(&heads, &mut node);
+                copy_then_count(&c, dst.as_mut_ptr(), src.as_ptr(), src.len());
+            }
+        });
+        assert_eq!(rseq::fallback::thread_fallback_sections(), before, "the fallback ran");
+        let counts: Vec<usize> = c.iter().map(|v| v.load(Relaxed)).collect();
+        let mut want = vec![0; c.len()];
+        want[cpu] = 11 + 37;
+        assert_eq!(counts, want, "cpu {cpu}");
+        assert_eq!(heads.get(cpu).map(|h| h.load(Relaxed)), Some(&mut node as *mut Node));
+        assert_eq!(dst, src);
+    }
+    inject::clear();
+}
