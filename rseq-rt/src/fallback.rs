@@ -5,12 +5,15 @@
 //! same steps in plain Rust (the macro generates that body from the same syntax tree as the
 //! asm). Results are the same as with rseq; only the speed differs.
 //!
-//! A signal handler that runs a critical section while its thread already holds a slot lock
-//! would deadlock on that lock; the table notices the nesting and gives the handler another
-//! free slot instead (any slot is as good as another under a lock). The one case it cannot
-//! serve is a machine with a single possible CPU, where the handler spins until the lock is
-//! free, which is never: do not run critical sections from signal handlers there in `Fallback`
-//! mode. Locks held by other threads at `fork` stay held in the child, as for any mutex.
+//! Signal handlers may run critical sections. A thread therefore holds a slot lock with the
+//! asynchronous signals blocked (they are delivered when it unlocks): a handler that ran a
+//! section while its thread held a lock would have to wait for another slot, and once every
+//! slot is held by a thread whose handler waits so, none can go on. Blocking costs two
+//! `pthread_sigmask` calls per fallback section — the price of never hanging. Synchronous
+//! signals (`SIGSEGV`, `SIGBUS`, `SIGFPE`, `SIGILL`, `SIGTRAP`, `SIGSYS`) stay unblocked, as the
+//! kernel would kill the process rather than hold them; a handler of one of those that runs a
+//! section is given another free slot (any slot is as good as another under a lock).
+//! Locks held by other threads at `fork` stay held in the child, as for any mutex.
 
 use crate::percpu::CachePadded;
 use core::cell::Cell;
@@ -72,6 +75,42 @@ pub fn slots() -> usize {
 pub struct SlotGuard {
     index: usize,
     guard: Option<MutexGuard<'static, ()>>,
+    /// The thread's signal mask before the lock was taken, restored after unlocking.
+    signals: Option<SignalsBlocked>,
+}
+
+/// Asynchronous signals blocked on this thread until it is dropped.
+struct SignalsBlocked(libc::sigset_t);
+
+impl SignalsBlocked {
+    fn new() -> SignalsBlocked {
+        // SAFETY: sigset_t is plain data that sigfillset/sigdelset initialise; pthread_sigmask
+        // only reads `set` and writes `old`.
+        unsafe {
+            let mut set: libc::sigset_t = core::mem::zeroed();
+            libc::sigfillset(&mut set);
+            for sig in [
+                libc::SIGSEGV,
+                libc::SIGBUS,
+                libc::SIGFPE,
+                libc::SIGILL,
+                libc::SIGTRAP,
+                libc::SIGSYS,
+            ] {
+                libc::sigdelset(&mut set, sig);
+            }
+            let mut old: libc::sigset_t = core::mem::zeroed();
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+            SignalsBlocked(old)
+        }
+    }
+}
+
+impl Drop for SignalsBlocked {
+    fn drop(&mut self) {
+        // SAFETY: restores the mask saved by `new` on this same thread (the guard is !Send).
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, core::ptr::null_mut()) };
+    }
 }
 
 impl SlotGuard {
@@ -87,6 +126,8 @@ impl Drop for SlotGuard {
         // as a holder and picks a free slot instead of waiting on one we hold.
         drop(self.guard.take());
         HELD.with(|h| h.set(h.get().saturating_sub(1)));
+        // Pending signals are delivered here, with this lock released.
+        drop(self.signals.take());
     }
 }
 
@@ -99,6 +140,7 @@ fn try_slot(table: &'static LockTable, index: usize) -> Option<SlotGuard> {
     Some(SlotGuard {
         index,
         guard: Some(guard),
+        signals: None,
     })
 }
 
@@ -116,13 +158,16 @@ pub fn lock_slot(preferred: usize) -> SlotGuard {
     FALLBACK_SECTIONS.with(|n| n.set(n.get() + 1));
     let table = table();
     let preferred = preferred % table.len();
-    // Count before locking, so a signal handler that runs while we wait or hold sees nesting.
+    // Block first, then count: no asynchronous handler runs from here to the unlock, and a
+    // synchronous one that runs a section sees the nesting.
+    let signals = SignalsBlocked::new();
     let nested = HELD.with(|h| {
         h.set(h.get() + 1);
         h.get() > 1
     });
     loop {
-        if let Some(guard) = any_free_slot(table, preferred) {
+        if let Some(mut guard) = any_free_slot(table, preferred) {
+            guard.signals = Some(signals);
             return guard;
         }
         if !nested {
@@ -130,6 +175,7 @@ pub fn lock_slot(preferred: usize) -> SlotGuard {
             return SlotGuard {
                 index: preferred,
                 guard: Some(guard),
+                signals: Some(signals),
             };
         }
         std::thread::yield_now();
@@ -145,11 +191,13 @@ pub fn lock_slot_exact(index: usize) -> Option<SlotGuard> {
         return None;
     }
     FALLBACK_SECTIONS.with(|n| n.set(n.get() + 1));
+    let signals = SignalsBlocked::new();
     HELD.with(|h| h.set(h.get() + 1));
     let guard = table[index].lock().unwrap_or_else(|p| p.into_inner());
     Some(SlotGuard {
         index,
         guard: Some(guard),
+        signals: Some(signals),
     })
 }
 
@@ -177,6 +225,8 @@ pub(crate) fn fence_all() {
 /// for signal handlers).
 pub(crate) fn fence_slot(index: usize) {
     let table = table();
+    // A handler running a section while this thread held the lock could wait for it forever.
+    let _signals = SignalsBlocked::new();
     drop(
         table[index % table.len()]
             .lock()
