@@ -102,7 +102,7 @@
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::Cell;
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use rseq_macros::critical_section;
 use rseq_rt::PerCpu;
 use std::alloc::System;
@@ -253,6 +253,9 @@ struct State<A> {
 }
 
 /// Counters of a [`PerCpuAlloc`], from [`PerCpuAlloc::stats`].
+///
+/// The event counts are kept in `usize` atomics, as the runtime's `Stats` are (32-bit powerpc
+/// has no 64-bit atomics): on 32-bit targets they wrap after 2³² events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct AllocStats {
     /// Cache misses: small allocations that found the CPU's cache empty and took a batch from
@@ -292,9 +295,9 @@ pub struct AllocStats {
 pub struct PerCpuAlloc<A: GlobalAlloc + 'static = System> {
     inner: A,
     state: AtomicPtr<State<A>>,
-    refills: AtomicU64,
-    flushes: AtomicU64,
-    bypassed: AtomicU64,
+    refills: AtomicUsize,
+    flushes: AtomicUsize,
+    bypassed: AtomicUsize,
 }
 
 impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
@@ -303,9 +306,9 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
         PerCpuAlloc {
             inner,
             state: AtomicPtr::new(ptr::null_mut()),
-            refills: AtomicU64::new(0),
-            flushes: AtomicU64::new(0),
-            bypassed: AtomicU64::new(0),
+            refills: AtomicUsize::new(0),
+            flushes: AtomicUsize::new(0),
+            bypassed: AtomicUsize::new(0),
         }
     }
 
@@ -330,9 +333,9 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
                 .sum()
         };
         AllocStats {
-            refills: self.refills.load(Ordering::Relaxed),
-            flushes: self.flushes.load(Ordering::Relaxed),
-            bypassed: self.bypassed.load(Ordering::Relaxed),
+            refills: self.refills.load(Ordering::Relaxed) as u64,
+            flushes: self.flushes.load(Ordering::Relaxed) as u64,
+            bypassed: self.bypassed.load(Ordering::Relaxed) as u64,
             cached_blocks,
         }
     }

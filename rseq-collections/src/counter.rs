@@ -3,7 +3,7 @@
 //!
 //! # Design
 //!
-//! Each CPU slot holds two *banks* (two `u64` words); a per-counter word, `active`, says which
+//! Each CPU slot holds two *banks* (two `usize` words); a per-counter word, `active`, says which
 //! bank increments go to (0 or 1). [`add`](PerCpuCounter::add) is one critical section:
 //!
 //! ```text
@@ -46,14 +46,14 @@
 use rseq_macros::critical_section;
 use rseq_rt::{CachePadded, FenceError, PerCpu};
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// One CPU's counts: the active bank receives adds, the other is drained by `take`.
 #[repr(C)]
 #[derive(Default)]
 struct Banks {
-    banks: [AtomicU64; 2],
+    banks: [AtomicUsize; 2],
 }
 
 /// `slots[cpu].banks[*active] += n`.
@@ -61,18 +61,23 @@ struct Banks {
 /// # Safety
 /// `active` points at a live word holding 0 or 1 (the index is not bounds-checked).
 #[critical_section(crate = ::rseq_rt)]
-unsafe fn add_to_active(slots: &PerCpu<Banks>, active: *const AtomicUsize, n: u64) {
+unsafe fn add_to_active(slots: &PerCpu<Banks>, active: *const AtomicUsize, n: usize) {
     let bank = load(*active);
     commit::add(slots[cpu].banks[bank], n);
 }
 
-/// A 64-bit counter split over the CPUs: [`add`](Self::add) is a per-CPU critical section (no
-/// atomic read-modify-write, no shared cache line written), [`sum`](Self::sum) adds the slots
-/// up, and [`take`](Self::take) returns and resets the count exactly, even while other threads
-/// add. See the [module documentation](self) for the design.
+/// A counter split over the CPUs: [`add`](Self::add) is a per-CPU critical section (no atomic
+/// read-modify-write, no shared cache line written), [`sum`](Self::sum) adds the slots up, and
+/// [`take`](Self::take) returns and resets the count exactly, even while other threads add. See
+/// the [module documentation](self) for the design.
 ///
-/// Arithmetic wraps (modulo 2⁶⁴), like `u64::wrapping_add`; [`sub`](Self::sub) adds the two's
-/// complement, so a counter that goes up and down still sums exactly.
+/// Counts are `usize`, the word a section commits with one instruction on every target: 64 bits
+/// on 64-bit targets, 32 bits on 32-bit ones (i686, armv7, powerpc), where no single instruction
+/// adds a 64-bit value. Arithmetic wraps modulo 2<sup>`usize::BITS`</sup>, like
+/// `usize::wrapping_add`; [`sub`](Self::sub) adds the two's complement, so a counter that goes up
+/// and down still sums exactly, and a count that passes `usize::MAX` between two takes is exact
+/// modulo that. On a 32-bit target, [`take`](Self::take) often enough (or count in coarser
+/// units) if one period may pass 2³² − 1.
 ///
 /// ```
 /// use rseq_collections::counter::PerCpuCounter;
@@ -117,11 +122,11 @@ impl PerCpuCounter {
     /// ```
     /// let c = rseq_collections::counter::PerCpuCounter::new();
     /// c.add(5);
-    /// c.add(u64::MAX); // wraps: -1
+    /// c.add(usize::MAX); // wraps: -1
     /// assert_eq!(c.sum(), 4);
     /// ```
     #[inline]
-    pub fn add(&self, n: u64) {
+    pub fn add(&self, n: usize) {
         // SAFETY: `active` is a field of `self` and only ever holds 0 or 1.
         unsafe { add_to_active(&self.slots, &*self.active, n) }
     }
@@ -135,7 +140,7 @@ impl PerCpuCounter {
     /// assert_eq!(c.sum(), 7);
     /// ```
     #[inline]
-    pub fn sub(&self, n: u64) {
+    pub fn sub(&self, n: usize) {
         self.add(n.wrapping_neg())
     }
 
@@ -150,12 +155,12 @@ impl PerCpuCounter {
     /// c.add(3);
     /// assert_eq!(c.sum(), 5);
     /// ```
-    pub fn sum(&self) -> u64 {
+    pub fn sum(&self) -> usize {
         let _takers = self.takers.lock().unwrap_or_else(|p| p.into_inner());
         self.slots
             .iter()
             .flat_map(|slot| slot.banks.iter())
-            .fold(0u64, |acc, b| acc.wrapping_add(b.load(Ordering::SeqCst)))
+            .fold(0usize, |acc, b| acc.wrapping_add(b.load(Ordering::SeqCst)))
     }
 
     /// Returns the count since the previous take and resets it to zero, exactly, even while
@@ -178,7 +183,7 @@ impl PerCpuCounter {
     /// assert_eq!(c.take(), 1);
     /// assert_eq!(c.take(), 0);
     /// ```
-    pub fn take(&self) -> u64 {
+    pub fn take(&self) -> usize {
         self.try_take().unwrap_or_else(|e| {
             panic!(
                 "PerCpuCounter::take: the fence failed ({e}); the counts are kept (use try_take to handle this)"
@@ -195,7 +200,7 @@ impl PerCpuCounter {
     /// c.add(3);
     /// assert_eq!(c.try_take(), Ok(3));
     /// ```
-    pub fn try_take(&self) -> Result<u64, FenceError> {
+    pub fn try_take(&self) -> Result<usize, FenceError> {
         let _takers = self.takers.lock().unwrap_or_else(|p| p.into_inner());
         // Only takers write `active`, and the mutex excludes the others.
         let old = self.active.load(Ordering::Relaxed);
@@ -206,7 +211,7 @@ impl PerCpuCounter {
             return Err(e);
         }
         // No section adds to `old` any more (see the module documentation).
-        Ok(self.slots.iter().fold(0u64, |acc, slot| {
+        Ok(self.slots.iter().fold(0usize, |acc, slot| {
             acc.wrapping_add(slot.banks[old].swap(0, Ordering::SeqCst))
         }))
     }
@@ -216,10 +221,10 @@ impl PerCpuCounter {
     /// ```
     /// let c = rseq_collections::counter::PerCpuCounter::new();
     /// c.add(1);
-    /// assert_eq!(c.per_cpu().iter().sum::<u64>(), 1);
+    /// assert_eq!(c.per_cpu().iter().sum::<usize>(), 1);
     /// assert_eq!(c.per_cpu().len(), rseq_rt::possible_cpus());
     /// ```
-    pub fn per_cpu(&self) -> Vec<u64> {
+    pub fn per_cpu(&self) -> Vec<usize> {
         let _takers = self.takers.lock().unwrap_or_else(|p| p.into_inner());
         self.slots
             .iter()

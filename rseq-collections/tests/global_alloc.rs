@@ -8,29 +8,34 @@
 //! Each test runs in this process (in whatever mode the environment gives, alongside the other
 //! tests), and `every_test_in_every_mode` runs each of them again alone in a child process (this
 //! binary, `--exact <test>`) in each of the three modes: glibc's registration, the library's own
-//! (`GLIBC_TUNABLES=glibc.pthread.rseq=0`) and the fallback (`RSEQ_DISABLE=1`). The exact leak
-//! check (the inner allocator's live blocks come back to where they were, give or take the blocks
-//! sitting in the caches) only runs in those children, where no other test allocates meanwhile.
+//! (`GLIBC_TUNABLES=glibc.pthread.rseq=0`) and the fallback (`RSEQ_DISABLE=1`), as far as the
+//! system has them (see `modes`). The exact leak check (the inner allocator's live blocks come
+//! back to where they were, give or take the blocks sitting in the caches) only runs in those
+//! children, where no other test allocates meanwhile. Under an emulator the workloads are a
+//! tenth of their size (`modes::rounds`).
+
+mod modes;
 
 use rseq_collections::alloc::{
     block_size, PerCpuAlloc, CACHE_CAPACITY, MAX_SMALL_SIZE, SIZE_CLASSES,
 };
+use rseq_rt::{FallbackReason, Mode};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::process::Command;
-use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering::Relaxed};
 use std::sync::mpsc;
 
 /// Counts and checks what reaches the inner allocator.
 struct CountingInner {
     live_blocks: AtomicIsize,
     live_bytes: AtomicIsize,
-    allocs: AtomicU64,
+    allocs: AtomicUsize,
     /// Frees whose layout differs from the block's allocation.
-    mismatches: AtomicU64,
+    mismatches: AtomicUsize,
     /// Frees of a block already freed (as far as its header can tell).
-    double_frees: AtomicU64,
+    double_frees: AtomicUsize,
 }
 
 thread_local! {
@@ -41,17 +46,18 @@ thread_local! {
     static LAST: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
 }
 
-const LIVE: usize = 0x5eed_0000_a110_c8ed;
-const FREED: usize = 0xdead_0000_f4ee_d000;
+/// Header marks (the low 16 bits hold the alignment); the low half on 32-bit targets.
+const LIVE: usize = 0x5eed_0000_a110_c8ed_u64 as usize;
+const FREED: usize = 0xdead_0000_f4ee_d000_u64 as usize;
 
 impl CountingInner {
     const fn new() -> Self {
         CountingInner {
             live_blocks: AtomicIsize::new(0),
             live_bytes: AtomicIsize::new(0),
-            allocs: AtomicU64::new(0),
-            mismatches: AtomicU64::new(0),
-            double_frees: AtomicU64::new(0),
+            allocs: AtomicUsize::new(0),
+            mismatches: AtomicUsize::new(0),
+            double_frees: AtomicUsize::new(0),
         }
     }
 
@@ -116,8 +122,16 @@ fn in_child() -> bool {
     std::env::var_os(CHILD_ENV).is_some()
 }
 
-/// Prints the mode for the parent, and the counters.
+/// Checks that the process runs in the mode its environment implies, and prints it for the
+/// parent, with the counters.
 fn report(test: &str) {
+    let expected = modes::expected_mode();
+    assert_eq!(
+        rseq_rt::mode(),
+        expected.mode,
+        "{test}: mode (expected because {})",
+        expected.because
+    );
     // On a line of its own: the test harness has printed `test name ... ` without a newline.
     println!("\nmode={:?}", rseq_rt::mode());
     println!("{test}: alloc {:?}", GLOBAL.stats());
@@ -322,8 +336,8 @@ fn collections_workload() {
     ring(threads, 5);
     churn(1, 4);
     let before = user_live_blocks();
-    ring(threads, 800);
-    churn(40, 8);
+    ring(threads, modes::rounds(800));
+    churn(modes::rounds(40), 8);
     let after = user_live_blocks();
     assert_no_misuse();
     report("collections_workload");
@@ -416,7 +430,7 @@ fn no_block_is_handed_out_twice() {
         for t in 0..6 {
             s.spawn(move || {
                 let mut held: Vec<Box<[u8; 40]>> = Vec::new();
-                for i in 0..20_000usize {
+                for i in 0..modes::rounds(20_000) {
                     if i % 3 == 2 {
                         let b = held.pop().unwrap();
                         assert!(b.iter().all(|&x| x == b[0]));
@@ -581,7 +595,12 @@ fn a_dropped_allocator_returns_every_block() {
     report("a_dropped_allocator_returns_every_block");
 }
 
-/// The tests above, each alone in a child process, in each mode.
+/// The tests above, each alone in a child process, in each mode: the environment without
+/// `RSEQ_DISABLE` and `GLIBC_TUNABLES` (glibc's registration where there is one), the library's
+/// own registration (`GLIBC_TUNABLES=glibc.pthread.rseq=0`) and the fallback (`RSEQ_DISABLE=1`).
+/// Each child checks that it runs in the mode the facts of its environment imply (see
+/// `modes`); the library's runs are left out, saying why, where they would repeat the mode of
+/// the first ones (musl registers nothing itself; qemu-user has no rseq at all).
 #[test]
 fn every_test_in_every_mode() {
     if in_child() {
@@ -594,19 +613,41 @@ fn every_test_in_every_mode() {
         "requests_go_where_their_layout_says",
         "a_dropped_allocator_returns_every_block",
     ];
-    let modes: [(&str, &[(&str, &str)]); 3] = [
-        ("glibc", &[]),
-        ("library", &[("GLIBC_TUNABLES", "glibc.pthread.rseq=0")]),
-        ("fallback", &[("RSEQ_DISABLE", "1")]),
+    let own = modes::own_registration();
+    // Each run's environment, and the mode it must give where the parent can tell (with why).
+    type Run<'a> = (&'a str, &'a [(&'a str, &'a str)], Option<(Mode, &'a str)>);
+    let runs: [Run; 3] = [
+        ("glibc", &[], None),
+        (
+            "library",
+            &[("GLIBC_TUNABLES", "glibc.pthread.rseq=0")],
+            Some((own.mode, own.because)),
+        ),
+        (
+            "fallback",
+            &[("RSEQ_DISABLE", "1")],
+            Some((
+                Mode::Fallback(FallbackReason::Disabled),
+                "RSEQ_DISABLE is set",
+            )),
+        ),
     ];
-    let mut seen = Vec::new();
-    for (mode, env) in modes {
+    let mut covered: Vec<String> = Vec::new();
+    for (run, env, expected) in runs {
+        if let Some((mode, because)) = expected.filter(|(m, _)| covered.contains(&format!("{m:?}")))
+        {
+            modes::not_applicable(format_args!(
+                "the {run} run: it would run in {mode:?} ({because}), as the runs before did"
+            ));
+            continue;
+        }
+        let mut seen = Vec::new();
         for test in tests {
             let mut cmd = Command::new(&exe);
             cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
                 .env_remove("RSEQ_DISABLE")
                 .env_remove("GLIBC_TUNABLES")
-                .env(CHILD_ENV, mode);
+                .env(CHILD_ENV, run);
             for (k, v) in env {
                 cmd.env(k, v);
             }
@@ -614,40 +655,39 @@ fn every_test_in_every_mode() {
             let stdout = String::from_utf8_lossy(&out.stdout);
             assert!(
                 out.status.success(),
-                "{test} failed in mode {mode} ({}):\n{stdout}\n{}",
+                "{test} failed in the {run} run ({}):\n{stdout}\n{}",
                 out.status,
                 String::from_utf8_lossy(&out.stderr)
             );
             assert!(
                 stdout.contains("1 passed"),
-                "{test} did not run in mode {mode}:\n{stdout}"
+                "{test} did not run in the {run} run:\n{stdout}"
             );
+            // The child checked its mode against its environment's facts (`report`).
             let got = stdout
                 .lines()
                 .find_map(|l| l.strip_prefix("mode="))
-                .unwrap_or_else(|| panic!("no mode= from {test} in {mode}:\n{stdout}"))
+                .unwrap_or_else(|| panic!("no mode= from {test} in the {run} run:\n{stdout}"))
                 .to_string();
-            println!("{mode}: {test}: {got}");
+            println!("{run}: {test}: {got}");
             for line in stdout.lines().filter(|l| l.starts_with(test)) {
                 println!("    {line}");
             }
-            seen.push((mode, got));
+            if let Some((mode, because)) = expected {
+                assert_eq!(
+                    got,
+                    format!("{mode:?}"),
+                    "{test} in the {run} run ({because})"
+                );
+            }
+            seen.push(got);
         }
-    }
-    let rseq_works = seen
-        .iter()
-        .any(|(m, got)| *m == "glibc" && got.starts_with("Rseq"));
-    for (mode, got) in &seen {
-        let expected = match *mode {
-            "glibc" if rseq_works => "Rseq(Glibc)",
-            "library" if rseq_works => "Rseq(Library)",
-            "fallback" => "Fallback(Disabled)",
-            // No rseq on this system: both rseq modes run the fallback.
-            _ => "Fallback(",
-        };
-        assert!(
-            got.starts_with(expected),
-            "mode {mode}: expected {expected}, got {got}"
+        seen.dedup();
+        assert_eq!(
+            seen.len(),
+            1,
+            "the {run} run's tests ran in different modes"
         );
+        covered.append(&mut seen);
     }
 }

@@ -3,19 +3,24 @@
 //! Each test body runs with more threads than the machine has CPUs. The test runs it in this
 //! process (glibc's registration, unless the environment says otherwise), and re-executes the
 //! test binary for the other modes: `GLIBC_TUNABLES=glibc.pthread.rseq=0` (the library
-//! registers its own areas) and `RSEQ_DISABLE=1` (the lock-based fallback). A child checks that
-//! the mode is the one its environment implies.
+//! registers its own areas) and `RSEQ_DISABLE=1` (the lock-based fallback). Every process checks
+//! that it runs in the mode the facts of its environment imply (see `modes`); a child that
+//! would only repeat this process's mode is not started, and the test log says why (musl has no
+//! glibc registration to turn off; under qemu-user, which has no rseq, both rseq modes are the
+//! fallback).
+
+mod modes;
 
 use rseq_collections::buffer::PerCpuBuffer;
 use rseq_collections::counter::PerCpuCounter;
 use rseq_collections::pool::PerCpuPool;
 use rseq_collections::stack::{Link, Linked, PerCpuStack};
-use rseq_rt::{FallbackReason, Mode, Owner};
+use rseq_rt::{FallbackReason, Mode};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::process::Command;
 use std::ptr::NonNull;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -25,48 +30,59 @@ const THREADS: usize = 8;
 /// Set in a child run to the mode it checks (`own` or `fallback`); a child does not recurse.
 const CHILD_ENV: &str = "RSEQ_COLLECTIONS_TEST_CHILD";
 
-/// The mode the environment implies for this process.
-fn expected_mode() -> Mode {
-    let set = |k: &str| std::env::var(k).is_ok_and(|v| !v.is_empty() && v != "0");
-    if set("RSEQ_DISABLE") {
-        Mode::Fallback(FallbackReason::Disabled)
-    } else if std::env::var("GLIBC_TUNABLES").is_ok_and(|v| v.contains("glibc.pthread.rseq=0")) {
-        Mode::Rseq(Owner::Library)
-    } else {
-        Mode::Rseq(Owner::Glibc)
-    }
+/// Asserts that this process runs in the mode its environment implies, and returns it.
+fn check_mode(who: &str) -> Mode {
+    let expected = modes::expected_mode();
+    assert_eq!(
+        rseq_rt::mode(),
+        expected.mode,
+        "mode of {who} (expected because {})",
+        expected.because
+    );
+    expected.mode
 }
 
 /// Runs `body` here and, unless this is a child, in a child process per other mode.
 fn in_every_mode(name: &str, body: fn()) {
-    let expected = expected_mode();
     if let Ok(child) = std::env::var(CHILD_ENV) {
-        let wanted = match child.as_str() {
-            "own" => Mode::Rseq(Owner::Library),
-            "fallback" => Mode::Fallback(FallbackReason::Disabled),
-            other => panic!("unknown {CHILD_ENV}={other}"),
-        };
-        assert_eq!(expected, wanted, "the child's environment");
-        assert_eq!(rseq_rt::mode(), wanted, "mode of the `{child}` child");
+        let mode = check_mode(&format!("the `{child}` child"));
         let started = Instant::now();
         body();
         eprintln!(
-            "summary {name}: {wanted:?} in {:?}, {} aborts",
+            "summary {name}: {mode:?} in {:?}, {} aborts",
             started.elapsed(),
             rseq_rt::stats().aborts
         );
         return;
     }
-    // Start the children first: they run while this process runs the body.
-    let exe = std::env::current_exe().expect("current_exe");
-    let children: Vec<_> = [
-        ("own", "GLIBC_TUNABLES", "glibc.pthread.rseq=0"),
-        ("fallback", "RSEQ_DISABLE", "1"),
-    ]
-    .into_iter()
-    .map(|(child, key, value)| {
+    let here = check_mode("this process");
+    // The children's modes (without RSEQ_DISABLE from this environment): skip the ones this
+    // process covers already.
+    let own = modes::own_registration();
+    let mut children = Vec::new();
+    for (child, key, value, mode) in [
+        ("own", "GLIBC_TUNABLES", "glibc.pthread.rseq=0", own.mode),
+        (
+            "fallback",
+            "RSEQ_DISABLE",
+            "1",
+            Mode::Fallback(FallbackReason::Disabled),
+        ),
+    ] {
+        if mode == here {
+            let because = if child == "own" {
+                own.because
+            } else {
+                "RSEQ_DISABLE is set"
+            };
+            modes::not_applicable(format_args!(
+                "the `{child}` child: it would run in {mode:?} ({because}), as this process does"
+            ));
+            continue;
+        }
+        // Start the children first: they run while this process runs the body.
         let started = Instant::now();
-        let proc = Command::new(&exe)
+        let proc = Command::new(std::env::current_exe().expect("current_exe"))
             .args(["--exact", name, "--nocapture", "--test-threads", "1"])
             .env_remove("RSEQ_DISABLE")
             .env_remove("GLIBC_TUNABLES")
@@ -76,14 +92,12 @@ fn in_every_mode(name: &str, body: fn()) {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("spawn the test binary");
-        (child, started, proc)
-    })
-    .collect();
-    assert_eq!(rseq_rt::mode(), expected, "mode of this process");
+        children.push((child, started, proc));
+    }
     let started = Instant::now();
     body();
     eprintln!(
-        "summary {name}: {expected:?} in {:?}, {} aborts (process-wide)",
+        "summary {name}: {here:?} in {:?}, {} aborts (process-wide)",
         started.elapsed(),
         rseq_rt::stats().aborts
     );
@@ -212,15 +226,15 @@ fn run<R: Send>(
 
 fn counter_body() {
     let counter = PerCpuCounter::new();
-    let mut taken = 0u64;
-    let mut takes = 0u64;
-    let added: Vec<(u64, usize)> = run(
+    let mut taken = 0usize;
+    let mut takes = 0usize;
+    let added: Vec<(usize, usize)> = run(
         |t, until| {
-            let mut mine = 0u64;
+            let mut mine = 0usize;
             let mut i = 0;
             while until.keep_going(i) {
                 i += 1;
-                let n = (i + t) as u64 % 7 + 1;
+                let n = (i + t) % 7 + 1;
                 if i % 5 == 4 {
                     counter.sub(n);
                     mine = mine.wrapping_sub(n);
@@ -240,7 +254,7 @@ fn counter_body() {
             usize::from(got != 0)
         },
     );
-    let total = added.iter().fold(0u64, |a, b| a.wrapping_add(b.0));
+    let total = added.iter().fold(0usize, |a, b| a.wrapping_add(b.0));
     let ops: usize = added.iter().map(|a| a.1).sum();
     eprintln!("summary counter: {ops} adds, {takes} concurrent takes");
     let left = counter.sum();
@@ -254,7 +268,7 @@ fn counter_body() {
     assert_eq!(counter.take(), left);
     assert_eq!(counter.sum(), 0);
     counter.add(3);
-    assert_eq!(counter.per_cpu().iter().sum::<u64>(), 3);
+    assert_eq!(counter.per_cpu().iter().sum::<usize>(), 3);
     assert_eq!(counter.try_take(), Ok(3));
 }
 
@@ -505,7 +519,7 @@ fn buffer_reopens_after_a_panicking_drain() {
 struct PoolObj {
     in_use: AtomicBool,
     /// Times handed out: the object is reused as it is.
-    uses: AtomicU64,
+    uses: AtomicUsize,
 }
 
 struct Counting;

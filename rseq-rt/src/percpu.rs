@@ -71,17 +71,17 @@ impl<T: fmt::Debug> fmt::Debug for CachePadded<T> {
 /// uses to scale the CPU index. Critical sections write the current CPU's slot; from outside a
 /// section, the slots are read (and, with `&mut`, written) through the ordinary accessors.
 /// Slots that sections write while other threads read them should hold atomic types
-/// (`AtomicU64`, `AtomicPtr`, …): sections store whole aligned words, which those types read
+/// (`AtomicUsize`, `AtomicPtr`, …): sections store whole aligned words, which those types read
 /// without a data race.
 ///
 /// ```
-/// use core::sync::atomic::{AtomicU64, Ordering};
+/// use core::sync::atomic::{AtomicUsize, Ordering};
 /// use rseq_rt::PerCpu;
 ///
-/// let counts: PerCpu<AtomicU64> = PerCpu::new(|cpu| AtomicU64::new(cpu as u64));
+/// let counts: PerCpu<AtomicUsize> = PerCpu::new(AtomicUsize::new);
 /// assert_eq!(counts.len(), rseq_rt::possible_cpus());
-/// let sum: u64 = counts.iter().map(|c| c.load(Ordering::Relaxed)).sum();
-/// let n = counts.len() as u64;
+/// let sum: usize = counts.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+/// let n = counts.len();
 /// assert_eq!(sum, n * (n - 1) / 2);
 /// ```
 pub struct PerCpu<T> {

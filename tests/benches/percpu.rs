@@ -9,19 +9,19 @@ use rseq::collections::counter::PerCpuCounter;
 use rseq::collections::pool::PerCpuPool;
 use rseq::{critical_section, PerCpu};
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 #[critical_section]
-fn counter_add(counters: &PerCpu<AtomicU64>, n: u64) {
+fn counter_add(counters: &PerCpu<AtomicUsize>, n: usize) {
     commit::add(counters[cpu], n);
 }
 
 static FRONT: PerCpuAlloc<System> = PerCpuAlloc::new(System);
 
 fn counters(c: &mut Criterion) {
-    let ours: PerCpu<AtomicU64> = PerCpu::default();
+    let ours: PerCpu<AtomicUsize> = PerCpu::default();
     let counter = PerCpuCounter::new();
-    let shared = AtomicU64::new(0);
+    let shared = AtomicUsize::new(0);
     let mut g = c.benchmark_group("counter add");
     g.bench_function("rseq counter_add (DSL)", |b| {
         b.iter(|| counter_add(black_box(&ours), 1))
@@ -29,7 +29,7 @@ fn counters(c: &mut Criterion) {
     g.bench_function("PerCpuCounter::add", |b| {
         b.iter(|| black_box(&counter).add(1))
     });
-    g.bench_function("AtomicU64::fetch_add", |b| {
+    g.bench_function("AtomicUsize::fetch_add", |b| {
         b.iter(|| black_box(&shared).fetch_add(1, Ordering::Relaxed))
     });
     g.finish();

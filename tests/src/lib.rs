@@ -137,5 +137,77 @@ pub fn field<'a>(stdout: &'a str, key: &str) -> Option<&'a str> {
         .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
 }
 
+/// What the system under test offers, from `rseq-probe facts`: the tests check the expectation
+/// that fits it (and say so) instead of assuming a recent kernel and glibc.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Platform {
+    /// The kernel implements `rseq(2)` (it does not answer `ENOSYS`, as qemu-user, valgrind and
+    /// kernels before 4.18 do).
+    pub kernel_rseq: bool,
+    /// What the kernel answered the probe's invalid `rseq` call, for the log.
+    pub kernel_rseq_answer: String,
+    /// glibc registered the threads in the default environment (glibc ≥ 2.35 on a kernel with
+    /// rseq; never on musl).
+    pub glibc_registers: bool,
+}
+
+impl Platform {
+    /// Asks `probe` (the path of `rseq-probe`) in the default environment.
+    pub fn probe(probe: &str) -> Platform {
+        let out = run_in(RunMode::Glibc, probe, &["facts"]);
+        assert!(
+            out.status.success(),
+            "rseq-probe facts failed: {}",
+            out.status
+        );
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let flag = |key: &str| match field(&stdout, key) {
+            Some("true") => true,
+            Some("false") => false,
+            other => panic!("rseq-probe facts: {key}={other:?}"),
+        };
+        Platform {
+            kernel_rseq: flag("kernel_rseq"),
+            kernel_rseq_answer: field(&stdout, "kernel_rseq_answer")
+                .unwrap_or("?")
+                .to_string(),
+            glibc_registers: flag("glibc_registered"),
+        }
+    }
+
+    /// The mode `rseq-probe facts` must report in `mode`'s environment.
+    pub fn expected_mode(&self, mode: RunMode) -> &'static str {
+        match mode {
+            RunMode::Disabled => "Fallback(Disabled)",
+            _ if !self.kernel_rseq => "Fallback(Registration(Unsupported))",
+            RunMode::Glibc if self.glibc_registers => "Rseq(Glibc)",
+            RunMode::Glibc | RunMode::Own => "Rseq(Library)",
+        }
+    }
+}
+
+/// Writes `note: <test>: <what>` on a line of its own past the test harness's output capture,
+/// so that it shows in the log of a passing test too (`.ci/cross-test` lists these lines).
+pub fn note(what: impl std::fmt::Display) {
+    use std::io::Write;
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("?");
+    let _ = writeln!(std::io::stderr().lock(), "note: {test}: {what}");
+}
+
+/// Says that part of the running test does not apply here, and why (see [`note`]).
+pub fn not_applicable(why: impl std::fmt::Display) {
+    note(format_args!("not applicable: {why}"));
+}
+
+/// The emulator the test programs run under, as the runner announces it in
+/// `RSEQ_TEST_EMULATOR` (`.ci/cross-test` sets `qemu-user` for the targets it runs under
+/// qemu-user): the long stress runs are shortened there. `None` when unset or empty.
+pub fn emulator() -> Option<String> {
+    std::env::var("RSEQ_TEST_EMULATOR")
+        .ok()
+        .filter(|e| !e.is_empty())
+}
+
 pub mod bench;
 pub mod chart;

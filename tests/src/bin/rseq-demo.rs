@@ -19,17 +19,18 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::{Cell, RefCell};
 use std::hint::black_box;
 use std::process::Command;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-/// The showcase: a per-CPU counter add, no atomic instruction.
+/// The showcase: a per-CPU counter add, no atomic instruction. Words are `usize`, the word a
+/// section commits on every target (64-bit on 64-bit targets).
 #[critical_section]
-fn counter_add(counters: &PerCpu<AtomicU64>, n: u64) {
+fn counter_add(counters: &PerCpu<AtomicUsize>, n: usize) {
     commit::add(counters[cpu], n);
 }
 
 thread_local! {
-    static LOCAL: Cell<u64> = const { Cell::new(0) };
+    static LOCAL: Cell<usize> = const { Cell::new(0) };
     // A free list of separately allocated objects, like the pool's: the boxes are the point.
     #[allow(clippy::vec_box)]
     static LOCAL_FREE: RefCell<Vec<Box<Object>>> = const { RefCell::new(Vec::new()) };
@@ -78,11 +79,11 @@ fn accessors(s: &Settings) -> Group {
 }
 
 fn counters(s: &Settings, threads: usize) -> Group {
-    let ours: PerCpu<AtomicU64> = PerCpu::default();
+    let ours: PerCpu<AtomicUsize> = PerCpu::default();
     let counter = PerCpuCounter::new();
-    let sharded: PerCpu<AtomicU64> = PerCpu::default();
-    let shared = AtomicU64::new(0);
-    let mutex = Mutex::new(0u64);
+    let sharded: PerCpu<AtomicUsize> = PerCpu::default();
+    let shared = AtomicUsize::new(0);
+    let mutex = Mutex::new(0usize);
     let rows = compare_threads(
         s.rounds,
         threads,
@@ -98,12 +99,12 @@ fn counters(s: &Settings, threads: usize) -> Group {
                     black_box(&counter).add(1);
                 }
             }),
-            ("thread-local Cell<u64> (floor)", &|n| {
+            ("thread-local Cell<usize> (floor)", &|n| {
                 for _ in 0..n {
                     LOCAL.with(|c| c.set(black_box(c.get()) + 1));
                 }
             }),
-            ("shared AtomicU64::fetch_add", &|n| {
+            ("shared AtomicUsize::fetch_add", &|n| {
                 for _ in 0..n {
                     black_box(&shared).fetch_add(1, Ordering::Relaxed);
                 }
@@ -116,15 +117,19 @@ fn counters(s: &Settings, threads: usize) -> Group {
                         .fetch_add(1, Ordering::Relaxed);
                 }
             }),
-            ("Mutex<u64>", &|n| {
+            ("Mutex<usize>", &|n| {
                 for _ in 0..n {
                     *black_box(&mutex).lock().unwrap() += 1;
                 }
             }),
         ],
     );
-    let total: u64 = ours.iter().map(|c| c.load(Ordering::Relaxed)).sum();
-    let expected = (s.rounds as u64 * s.ops + s.ops / 10 + 1) * threads as u64;
+    // Counts are modulo 2^usize::BITS (they could pass 2³² on a 32-bit target with many cores).
+    let total = ours
+        .iter()
+        .fold(0usize, |sum, c| sum.wrapping_add(c.load(Ordering::Relaxed)));
+    let per_thread = s.rounds as u64 * s.ops + s.ops / 10 + 1;
+    let expected = (per_thread * threads as u64) as usize;
     assert_eq!(total, expected, "the per-CPU counter lost or invented adds");
     assert_eq!(
         counter.sum(),
@@ -360,9 +365,9 @@ fn main() {
     };
     let all_cores = by_title(&format!("Counter add, {cores} thread"));
     let cpu_ratio = ratio(by_title("CPU id"), "libc::sched_getcpu()");
-    let vs_atomic = ratio(all_cores, "shared AtomicU64::fetch_add");
+    let vs_atomic = ratio(all_cores, "shared AtomicUsize::fetch_add");
     let vs_sharded = ratio(all_cores, "sched_getcpu + per-CPU fetch_add");
-    let floor = 1.0 / ratio(all_cores, "thread-local Cell<u64> (floor)");
+    let floor = 1.0 / ratio(all_cores, "thread-local Cell<usize> (floor)");
     let pool_ratio = ratio(by_title("Object pool"), "per-CPU Mutex<Vec> (sched_getcpu)");
     let small = ratio(
         by_title("GlobalAlloc churn, 32-byte"),

@@ -21,7 +21,23 @@ fn check(cond: bool, msg: impl std::fmt::Display) {
     }
 }
 
+/// Facts, then what the library decided from them. `kernel_rseq` comes from an invalid `rseq`
+/// call (no area, length 0): `EINVAL` where the kernel implements rseq, whether the thread is
+/// registered or not, and nothing is registered; `ENOSYS` under qemu-user, valgrind and kernels
+/// before 4.18.
 fn facts() {
+    // SAFETY: with a length of 0 the kernel rejects the call before it looks at the area.
+    let answer = unsafe { sys::rseq(core::ptr::null_mut(), 0, 0, 0) };
+    println!("kernel_rseq={}", answer != Err(libc::ENOSYS));
+    println!(
+        "kernel_rseq_answer={}",
+        match answer {
+            Ok(()) => "success".to_string(),
+            Err(e) => std::io::Error::from_raw_os_error(e).to_string(),
+        }
+    );
+    let glibc = sys::glibc_rseq();
+    println!("glibc_registered={}", glibc.is_some_and(|g| g.size != 0));
     let mode = rseq::mode();
     println!("mode={mode:?}");
     println!("rseq={}", mode.is_rseq());
@@ -34,7 +50,7 @@ fn facts() {
     println!("mm_cid={}", f.mm_cid);
     println!("possible_cpus={}", rseq::possible_cpus());
     println!("register={:?}", rseq::register_current_thread());
-    println!("glibc={:?}", sys::glibc_rseq());
+    println!("glibc={glibc:?}");
 }
 
 /// Pins itself to every allowed CPU in turn and compares the accessors with the kernel's
@@ -169,6 +185,8 @@ fn seccomp(errno: i32) {
 }
 
 /// Creates and joins `n` threads that each use rseq; every own registration must be undone.
+/// Prints how much resident memory grew, for the test to bound where it measures this library
+/// (under qemu-user it mostly measures the emulator's own per-thread memory).
 fn churn(n: usize) {
     let before = rseq::stats();
     let rss_before = rss_kib();
@@ -187,6 +205,7 @@ fn churn(n: usize) {
     let rss_after = rss_kib();
     let registered = after.registrations - before.registrations;
     let unregistered = after.unregistrations - before.unregistrations;
+    println!("mode={:?}", rseq::mode());
     println!("threads={n}");
     println!("registrations={registered}");
     println!("unregistrations={unregistered}");
@@ -206,10 +225,6 @@ fn churn(n: usize) {
     check(
         after.unregistration_failures == 0,
         "no unregistration may fail",
-    );
-    check(
-        rss_after.saturating_sub(rss_before) < 16 * 1024,
-        "resident memory grew by more than 16 MiB",
     );
     println!("churn=ok");
 }
