@@ -1,0 +1,477 @@
+//! The `/init` of the guests that `.ci/system-test` boots under qemu-system: a real kernel of
+//! each architecture the macro generates code for, where (unlike qemu-user) `rseq(2)` works.
+//!
+//! As process 1 it mounts proc, sysfs and devtmpfs (the runtime reads
+//! `/sys/devices/system/cpu/possible`), runs every operation of `rseq-stress` with more threads
+//! than CPUs and `--signals`, checks each run, prints one line per operation and powers the
+//! machine off. Started as any other process (to try it on a host) it mounts nothing, finds
+//! `rseq-stress` beside itself and exits with 0 (all passed) or 1.
+//!
+//! A run passes when `rseq-stress` exits 0 with `result=ok` (its totals are exact), in the mode
+//! expected (`Rseq(Glibc)` or `Rseq(Library)`), and with at least one kernel abort: a run that
+//! happened to see none is repeated with twice the iterations, up to `RSEQ_GUEST_TRIES` runs.
+//! (Under qemu's TCG a vCPU takes interrupts only between translated blocks, so fewer
+//! preemptions and signals land inside a section than on hardware.)
+//!
+//! Configuration, from the environment (the kernel hands `KEY=VALUE` boot parameters whose key
+//! has no dot to init's environment):
+//!
+//! | variable | meaning | default |
+//! |---|---|---|
+//! | `RSEQ_GUEST_EXPECT` | `glibc` or `library`: the registration owner every run must report | required |
+//! | `RSEQ_GUEST_OPS` | comma-separated operations | what `rseq-stress --list` (or its usage text) lists |
+//! | `RSEQ_GUEST_ITERS` | `--iters` per thread of the first run | 100000 |
+//! | `RSEQ_GUEST_THREADS` | `--threads` | 2 × online CPUs + 2 |
+//! | `RSEQ_GUEST_ARGS` | comma-separated further arguments of every run (`--signals,--signal-every,64`) | `--signals` |
+//! | `RSEQ_GUEST_TRIES` | runs of an op without aborts before it fails | 4 |
+//! | `RSEQ_GUEST_OP_TIMEOUT` | seconds before a run is killed | 300 |
+//! | `RSEQ_GUEST_STRESS` | the `rseq-stress` program | `/bin/rseq-stress` as init, else beside this program |
+//! | `GLIBC_TUNABLES` | inherited by the runs: `glibc.pthread.rseq=0` selects the library's registration | unset |
+//!
+//! Output: lines that start with `rseq-guest: ` (the host reads these from the console):
+//!
+//! ```text
+//! rseq-guest: boot kernel=6.12.107+deb13-arm64 machine=aarch64 cpus=0-1 uptime_s=4.02 expect=glibc GLIBC_TUNABLES=<unset>
+//! rseq-guest: probe mode=Rseq(Glibc) feature_size=28 …
+//! rseq-guest: ops counter counter-mm-cid … (from rseq-stress --list)
+//! rseq-guest: op=counter status=ok mode=Rseq(Glibc) aborts=12 signals_sent=56 ops=600000 iters=100000 elapsed_ms=900 tries=1
+//! rseq-guest: done passed=9 failed=0 aborts=12345 elapsed_ms=20000
+//! ```
+//!
+//! `status` is `ok`, `FAIL` (followed by `reason="…"` and the run's output on `rseq-guest: |`
+//! lines) or `timeout`.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Everything a run of the guest needs to know, read from the environment.
+struct Plan {
+    stress: PathBuf,
+    probe: PathBuf,
+    expect_mode: &'static str,
+    expect_name: &'static str,
+    ops: Option<Vec<String>>,
+    iters: usize,
+    threads: usize,
+    extra_args: Vec<String>,
+    tries: usize,
+    op_timeout: Duration,
+}
+
+/// What one operation ended with.
+struct OpOutcome {
+    passed: bool,
+    aborts: u64,
+}
+
+fn say(line: impl AsRef<str>) {
+    println!("rseq-guest: {}", line.as_ref());
+}
+
+fn is_init() -> bool {
+    std::process::id() == 1
+}
+
+fn main() {
+    let code = match run() {
+        Ok(true) => 0,
+        Ok(false) => 1,
+        Err(e) => {
+            say(format!("error {e}"));
+            say("done passed=0 failed=1 aborts=0 elapsed_ms=0");
+            1
+        }
+    };
+    if is_init() {
+        power_off();
+    }
+    std::process::exit(code);
+}
+
+/// Mounts, reads the plan, runs every op; `Ok(false)` if one failed.
+fn run() -> Result<bool, String> {
+    if is_init() {
+        mount_filesystems()?;
+    }
+    let plan = plan_from_env()?;
+    let uname = uname();
+    say(format!(
+        "boot kernel={} machine={} cpus={} uptime_s={} expect={} GLIBC_TUNABLES={}",
+        uname.0,
+        uname.1,
+        read_trimmed("/sys/devices/system/cpu/online").unwrap_or_else(|| "?".into()),
+        read_trimmed("/proc/uptime")
+            .and_then(|u| u.split_whitespace().next().map(str::to_string))
+            .unwrap_or_else(|| "?".into()),
+        plan.expect_name,
+        std::env::var("GLIBC_TUNABLES").unwrap_or_else(|_| "<unset>".into()),
+    ));
+    if !plan.stress.is_file() {
+        return Err(format!("{} is missing", plan.stress.display()));
+    }
+    if plan.probe.is_file() {
+        probe(&plan.probe);
+    }
+    let (ops, source) = match &plan.ops {
+        Some(ops) => (ops.clone(), "RSEQ_GUEST_OPS"),
+        None => discover_ops(&plan.stress)?,
+    };
+    say(format!("ops {} (from {source})", ops.join(" ")));
+    say(format!(
+        "args --threads {} --iters {} {}",
+        plan.threads,
+        plan.iters,
+        plan.extra_args.join(" ")
+    ));
+    let start = Instant::now();
+    let (mut passed, mut failed, mut aborts) = (0, 0, 0);
+    for op in &ops {
+        let outcome = run_op(&plan, op);
+        aborts += outcome.aborts;
+        if outcome.passed {
+            passed += 1;
+        } else {
+            failed += 1;
+        }
+    }
+    say(format!(
+        "done passed={passed} failed={failed} aborts={aborts} elapsed_ms={}",
+        start.elapsed().as_millis()
+    ));
+    Ok(failed == 0)
+}
+
+fn plan_from_env() -> Result<Plan, String> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let number = |name: &str, default: usize| -> Result<usize, String> {
+        match var(name) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|_| format!("{name}={v} is not a number")),
+        }
+    };
+    let (expect_mode, expect_name) = match var("RSEQ_GUEST_EXPECT").as_deref() {
+        Some("glibc") => ("Rseq(Glibc)", "glibc"),
+        Some("library") => ("Rseq(Library)", "library"),
+        other => {
+            return Err(format!(
+                "RSEQ_GUEST_EXPECT must be glibc or library, not {other:?}"
+            ))
+        }
+    };
+    let programs = if is_init() {
+        PathBuf::from("/bin")
+    } else {
+        std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .ok_or("cannot find the directory of this program")?
+    };
+    let online = read_trimmed("/sys/devices/system/cpu/online")
+        .map(|s| cpu_count(&s))
+        .filter(|&n| n > 0)
+        .unwrap_or(1);
+    Ok(Plan {
+        stress: var("RSEQ_GUEST_STRESS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| programs.join("rseq-stress")),
+        probe: programs.join("rseq-probe"),
+        expect_mode,
+        expect_name,
+        ops: var("RSEQ_GUEST_OPS").map(|v| {
+            v.split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        }),
+        iters: number("RSEQ_GUEST_ITERS", 100_000)?,
+        threads: number("RSEQ_GUEST_THREADS", 2 * online + 2)?,
+        extra_args: var("RSEQ_GUEST_ARGS")
+            .unwrap_or_else(|| "--signals".into())
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+        tries: number("RSEQ_GUEST_TRIES", 4)?.max(1),
+        op_timeout: Duration::from_secs(number("RSEQ_GUEST_OP_TIMEOUT", 300)? as u64),
+    })
+}
+
+/// The number of CPUs in a kernel CPU list such as `0-1,4`.
+fn cpu_count(list: &str) -> usize {
+    list.split(',')
+        .filter_map(|part| match part.split_once('-') {
+            Some((a, b)) => Some(b.parse::<usize>().ok()? + 1 - a.parse::<usize>().ok()?),
+            None => part.parse::<usize>().ok().map(|_| 1),
+        })
+        .sum()
+}
+
+fn read_trimmed(path: &str) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// (release, machine) of the running kernel.
+fn uname() -> (String, String) {
+    // SAFETY: `uname` fills the zeroed struct; its fields are NUL-terminated.
+    unsafe {
+        let mut u: libc::utsname = std::mem::zeroed();
+        if libc::uname(&mut u) != 0 {
+            return ("?".into(), "?".into());
+        }
+        let field = |f: &[libc::c_char]| {
+            std::ffi::CStr::from_ptr(f.as_ptr())
+                .to_string_lossy()
+                .into_owned()
+        };
+        (field(&u.release), field(&u.machine))
+    }
+}
+
+/// Mounts what the runtime and the guest read: /proc, /sys and devtmpfs on /dev (the initramfs
+/// itself holds only /dev/console, which the kernel opened for us).
+fn mount_filesystems() -> Result<(), String> {
+    for (source, target, fstype) in [
+        ("proc", "/proc", "proc"),
+        ("sysfs", "/sys", "sysfs"),
+        ("devtmpfs", "/dev", "devtmpfs"),
+    ] {
+        std::fs::create_dir_all(target).map_err(|e| format!("mkdir {target}: {e}"))?;
+        let c = |s: &str| CString::new(s).expect("no NUL in a mount argument");
+        let (source_c, target_c, fstype_c) = (c(source), c(target), c(fstype));
+        // SAFETY: NUL-terminated strings that outlive the call; no mount data.
+        let rc = unsafe {
+            libc::mount(
+                source_c.as_ptr(),
+                target_c.as_ptr(),
+                fstype_c.as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        if rc != 0 {
+            let err = std::io::Error::last_os_error();
+            // A kernel with CONFIG_DEVTMPFS_MOUNT may have mounted /dev already.
+            if err.raw_os_error() != Some(libc::EBUSY) {
+                return Err(format!("mount {fstype} on {target}: {err}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn power_off() -> ! {
+    // SAFETY: plain system calls; as process 1 we may power the machine off.
+    unsafe {
+        libc::sync();
+        libc::reboot(libc::RB_POWER_OFF);
+    }
+    say(format!(
+        "error reboot(RB_POWER_OFF) failed: {}",
+        std::io::Error::last_os_error()
+    ));
+    // Process 1 must not exit (the kernel would panic); the host's timeout ends the machine.
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// Prints what the runtime finds on this kernel (`rseq-probe facts`) on one line.
+fn probe(program: &Path) {
+    match Command::new(program).arg("facts").output() {
+        Ok(out) => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            let facts: Vec<&str> = text.lines().filter(|l| l.contains('=')).collect();
+            say(format!("probe {} exit={}", facts.join(" "), out.status));
+        }
+        Err(e) => say(format!("probe error={e}")),
+    }
+}
+
+/// The ops `rseq-stress` offers: `rseq-stress --list` if it understands that, else the `ops:`
+/// line of the usage text it prints for an unknown op.
+fn discover_ops(stress: &Path) -> Result<(Vec<String>, &'static str), String> {
+    let out = Command::new(stress)
+        .arg("--list")
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", stress.display()))?;
+    let words = |text: &str| -> Vec<String> {
+        text.split_whitespace()
+            .filter(|w| {
+                !w.is_empty()
+                    && w.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            })
+            .map(str::to_string)
+            .collect()
+    };
+    if out.status.success() {
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut ops = Vec::new();
+        for line in text.lines() {
+            let line = line.trim();
+            let line = line
+                .strip_prefix("ops:")
+                .or_else(|| line.strip_prefix("ops="))
+                .unwrap_or(line);
+            ops.extend(words(line));
+        }
+        if !ops.is_empty() {
+            return Ok((ops, "rseq-stress --list"));
+        }
+    }
+    let usage = String::from_utf8_lossy(&out.stderr);
+    let ops = usage
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("ops:"))
+        .map(words)
+        .unwrap_or_default();
+    if ops.is_empty() {
+        return Err(format!(
+            "rseq-stress lists no ops (neither --list nor an `ops:` usage line): {usage}"
+        ));
+    }
+    Ok((ops, "rseq-stress usage"))
+}
+
+/// The value of `key=` in `key=value` lines.
+fn field<'a>(stdout: &'a str, key: &str) -> Option<&'a str> {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// One run of `rseq-stress`.
+enum Run {
+    Finished {
+        success: bool,
+        stdout: String,
+        stderr: String,
+    },
+    TimedOut {
+        stdout: String,
+    },
+}
+
+fn run_stress(plan: &Plan, op: &str, iters: usize) -> Result<Run, String> {
+    let out_path = std::env::temp_dir().join(format!("rseq-guest-{}.out", std::process::id()));
+    let err_path = std::env::temp_dir().join(format!("rseq-guest-{}.err", std::process::id()));
+    let out = File::create(&out_path).map_err(|e| format!("{}: {e}", out_path.display()))?;
+    let err = File::create(&err_path).map_err(|e| format!("{}: {e}", err_path.display()))?;
+    let mut child = Command::new(&plan.stress)
+        .args([op, "--threads", &plan.threads.to_string()])
+        .args(["--iters", &iters.to_string()])
+        .args(&plan.extra_args)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", plan.stress.display()))?;
+    let deadline = Instant::now() + plan.op_timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Err(format!("waiting for rseq-stress: {e}")),
+        }
+    };
+    let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+    let _ = std::fs::remove_file(&out_path);
+    let _ = std::fs::remove_file(&err_path);
+    Ok(match status {
+        Some(status) => Run::Finished {
+            success: status.success(),
+            stdout,
+            stderr,
+        },
+        None => Run::TimedOut { stdout },
+    })
+}
+
+/// Runs `op` until a run passes with aborts, doubling the iterations after a run without any
+/// (at most `tries` runs); prints the op's line.
+fn run_op(plan: &Plan, op: &str) -> OpOutcome {
+    let mut aborts_total = 0;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let iters = plan.iters.saturating_mul(1 << (attempt - 1).min(16));
+        let fail = |status: &str, details: String, reason: String, aborts: u64| {
+            say(format!(
+                "op={op} status={status}{details} tries={attempt} reason=\"{}\"",
+                reason.replace('"', "'")
+            ));
+            OpOutcome {
+                passed: false,
+                aborts,
+            }
+        };
+        let (success, stdout, stderr) = match run_stress(plan, op, iters) {
+            Ok(Run::Finished {
+                success,
+                stdout,
+                stderr,
+            }) => (success, stdout, stderr),
+            Ok(Run::TimedOut { stdout }) => {
+                let secs = plan.op_timeout.as_secs();
+                let reason = format!("killed after {secs}s");
+                let outcome = fail("timeout", String::new(), reason, aborts_total);
+                dump(&stdout, "");
+                return outcome;
+            }
+            Err(e) => return fail("FAIL", String::new(), e, aborts_total),
+        };
+        let get = |key: &str| field(&stdout, key).unwrap_or("?");
+        let aborts: u64 = get("aborts").parse().unwrap_or(0);
+        aborts_total += aborts;
+        let details = format!(
+            " mode={} aborts={aborts} signals_sent={} ops={} iters={iters} elapsed_ms={}",
+            get("mode"),
+            get("signals_sent"),
+            get("ops"),
+            get("elapsed_ms"),
+        );
+        let reason = if !success || get("result") != "ok" {
+            format!(
+                "rseq-stress failed: {}",
+                stderr
+                    .lines()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("no message")
+            )
+        } else if get("mode") != plan.expect_mode {
+            format!("mode is not {}", plan.expect_mode)
+        } else if aborts > 0 {
+            say(format!("op={op} status=ok{details} tries={attempt}"));
+            return OpOutcome {
+                passed: true,
+                aborts: aborts_total,
+            };
+        } else if attempt < plan.tries {
+            say(format!("op={op} retry{details} run={attempt}"));
+            continue;
+        } else {
+            format!("no section aborted in {attempt} runs")
+        };
+        let outcome = fail("FAIL", details, reason, aborts_total);
+        dump(&stdout, &stderr);
+        return outcome;
+    }
+}
+
+/// Shows a failed run's output.
+fn dump(stdout: &str, stderr: &str) {
+    for l in stdout.lines().chain(stderr.lines()) {
+        say(format!("| {l}"));
+    }
+}
