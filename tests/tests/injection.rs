@@ -15,12 +15,19 @@ fn run(mode: RunMode) {
     if mode != RunMode::Disabled && !rseq_here {
         // qemu-user, seccomp, valgrind: every mode is the fallback, which the Disabled run
         // covers.
-        eprintln!("no rseq in this process ({:?}): {mode:?} not applicable", rseq::mode());
+        eprintln!(
+            "no rseq in this process ({:?}): {mode:?} not applicable",
+            rseq::mode()
+        );
         return;
     }
     // The fallback spins while it holds its slot lock, so every thread waits for it: fewer
     // iterations keep that run short.
-    let args: &[&str] = if mode == RunMode::Disabled { &["--iters", "600"] } else { &[] };
+    let args: &[&str] = if mode == RunMode::Disabled {
+        &["--iters", "600"]
+    } else {
+        &[]
+    };
     let out = run_in(mode, PROGRAM, args);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "rseq-inject failed in {mode:?}");
@@ -29,7 +36,10 @@ fn run(mode: RunMode) {
     let rseq = field(&stdout, "mode").is_some_and(|m| m.starts_with("Rseq"));
     let expected = mode != RunMode::Disabled;
     assert_eq!(rseq, expected, "mode line: {:?}", field(&stdout, "mode"));
-    let lines: Vec<&str> = stdout.lines().filter(|l| l.starts_with("workload=")).collect();
+    let lines: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("workload="))
+        .collect();
     // add 2 + rmw 4 + list 5 + memcpy 5 points.
     assert_eq!(lines.len(), 16, "one line per workload and point");
     for line in lines {
@@ -102,7 +112,9 @@ fn sections_with_delays_have_their_exact_effects() {
     for cpu in 0..cpus {
         let c: PerCpu<AtomicUsize> = PerCpu::default();
         let heads: PerCpu<AtomicPtr<Node>> = PerCpu::default();
-        let mut node = Node { next: std::ptr::null_mut() };
+        let mut node = Node {
+            next: std::ptr::null_mut(),
+        };
         let src: Vec<u8> = (0..37).collect();
         let mut dst = vec![0u8; 37];
         let before = rseq::fallback::thread_fallback_sections();
@@ -115,12 +127,19 @@ fn sections_with_delays_have_their_exact_effects() {
                 copy_then_count(&c, dst.as_mut_ptr(), src.as_ptr(), src.len());
             }
         });
-        assert_eq!(rseq::fallback::thread_fallback_sections(), before, "the fallback ran");
+        assert_eq!(
+            rseq::fallback::thread_fallback_sections(),
+            before,
+            "the fallback ran"
+        );
         let counts: Vec<usize> = c.iter().map(|v| v.load(Relaxed)).collect();
         let mut want = vec![0; c.len()];
         want[cpu] = 11 + 37;
         assert_eq!(counts, want, "cpu {cpu}");
-        assert_eq!(heads.get(cpu).map(|h| h.load(Relaxed)), Some(&mut node as *mut Node));
+        assert_eq!(
+            heads.get(cpu).map(|h| h.load(Relaxed)),
+            Some(&mut node as *mut Node)
+        );
         assert_eq!(dst, src);
     }
     inject::clear();

@@ -144,7 +144,9 @@ fn run_threads(cfg: &Config, work: &(dyn Fn(usize) + Sync)) {
                     for tid in &tids {
                         // SAFETY: the workers are alive until `done` is set (it is set only
                         // after every worker was joined).
-                        unsafe { libc::pthread_kill(tid.load(SeqCst) as libc::pthread_t, libc::SIGUSR1) };
+                        unsafe {
+                            libc::pthread_kill(tid.load(SeqCst) as libc::pthread_t, libc::SIGUSR1)
+                        };
                     }
                     std::thread::sleep(Duration::from_micros(5));
                 }
@@ -227,7 +229,9 @@ fn list_run(cfg: &Config) -> Outcome {
     let error = if errors.load(SeqCst) > 0 {
         Some(format!("{} nodes were popped twice", errors.load(SeqCst)))
     } else if seen.iter().any(|&c| c != 1) {
-        Some(format!("nodes on the lists, by value: {seen:?} (each must be 1)"))
+        Some(format!(
+            "nodes on the lists, by value: {seen:?} (each must be 1)"
+        ))
     } else {
         None
     };
@@ -256,7 +260,11 @@ fn copy_run(cfg: &Config) -> Outcome {
     let check = |addr: usize| {
         // SAFETY: published addresses are leaked [u8; ITEM + 8] boxes: the id, then the item.
         let buf = unsafe { Box::from_raw(addr as *mut [u8; ITEM + 8]) };
-        let id = usize::from_ne_bytes(buf[ITEM..ITEM + std::mem::size_of::<usize>()].try_into().unwrap());
+        let id = usize::from_ne_bytes(
+            buf[ITEM..ITEM + std::mem::size_of::<usize>()]
+                .try_into()
+                .unwrap(),
+        );
         if buf[..ITEM] != pattern(id) {
             errors.fetch_add(1, SeqCst);
         }
@@ -326,12 +334,10 @@ fn main() {
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut number = |name: &str| -> usize {
-            args.next()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| {
-                    eprintln!("{name} takes a number\n{USAGE}");
-                    exit(2)
-                })
+            args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
+                eprintln!("{name} takes a number\n{USAGE}");
+                exit(2)
+            })
         };
         match arg.as_str() {
             "--threads" => cfg.threads = number("--threads").max(1),
