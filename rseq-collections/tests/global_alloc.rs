@@ -12,7 +12,7 @@
 //! system has them (see `modes`). The exact leak check (the inner allocator's live blocks come
 //! back to where they were, give or take the blocks sitting in the caches) only runs in those
 //! children, where no other test allocates meanwhile. Under an emulator the workloads are a
-//! tenth of their size (`modes::rounds`).
+//! twentieth of their size (`modes::rounds`).
 
 mod modes;
 
@@ -239,11 +239,25 @@ fn ring(threads: usize, rounds: usize) {
     let mut receivers: Vec<Option<mpsc::Receiver<Vec<Obj>>>> =
         receivers.into_iter().map(Some).collect();
     std::thread::scope(|s| {
-        for (id, next) in senders.into_iter().enumerate() {
-            let prev = receivers[id].take().unwrap();
-            s.spawn(move || worker(id, rounds, next, prev));
-        }
+        let workers: Vec<_> = senders
+            .into_iter()
+            .enumerate()
+            .map(|(id, next)| {
+                let prev = receivers[id].take().unwrap();
+                s.spawn(move || worker(id, rounds, next, prev))
+            })
+            .collect();
+        join_all(workers);
     });
+}
+
+/// Joins scoped threads one by one. The leak checks need this: a scope's own wait returns once
+/// the threads' closures are done, possibly before their thread-local destructors (and the
+/// runtime's exit hook) have run and freed their blocks; `join` waits for the threads to exit.
+fn join_all<T>(handles: Vec<std::thread::ScopedJoinHandle<'_, T>>) {
+    for h in handles {
+        h.join().unwrap();
+    }
 }
 
 /// Allocates (and frees) in a thread-local destructor. Rust's thread-local destructors run
@@ -401,19 +415,23 @@ fn all_live_blocks_are_distinct(threads: usize, count: usize) {
     }
     // Free them from other threads than the ones that allocated them.
     std::thread::scope(|s| {
-        for chunk in blocks.chunks(blocks.len().div_ceil(threads)) {
-            s.spawn(move || {
-                for &(p, size, mark) in chunk.iter().rev() {
-                    let p = p as *mut u8;
-                    // SAFETY: allocated above with this layout, written with `mark`.
-                    unsafe {
-                        let bytes = std::slice::from_raw_parts(p, size);
-                        assert!(bytes.iter().all(|&x| x == mark), "block {p:?} overwritten");
-                        std::alloc::dealloc(p, Layout::from_size_align(size, 8).unwrap());
+        let freers: Vec<_> = blocks
+            .chunks(blocks.len().div_ceil(threads))
+            .map(|chunk| {
+                s.spawn(move || {
+                    for &(p, size, mark) in chunk.iter().rev() {
+                        let p = p as *mut u8;
+                        // SAFETY: allocated above with this layout, written with `mark`.
+                        unsafe {
+                            let bytes = std::slice::from_raw_parts(p, size);
+                            assert!(bytes.iter().all(|&x| x == mark), "block {p:?} overwritten");
+                            std::alloc::dealloc(p, Layout::from_size_align(size, 8).unwrap());
+                        }
                     }
-                }
-            });
-        }
+                })
+            })
+            .collect();
+        join_all(freers);
     });
 }
 
@@ -427,19 +445,22 @@ fn no_block_is_handed_out_twice() {
     }
     // Alloc/free pairs bounce blocks through the caches, in many threads at once.
     std::thread::scope(|s| {
-        for t in 0..6 {
-            s.spawn(move || {
-                let mut held: Vec<Box<[u8; 40]>> = Vec::new();
-                for i in 0..modes::rounds(20_000) {
-                    if i % 3 == 2 {
-                        let b = held.pop().unwrap();
-                        assert!(b.iter().all(|&x| x == b[0]));
-                    } else {
-                        held.push(Box::new([(t + i) as u8; 40]));
+        let bouncers: Vec<_> = (0..6)
+            .map(|t| {
+                s.spawn(move || {
+                    let mut held: Vec<Box<[u8; 40]>> = Vec::new();
+                    for i in 0..modes::rounds(20_000) {
+                        if i % 3 == 2 {
+                            let b = held.pop().unwrap();
+                            assert!(b.iter().all(|&x| x == b[0]));
+                        } else {
+                            held.push(Box::new([(t + i) as u8; 40]));
+                        }
                     }
-                }
-            });
-        }
+                })
+            })
+            .collect();
+        join_all(bouncers);
     });
     let after = user_live_blocks();
     assert_no_misuse();

@@ -209,5 +209,33 @@ pub fn emulator() -> Option<String> {
         .filter(|e| !e.is_empty())
 }
 
+/// By how much the stress runs divide their operation counts here, and why (for the log):
+/// `RSEQ_TEST_OPS_DIVISOR` if set (`.ci/cross-test` sets it for the targets it runs natively
+/// besides the host, whose own `cargo test` does the full counts on the same kernel), else
+/// `under_emulator` when [`emulator`] names one, else 1 (full counts).
+///
+/// # Panics
+/// If `RSEQ_TEST_OPS_DIVISOR` is not a positive integer.
+pub fn ops_divisor(under_emulator: usize) -> (usize, String) {
+    if let Some(v) = std::env::var("RSEQ_TEST_OPS_DIVISOR")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        let d = v
+            .parse::<usize>()
+            .ok()
+            .filter(|&d| d > 0)
+            .unwrap_or_else(|| panic!("RSEQ_TEST_OPS_DIVISOR={v:?}: expected a positive integer"));
+        return (d, format!("RSEQ_TEST_OPS_DIVISOR={d}"));
+    }
+    match emulator() {
+        Some(e) => (
+            under_emulator,
+            format!("runs under {e} (RSEQ_TEST_EMULATOR)"),
+        ),
+        None => (1, "full counts".to_string()),
+    }
+}
+
 pub mod bench;
 pub mod chart;

@@ -8,9 +8,10 @@
 //! as an earlier one (per `rseq-probe facts`) is not run twice: on musl the default is already
 //! the library's own registration, and under qemu-user (no rseq) both rseq modes are the
 //! fallback. Under an emulator (`RSEQ_TEST_EMULATOR`, set by `.ci/cross-test`) every run does
-//! 1/50 of the operations, which still interleaves the threads many times.
+//! 1/200 of the operations, which still interleaves the threads many times;
+//! `RSEQ_TEST_OPS_DIVISOR` divides them otherwise (see `rseq_tests::ops_divisor`).
 
-use rseq_tests::{emulator, field, not_applicable, note, run_in, RunMode};
+use rseq_tests::{field, not_applicable, note, ops_divisor, run_in, RunMode};
 use std::sync::{Once, OnceLock};
 
 const STRESS: &str = env!("CARGO_BIN_EXE_rseq-stress");
@@ -22,23 +23,18 @@ fn threads() -> usize {
     (rseq_tests::allowed_cpus().len() * 2 + 2).clamp(6, 64)
 }
 
-/// Divides the operation counts under an emulator, where an operation costs 20–50 times more.
-const EMULATED_DIVISOR: usize = 50;
+/// Divides the operation counts under an emulator, where an operation costs 20–50 times more:
+/// the million-operation runs do 5 000 per thread there, plenty for the fallback's exactness.
+const EMULATED_DIVISOR: usize = 200;
 
-/// `n` operations per thread, or 1/`EMULATED_DIVISOR` of them under an emulator.
+/// `n` operations per thread, divided as `rseq_tests::ops_divisor` says (said once per run).
 fn iters(n: usize) -> usize {
-    match emulator() {
-        Some(e) => {
-            static SAID: Once = Once::new();
-            SAID.call_once(|| {
-                note(format_args!(
-                    "runs under {e} (RSEQ_TEST_EMULATOR): operation counts divided by {EMULATED_DIVISOR}"
-                ))
-            });
-            (n / EMULATED_DIVISOR).max(1)
-        }
-        None => n,
+    let (divisor, why) = ops_divisor(EMULATED_DIVISOR);
+    if divisor > 1 {
+        static SAID: Once = Once::new();
+        SAID.call_once(|| note(format_args!("operation counts divided by {divisor}: {why}")));
     }
+    (n / divisor).max(1)
 }
 
 /// The run modes whose environments give different modes, in `RunMode::ALL` order; says which

@@ -73,13 +73,13 @@ pub fn not_applicable(why: impl std::fmt::Display) {
     );
 }
 
-/// `n` rounds of a workload, or a tenth of them under an emulator (`RSEQ_TEST_EMULATOR`, which
-/// `.ci/cross-test` sets for the targets it runs under qemu-user), where each costs 20–50 times
-/// more.
+/// `n` rounds of a workload, or a twentieth of them under an emulator (`RSEQ_TEST_EMULATOR`,
+/// which `.ci/cross-test` sets for the targets it runs under qemu-user), where each costs 20–50
+/// times more.
 #[allow(dead_code)] // not every test file scales its workloads
 pub fn rounds(n: usize) -> usize {
     match std::env::var("RSEQ_TEST_EMULATOR") {
-        Ok(e) if !e.is_empty() => (n / 10).max(1),
+        Ok(e) if !e.is_empty() => (n / 20).max(1),
         _ => n,
     }
 }
