@@ -1991,7 +1991,16 @@ fn fork_op(cfg: &Config) -> Report {
         AtomicUsize::new(0),
         AtomicUsize::new(0),
     );
-    let work = |_t: usize, pacer: &Pacer| {
+    // Control counters, one per worker, written with a plain load and store (no rseq, no
+    // atomic read-modify-write) next to every section. If the parent's sections come up short
+    // after the fork, these tell whether plain writes were lost too: then the environment (the
+    // kernel's copy-on-write, or an emulator's TLB) lost writes across the fork, not the
+    // sections.
+    let control: Vec<rseq::CachePadded<AtomicUsize>> = (0..cfg.threads)
+        .map(|_| rseq::CachePadded::new(AtomicUsize::new(0)))
+        .collect();
+    let work = |t: usize, pacer: &Pacer| {
+        let mine = &*control[t];
         for i in 0..cfg.iters {
             if gate.load(SeqCst) {
                 parked.fetch_add(1, SeqCst);
@@ -2001,6 +2010,7 @@ fn fork_op(cfg: &Config) -> Report {
                 parked.fetch_sub(1, SeqCst);
             }
             (ops.counter_add)(&counters, 1);
+            mine.store(mine.load(Relaxed) + 1, Relaxed);
             if i % STEP == STEP - 1 {
                 progress.fetch_add(STEP, SeqCst);
             }
@@ -2025,7 +2035,7 @@ fn fork_op(cfg: &Config) -> Report {
         // lock another thread could hold (see above for the fallback's).
         let pid = match unsafe { libc::fork() } {
             -1 => fail(format!("fork: {}", std::io::Error::last_os_error())),
-            0 => fork_child(cfg, &counters),
+            0 => fork_child(cfg, &counters, &control),
             pid => pid,
         };
         gate.store(false, SeqCst);
@@ -2053,12 +2063,26 @@ fn fork_op(cfg: &Config) -> Report {
     );
     let total = sum(counters.iter().map(|c| c.load(SeqCst) as u64));
     let expected = (MAIN_OPS + cfg.threads * cfg.iters) as u64;
-    check(total == expected, || {
-        format!(
-            "the parent's counters add up to {total}, expected {expected} ({MAIN_OPS} by the \
-             main thread)"
-        )
-    });
+    let control_total = sum(control.iter().map(|c| c.load(SeqCst) as u64));
+    let control_expected = (cfg.threads * cfg.iters) as u64;
+    check(
+        total == expected && control_total == control_expected,
+        || {
+            let control = if control_total == control_expected {
+                "the control counters (plain stores, no rseq) are exact".to_string()
+            } else {
+                format!(
+                    "the control counters (plain stores, no rseq) add up to {control_total}, \
+                 expected {control_expected}: writes were lost across the fork whatever \
+                 wrote them"
+                )
+            };
+            format!(
+                "the parent's counters add up to {total}, expected {expected} ({MAIN_OPS} by the \
+             main thread); {control}"
+            )
+        },
+    );
     Report {
         ops: (cfg.threads * cfg.iters) as u64,
         extra: vec![
@@ -2070,11 +2094,18 @@ fn fork_op(cfg: &Config) -> Report {
 }
 
 /// The forked child of `fork_op`: never returns.
-fn fork_child(cfg: &Config, counters: &PerCpu<AtomicUsize>) -> ! {
+fn fork_child(
+    cfg: &Config,
+    counters: &PerCpu<AtomicUsize>,
+    control: &[rseq::CachePadded<AtomicUsize>],
+) -> ! {
     IN_CHILD.store(true, SeqCst);
     let ops = cfg.ops();
     let sum_now = || sum(counters.iter().map(|c| c.load(SeqCst) as u64));
     let copy = sum_now();
+    // Nobody writes the child's copy of the parent's control counters.
+    let control_now = || sum(control.iter().map(|c| c.load(SeqCst) as u64));
+    let control_copy = control_now();
     let before = rseq::stats();
     let aborts_before = ABORTS.load(SeqCst);
     let mode = rseq::mode();
@@ -2126,12 +2157,26 @@ fn fork_child(cfg: &Config, counters: &PerCpu<AtomicUsize>) -> ! {
     run_workers(&child_cfg, &work, None, None);
     let child_ops = (child_cfg.threads * child_cfg.iters) as u64;
     let total = sum_now();
-    check(total == copy + pin_ops + child_ops, || {
-        format!(
-            "the child's counters add up to {total}, expected {copy} (its copy) + {pin_ops} + \
-             {child_ops} (its own adds)"
-        )
-    });
+    let control_total = control_now();
+    check(
+        total == copy + pin_ops + child_ops && control_total == control_copy,
+        || {
+            let control = if control_total == control_copy {
+                "its copy of the parent's control counters (plain stores, no rseq) is unchanged"
+                    .to_string()
+            } else {
+                format!(
+                    "its copy of the parent's control counters (plain stores, no rseq), which \
+                     nobody writes in the child, went from {control_copy} to {control_total}: \
+                     the parent's writes reached the child's memory"
+                )
+            };
+            format!(
+                "the child's counters add up to {total}, expected {copy} (its copy) + \
+                 {pin_ops} + {child_ops} (its own adds); {control}"
+            )
+        },
+    );
     let after = rseq::stats();
     let own = mode == rseq::Mode::Rseq(rseq::Owner::Library);
     let want = if own && child_cfg.iters > 0 {
