@@ -898,6 +898,13 @@ mod harness {
     mod tracer {
         use super::*;
 
+        /// The type of ptrace(2)'s request in the `libc` crate: `c_uint` for glibc, `c_int` for
+        /// musl.
+        #[cfg(target_env = "musl")]
+        type Request = libc::c_int;
+        #[cfg(not(target_env = "musl"))]
+        type Request = libc::c_uint;
+
         /// How a run ended at the planted breakpoint.
         #[derive(Clone, Copy, PartialEq, Eq, Debug)]
         enum AtBreakpoint {
@@ -1101,7 +1108,7 @@ mod harness {
                 format!("the tracee {how}; its last output: {rest:?}")
             }
 
-            fn ptrace(&self, req: libc::c_uint, addr: u64, data: u64) -> Result<i64, String> {
+            fn ptrace(&self, req: Request, addr: u64, data: u64) -> Result<i64, String> {
                 // SAFETY: ptrace requests on our stopped tracee; addresses are the tracee's.
                 unsafe {
                     *libc::__errno_location() = 0;
