@@ -10,6 +10,8 @@
 //! A run passes when `rseq-stress` exits 0 with `result=ok` (its totals are exact), in the mode
 //! expected (`Rseq(Glibc)` or `Rseq(Library)`), and with at least one kernel abort: a run that
 //! happened to see none is repeated with twice the iterations, up to `RSEQ_GUEST_TRIES` runs.
+//! `migration` is the exception (`ABORTS_NOT_REQUIRED`): its checks are of CPU ids, and on
+//! powerpc its sections are rarely interrupted under TCG.
 //! (Under qemu's TCG a vCPU takes interrupts only between translated blocks, so fewer
 //! preemptions and signals land inside a section than on hardware.)
 //!
@@ -398,8 +400,16 @@ fn run_stress(plan: &Plan, op: &str, iters: usize) -> Result<Run, String> {
     })
 }
 
+/// Ops whose runs pass without a kernel abort, and why: their checks are not about restarts.
+/// Their aborts are still counted and printed.
+const ABORTS_NOT_REQUIRED: &[(&str, &str)] = &[(
+    "migration",
+    "its checks are of CPU ids across migrations, and its few sections sit between getcpu(2) \
+     calls: under TCG on powerpc they saw 0-3 aborts per run (46-110 on the other arches)",
+)];
+
 /// Runs `op` until a run passes with aborts, doubling the iterations after a run without any
-/// (at most `tries` runs); prints the op's line.
+/// (at most `tries` runs; one run for the ops of `ABORTS_NOT_REQUIRED`); prints the op's line.
 fn run_op(plan: &Plan, op: &str) -> OpOutcome {
     let mut aborts_total = 0;
     let mut attempt = 0;
@@ -453,6 +463,14 @@ fn run_op(plan: &Plan, op: &str) -> OpOutcome {
             format!("mode is not {}", plan.expect_mode)
         } else if aborts > 0 {
             say(format!("op={op} status=ok{details} tries={attempt}"));
+            return OpOutcome {
+                passed: true,
+                aborts: aborts_total,
+            };
+        } else if let Some((_, why)) = ABORTS_NOT_REQUIRED.iter().find(|(o, _)| *o == op) {
+            say(format!(
+                "op={op} status=ok{details} tries={attempt} note=\"no abort, not required: {why}\""
+            ));
             return OpOutcome {
                 passed: true,
                 aborts: aborts_total,
