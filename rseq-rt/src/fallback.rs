@@ -14,15 +14,79 @@
 //! kernel would kill the process rather than hold them; a handler of one of those that runs a
 //! section is given another free slot (any slot is as good as another under a lock).
 //! Locks held by other threads at `fork` stay held in the child, as for any mutex.
+//!
+//! The two `pthread_sigmask` calls are most of a fallback section's cost (measured on a 2-core
+//! VM: about 630 of 750 ns). A program whose signal handlers never run sections can say so with
+//! [`assume_no_sections_in_signal_handlers`], and its fallback sections then hold the locks
+//! without blocking signals; a handler that still runs a section and waits in vain for a slot
+//! (its interrupted thread holds one, the others are held) aborts the process with a message
+//! after a second, rather than hang.
 
 use crate::percpu::CachePadded;
 use core::cell::Cell;
-use core::sync::atomic::{AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use std::sync::{Mutex, MutexGuard, TryLockError};
 
 type LockTable = [CachePadded<Mutex<()>>];
 
 static TABLE: AtomicPtr<Box<LockTable>> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Set by [`assume_no_sections_in_signal_handlers`].
+static SIGNALS_UNBLOCKED: AtomicBool = AtomicBool::new(false);
+
+/// Promises that no signal handler of this process runs a critical section (nor a structure
+/// built on them, such as the collections or the allocator): from now on the fallback holds its
+/// slot locks without blocking signals, which saves two `pthread_sigmask` calls — most of its
+/// cost — per fallback section. Nothing changes where sections run on rseq.
+///
+/// Breaking the promise is caught where it matters: a section in a signal handler that
+/// interrupted its own thread's fallback section waits for another slot, and when the other
+/// holders are interrupted the same way none is ever released. After a second without a free
+/// slot the process is aborted with a message that names this call, instead of hanging. (A
+/// handler that finds a free slot, or that did not interrupt a section, runs its section
+/// normally.)
+///
+/// ```
+/// rseq_rt::fallback::assume_no_sections_in_signal_handlers();
+/// assert!(rseq_rt::fallback::signals_unblocked());
+/// let slot = rseq_rt::fallback::with_slot(0, |slot| slot);
+/// assert!(slot < rseq_rt::fallback::slots());
+/// ```
+pub fn assume_no_sections_in_signal_handlers() {
+    SIGNALS_UNBLOCKED.store(true, Ordering::Relaxed);
+}
+
+/// Whether [`assume_no_sections_in_signal_handlers`] was called: fallback sections then run with
+/// the thread's signal mask untouched.
+pub fn signals_unblocked() -> bool {
+    SIGNALS_UNBLOCKED.load(Ordering::Relaxed)
+}
+
+/// Asynchronous signals blocked for a slot lock, unless the program promised that its handlers
+/// run no sections.
+fn block_signals() -> Option<SignalsBlocked> {
+    (!signals_unblocked()).then(SignalsBlocked::new)
+}
+
+/// How long a handler that interrupted its thread's section waits for a free slot, signals
+/// unblocked, before it takes the wait for a deadlock.
+const BROKEN_PROMISE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A handler that interrupted its thread's section found no free slot for
+/// [`BROKEN_PROMISE_PATIENCE`] while signals were not blocked: the promise of
+/// [`assume_no_sections_in_signal_handlers`] was broken.
+#[cold]
+fn broken_promise() -> ! {
+    const MSG: &[u8] = b"rseq: a signal handler ran a critical section that had to wait for a \
+fallback slot held by the thread it interrupted, after \
+rseq::fallback::assume_no_sections_in_signal_handlers() promised that no handler runs sections; \
+aborting instead of hanging. Remove that call, or run no sections in signal handlers.\n";
+    // SAFETY: write(2) of a static buffer to stderr, then abort: both async-signal-safe.
+    unsafe {
+        libc::write(2, MSG.as_ptr().cast(), MSG.len());
+        libc::abort()
+    }
+}
 
 thread_local! {
     /// Slot locks this thread holds (more than one only through signal handlers).
@@ -160,14 +224,15 @@ pub fn lock_slot(preferred: usize) -> SlotGuard {
     let preferred = preferred % table.len();
     // Block first, then count: no asynchronous handler runs from here to the unlock, and a
     // synchronous one that runs a section sees the nesting.
-    let signals = SignalsBlocked::new();
+    let signals = block_signals();
     let nested = HELD.with(|h| {
         h.set(h.get() + 1);
         h.get() > 1
     });
+    let mut waiting_since = None;
     loop {
         if let Some(mut guard) = any_free_slot(table, preferred) {
-            guard.signals = Some(signals);
+            guard.signals = signals;
             return guard;
         }
         if !nested {
@@ -175,8 +240,18 @@ pub fn lock_slot(preferred: usize) -> SlotGuard {
             return SlotGuard {
                 index: preferred,
                 guard: Some(guard),
-                signals: Some(signals),
+                signals,
             };
+        }
+        // Nested, every slot busy. With signals unblocked the other holders may be interrupted
+        // by handlers that wait as this one does: after a second without a free slot, stop.
+        if signals.is_none()
+            && waiting_since
+                .get_or_insert_with(std::time::Instant::now)
+                .elapsed()
+                > BROKEN_PROMISE_PATIENCE
+        {
+            broken_promise();
         }
         std::thread::yield_now();
     }
@@ -191,13 +266,13 @@ pub fn lock_slot_exact(index: usize) -> Option<SlotGuard> {
         return None;
     }
     FALLBACK_SECTIONS.with(|n| n.set(n.get() + 1));
-    let signals = SignalsBlocked::new();
+    let signals = block_signals();
     HELD.with(|h| h.set(h.get() + 1));
     let guard = table[index].lock().unwrap_or_else(|p| p.into_inner());
     Some(SlotGuard {
         index,
         guard: Some(guard),
-        signals: Some(signals),
+        signals,
     })
 }
 
