@@ -306,14 +306,16 @@ fn fallback_body(section: &Section, checked: &Checked, plan: &Plan) -> TokenStre
             quote!(#a)
         }
     };
-    // The CPU a caller chose is locked exactly; when it cannot be (no such CPU, or a signal
-    // handler nested in this thread's own fallback section) the section reports it moved.
+    // The CPU a caller chose is locked exactly, and the thread must be on it once it holds the
+    // lock (as with rseq); when it is not, or the slot cannot be locked (no such CPU, or a
+    // signal handler nested in this thread's own fallback section), the section reports it
+    // moved.
     // This runs inside `cold(|| ..)`, so `return` leaves the fallback with that code.
     let lock = match &checked.index {
         IndexMode::Given(param) => {
             let a = arg_ident(param);
             quote! {
-                let __rseq_guard = match #krate::__private::lock_slot_exact(#a) {
+                let __rseq_guard = match #krate::__private::lock_slot_on_cpu(#a) {
                     ::core::option::Option::Some(guard) => guard,
                     ::core::option::Option::None => return #MOVED,
                 };

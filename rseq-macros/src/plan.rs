@@ -50,6 +50,15 @@ pub struct Plan {
     pub frame: Option<Vec<FrameWord>>,
 }
 
+/// What a place's type must be: loaded, written in a `PerCpu` slot (which other code may hold
+/// `&T` to: atomics only), or written through a pointer (any type every word is valid for).
+#[derive(Clone, Copy)]
+enum WordCheck {
+    Load,
+    Shared,
+    Pointer,
+}
+
 /// One word of a section's stack frame.
 pub enum FrameWord {
     /// The result slot of that number (the frame starts with them, in order).
@@ -377,8 +386,8 @@ impl<'a> Builder<'a> {
         })
     }
 
-    /// The address of a place, with its type check.
-    fn addr(&mut self, place: &Place) -> Addr {
+    /// The address of a place, with its type check (`written`: the step stores to it).
+    fn addr(&mut self, place: &Place, written: bool) -> Addr {
         let fields = &place.fields;
         // Type errors point at the last field (or the place's first token).
         let span = match fields.last() {
@@ -397,7 +406,12 @@ impl<'a> Builder<'a> {
                 };
                 let ty = ty.clone();
                 let (base, offset) = self.bases[&percpu.to_string()].clone();
-                self.word_check(&ty, fields, place.element.is_some(), &span);
+                let check = if written {
+                    WordCheck::Shared
+                } else {
+                    WordCheck::Load
+                };
+                self.word_check(check, &ty, fields, place.element.is_some(), &span);
                 let disp = (!fields.is_empty())
                     .then(|| self.constant(quote!(::core::mem::offset_of!(#ty, #(#fields).*))));
                 let index = match (offset, element) {
@@ -411,7 +425,12 @@ impl<'a> Builder<'a> {
                 let base = self.reg_of(ptr);
                 if let Some(ty) = pointee(ptr, self.checked) {
                     if fields.is_empty() && offset.is_none() {
-                        self.word_check(&ty, &[], place.element.is_some(), &span);
+                        let check = if written {
+                            WordCheck::Pointer
+                        } else {
+                            WordCheck::Load
+                        };
+                        self.word_check(check, &ty, &[], place.element.is_some(), &span);
                     }
                 }
                 let (index, disp) = match offset.as_ref().map(|o| self.value(o)) {
@@ -424,7 +443,12 @@ impl<'a> Builder<'a> {
             PlaceBase::Field { ptr } => {
                 let base = self.reg_of(ptr);
                 let ty = pointee(ptr, self.checked).expect("validated");
-                self.word_check(&ty, fields, place.element.is_some(), &span);
+                let check = if written {
+                    WordCheck::Pointer
+                } else {
+                    WordCheck::Load
+                };
+                self.word_check(check, &ty, fields, place.element.is_some(), &span);
                 let disp = Some(self.constant(quote!(::core::mem::offset_of!(#ty, #(#fields).*))));
                 Addr {
                     base,
@@ -435,9 +459,16 @@ impl<'a> Builder<'a> {
         }
     }
 
-    /// A never-called closure that only type-checks if the place is a word (or, with an
-    /// element index, an array of words), spanned at the place.
-    fn word_check(&mut self, ty: &Type, fields: &[Ident], element: bool, span: &TokenStream) {
+    /// A never-called closure that only type-checks if the place is a word of the kind `check`
+    /// asks for (or, with an element index, an array of them), spanned at the place.
+    fn word_check(
+        &mut self,
+        check: WordCheck,
+        ty: &Type,
+        fields: &[Ident],
+        element: bool,
+        span: &TokenStream,
+    ) {
         let krate = &self.checked.krate;
         let span = span
             .clone()
@@ -445,14 +476,22 @@ impl<'a> Builder<'a> {
             .next()
             .map(|t| t.span())
             .unwrap_or_else(proc_macro2::Span::call_site);
-        let check = if element {
-            quote_spanned!(span=> #krate::__private::word_array)
+        let bound = match check {
+            WordCheck::Load => quote!(#krate::word::Word),
+            WordCheck::Shared => quote!(#krate::word::SharedWord),
+            WordCheck::Pointer => quote!(#krate::word::PointerWord),
+        };
+        // The bound sits on a function of the generated code, not of the runtime, so an error
+        // names the place and the trait, and points nowhere into the runtime's source.
+        let (generics, param) = if element {
+            (quote!(<W: #bound, const N: usize>), quote!(*const [W; N]))
         } else {
-            quote_spanned!(span=> #krate::__private::word)
+            (quote!(<W: #bound>), quote!(*const W))
         };
         self.plan.checks.push(quote_spanned! {span=>
             let _ = |__rseq_p: *const #ty| {
-                #check(unsafe { ::core::ptr::addr_of!((*__rseq_p) #(.#fields)*) })
+                fn __rseq_place #generics(_: #param) {}
+                __rseq_place(unsafe { ::core::ptr::addr_of!((*__rseq_p) #(.#fields)*) })
             };
         });
     }
@@ -593,7 +632,7 @@ impl<'a> Builder<'a> {
             }
             match step {
                 Step::Load { name, place, .. } => {
-                    let addr = self.addr(place);
+                    let addr = self.addr(place, false);
                     let dst = format!("v_{name}");
                     body.push(Op::Load {
                         dst: dst.clone(),
@@ -627,7 +666,7 @@ impl<'a> Builder<'a> {
                 }
                 Step::Store { place, value, .. } => {
                     let value = self.value(value);
-                    let addr = self.addr(place);
+                    let addr = self.addr(place, true);
                     body.push(Op::Store { addr, value });
                 }
                 Step::Memcpy { dst, src, len, .. } => {
@@ -670,7 +709,7 @@ impl<'a> Builder<'a> {
                     kind, place, value, ..
                 } => {
                     let value = self.value(value);
-                    let addr = self.addr(place);
+                    let addr = self.addr(place, true);
                     let kind = match kind.to_string().as_str() {
                         "store_release" => CommitKind::StoreRelease,
                         "add" => CommitKind::Add,

@@ -276,6 +276,17 @@ pub fn lock_slot_exact(index: usize) -> Option<SlotGuard> {
     })
 }
 
+/// Locks slot `cpu` for a section whose caller chose the CPU (`index = given(cpu)`), if the
+/// calling thread runs on `cpu` once it holds the lock; `None` (the section reports `moved`)
+/// if it does not, or as [`lock_slot_exact`] says. This is what the same section promises with
+/// rseq: it takes effect only while the thread is on the CPU it named. The thread may still
+/// migrate after the check, which rseq would have aborted; the slot lock keeps the steps
+/// exclusive on that slot all the same, so only locality is lost, never an update.
+pub fn lock_slot_on_cpu(cpu: usize) -> Option<SlotGuard> {
+    let guard = lock_slot_exact(cpu)?;
+    (crate::current_cpu() == cpu).then_some(guard)
+}
+
 /// Runs `body` with slot `preferred` (or a free one, when nested) locked, passing the slot's
 /// index.
 ///

@@ -59,54 +59,117 @@ pub use registration::{
 };
 pub use sys::possible_cpus;
 
+/// The types a critical section's places may have, by what the section does with them.
+///
+/// The `critical_section` macro checks every place against one of these traits, so a place of
+/// another type is a compile error on that place. They are sealed: the list is the safety
+/// argument of the macro, so no other crate can extend it.
+///
+/// | a place that the section… | must be | for example |
+/// |---|---|---|
+/// | loads | [`Word`] | `usize`, `*mut T`, `NonNull<T>`, `AtomicUsize` |
+/// | writes in a `PerCpu` slot (`p[cpu]…`) | [`SharedWord`] | `AtomicUsize`, `AtomicPtr<T>` |
+/// | writes through a pointer (`*ptr`, `(*ptr).field`) | [`PointerWord`] | `usize`, `*mut T`, `Option<NonNull<T>>`, atomics |
+///
+/// A section holds its `PerCpu` by shared reference, and other code may hold `&T` to any slot
+/// (through [`PerCpu::iter`](crate::PerCpu::iter)) while it runs: writing a plain `usize` there
+/// would change memory behind a shared reference, which Rust forbids. Atomic words allow it.
+/// Through a pointer, in an `unsafe fn`, plain words may be written: the section's callers
+/// vouch that no reference to the place is live. `NonNull<T>` is never writable: a section
+/// could store null into it.
+pub mod word {
+    mod sealed {
+        pub trait Sealed {}
+    }
+
+    /// Types a critical section can load as one machine word. Places of any other type are
+    /// rejected at compile time. Writing needs more: [`SharedWord`] for per-CPU slots,
+    /// [`PointerWord`] for places reached through a pointer.
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` is not a word: critical-section places must be word-sized",
+        label = "this place is not a word",
+        note = "places hold `usize`, `isize`, `u64`/`i64` (on 64-bit targets), raw pointers, or their atomic forms (`AtomicUsize`, `AtomicU64`, `AtomicPtr<T>`, …)"
+    )]
+    pub trait Word: sealed::Sealed {}
+    macro_rules! words {
+        ($trait:path: $($t:ty),* $(,)?) => { $(impl $trait for $t {})* };
+    }
+    words!(sealed::Sealed: usize, isize);
+    #[cfg(target_pointer_width = "64")]
+    words!(sealed::Sealed: u64, i64);
+    #[cfg(target_pointer_width = "32")]
+    words!(sealed::Sealed: u32, i32);
+    impl<T> sealed::Sealed for *mut T {}
+    impl<T> sealed::Sealed for *const T {}
+    impl<T> sealed::Sealed for Option<core::ptr::NonNull<T>> {}
+    impl<T> sealed::Sealed for core::ptr::NonNull<T> {}
+    impl<T> sealed::Sealed for core::sync::atomic::AtomicPtr<T> {}
+    words!(Word: usize, isize);
+    #[cfg(target_pointer_width = "64")]
+    words!(Word: u64, i64);
+    #[cfg(target_pointer_width = "32")]
+    words!(Word: u32, i32);
+    impl<T> Word for *mut T {}
+    impl<T> Word for *const T {}
+    impl<T> Word for Option<core::ptr::NonNull<T>> {}
+    impl<T> Word for core::ptr::NonNull<T> {}
+
+    /// Types a section may write in a `PerCpu` slot: the atomic words. The caller holds the
+    /// `PerCpu` by shared reference, and other code may hold `&T` to any slot (`iter`, `get`),
+    /// so a write needs interior mutability — and an atomic accepts every bit pattern, where
+    /// `NonNull<T>` (never null) or a reference would not.
+    #[diagnostic::on_unimplemented(
+        message = "a critical section writes only atomic words in per-CPU slots, and `{Self}` is not one",
+        label = "written here",
+        note = "other code may hold a `&{Self}` to the slot while a section writes it, so it must be an atomic word: `AtomicUsize`, `AtomicIsize`, `AtomicU64`/`AtomicI64` (64-bit targets) or `AtomicPtr<T>`; plain words (`usize`, `NonNull<T>`, …) can only be loaded"
+    )]
+    pub trait SharedWord: sealed::Sealed {}
+    // The atomic words are all three: loadable, writable in a slot and through a pointer.
+    macro_rules! atomic_words {
+        ($($t:ty),* $(,)?) => { $(impl sealed::Sealed for $t {} impl Word for $t {} impl SharedWord for $t {} impl PointerWord for $t {})* };
+    }
+    atomic_words!(
+        core::sync::atomic::AtomicUsize,
+        core::sync::atomic::AtomicIsize
+    );
+    #[cfg(target_pointer_width = "64")]
+    atomic_words!(core::sync::atomic::AtomicU64, core::sync::atomic::AtomicI64);
+    #[cfg(target_pointer_width = "32")]
+    atomic_words!(core::sync::atomic::AtomicU32, core::sync::atomic::AtomicI32);
+    impl<T> Word for core::sync::atomic::AtomicPtr<T> {}
+    impl<T> SharedWord for core::sync::atomic::AtomicPtr<T> {}
+    impl<T> PointerWord for core::sync::atomic::AtomicPtr<T> {}
+
+    /// Types a section may write through a pointer (`*ptr`, `(*ptr).field`, in an `unsafe fn`
+    /// whose callers vouch for the pointer): words that every bit pattern is a valid value of.
+    /// `NonNull<T>` is not one: a section could store null into it.
+    #[diagnostic::on_unimplemented(
+        message = "a critical section cannot write `{Self}` through a pointer: it stores words, and not every word is a valid `{Self}`",
+        label = "written here",
+        note = "sections write words that every bit pattern is valid for: `usize`, `isize`, `u64`/`i64` (64-bit targets), `*mut T`, `*const T`, `Option<NonNull<T>>` or an atomic word; for a `NonNull<T>` field use `Option<NonNull<T>>` or `*mut T`"
+    )]
+    pub trait PointerWord: sealed::Sealed {}
+    words!(PointerWord: usize, isize);
+    #[cfg(target_pointer_width = "64")]
+    words!(PointerWord: u64, i64);
+    #[cfg(target_pointer_width = "32")]
+    words!(PointerWord: u32, i32);
+    impl<T> PointerWord for *mut T {}
+    impl<T> PointerWord for *const T {}
+    impl<T> PointerWord for Option<core::ptr::NonNull<T>> {}
+}
+
 /// The interface between code generated by the `critical_section` macro and this runtime. Not
 /// for direct use: it changes with the macro, whose version is locked to this crate's.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::fallback::{lock_slot, lock_slot_exact, SlotGuard};
+    pub use crate::fallback::{lock_slot, lock_slot_exact, lock_slot_on_cpu, SlotGuard};
     #[cfg(feature = "unprotected-test-mode")]
     pub use crate::registration::testing::run_unprotected;
     pub use crate::registration::{
         after_abort, area_ptr, with_temporary_registration, AbortAction, INDEX_LIMIT, MM_CID_LIMIT,
     };
     use core::sync::atomic::{AtomicUsize, Ordering};
-
-    /// Types a critical section can load and store as one machine word. Places of any other
-    /// type are rejected at compile time.
-    #[diagnostic::on_unimplemented(
-        message = "`{Self}` is not a word: critical-section places must be word-sized",
-        label = "this place is not a word",
-        note = "places hold `usize`, `isize`, `u64`/`i64` (on 64-bit targets), raw pointers, or their atomic forms (`AtomicUsize`, `AtomicU64`, `AtomicPtr<T>`, …)"
-    )]
-    pub trait Word {}
-    macro_rules! words {
-        ($($t:ty),* $(,)?) => { $(impl Word for $t {})* };
-    }
-    words!(
-        usize,
-        isize,
-        core::sync::atomic::AtomicUsize,
-        core::sync::atomic::AtomicIsize
-    );
-    #[cfg(target_pointer_width = "64")]
-    words!(
-        u64,
-        i64,
-        core::sync::atomic::AtomicU64,
-        core::sync::atomic::AtomicI64
-    );
-    #[cfg(target_pointer_width = "32")]
-    words!(
-        u32,
-        i32,
-        core::sync::atomic::AtomicU32,
-        core::sync::atomic::AtomicI32
-    );
-    impl<T> Word for *mut T {}
-    impl<T> Word for *const T {}
-    impl<T> Word for core::sync::atomic::AtomicPtr<T> {}
-    impl<T> Word for Option<core::ptr::NonNull<T>> {}
-    impl<T> Word for core::ptr::NonNull<T> {}
 
     /// Types a loaded value can be given (`let x: T = load(..)`): words that every bit pattern
     /// is a valid value of.
@@ -142,14 +205,6 @@ pub mod __private {
             word as *const T
         }
     }
-
-    /// Type check: the place is a word.
-    #[inline(always)]
-    pub fn word<W: Word>(_: *const W) {}
-
-    /// Type check: the place is an array of words (indexed by a value).
-    #[inline(always)]
-    pub fn word_array<W: Word, const N: usize>(_: *const [W; N]) {}
 
     /// Runs a slow path (the fallback body) out of line, so the fast path's frame stays small.
     #[cold]

@@ -108,6 +108,22 @@ fn accessors_match_the_kernel_on_every_cpu_in_every_mode() {
     }
 }
 
+/// `index = given(cpu)` commits only on the CPU the thread runs on, in every mode: the fallback
+/// used to lock the named slot and write it from anywhere.
+#[test]
+fn given_cpu_reports_moved_off_that_cpu_in_every_mode() {
+    if rseq::possible_cpus() < 2 {
+        not_applicable("one possible CPU: there is no other CPU to name");
+    }
+    for mode in RunMode::ALL {
+        let out = probe(mode, &["given-cpu"]);
+        assert_eq!(field(&out, "given_cpu"), Some("ok"), "{mode:?}");
+        if rseq::possible_cpus() >= 2 {
+            assert_ne!(field(&out, "given_cpu_elsewhere"), Some("0"), "{mode:?}");
+        }
+    }
+}
+
 #[test]
 fn the_kernels_errors_are_typed() {
     if without_rseq("no registration to get errors from") {

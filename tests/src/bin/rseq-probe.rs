@@ -6,7 +6,7 @@ use rseq::{abi, sys, FenceError, Mode, RegistrationError};
 use rseq_tests::{allow_cpus, allowed_cpus, pin_to_cpu};
 use std::cell::Cell;
 use std::process::exit;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -88,6 +88,55 @@ fn pin_check() {
         .unwrap_or_else(|_| fail("thread panicked"));
     println!("pinned_cpus={n}");
     println!("pin_check=ok");
+}
+
+/// `index = given(cpu)`: a thread pinned to one CPU that names another gets the `moved` value,
+/// and no slot changes; naming its own CPU, it commits there. The same in every mode (the
+/// fallback checks the CPU under the slot lock, as rseq checks it inside the section).
+#[rseq::critical_section(index = given(cpu), moved = None)]
+fn add_on(counts: &rseq::PerCpu<AtomicUsize>, cpu: usize, n: usize) -> Option<usize> {
+    let seen = load(counts[cpu]);
+    commit::add(counts[cpu], n);
+    Some(seen)
+}
+
+fn given_cpu() {
+    let cpus = allowed_cpus();
+    let possible = rseq::possible_cpus();
+    let counts: rseq::PerCpu<AtomicUsize> = rseq::PerCpu::default();
+    let total = |counts: &rseq::PerCpu<AtomicUsize>| -> Vec<usize> {
+        counts.iter().map(|c| c.load(Ordering::Relaxed)).collect()
+    };
+    let mut checked_elsewhere = 0;
+    for &cpu in &cpus {
+        check(pin_to_cpu(cpu), format!("cannot pin to cpu {cpu}"));
+        let before = total(&counts);
+        let got = add_on(&counts, cpu, 1);
+        let mut expected = before.clone();
+        expected[cpu] += 1;
+        check(
+            got == Some(before[cpu]) && total(&counts) == expected,
+            format!(
+                "pinned to {cpu}, naming it: got {got:?}, slots {:?}",
+                total(&counts)
+            ),
+        );
+        for other in (0..possible).filter(|&o| o != cpu) {
+            let before = total(&counts);
+            let got = add_on(&counts, other, 1);
+            check(
+                got.is_none() && total(&counts) == before,
+                format!(
+                    "pinned to {cpu}, naming {other}: got {got:?} (expected the moved value), slots {:?} (before {before:?})",
+                    total(&counts)
+                ),
+            );
+            checked_elsewhere += 1;
+        }
+    }
+    allow_cpus(&cpus);
+    println!("given_cpu_elsewhere={checked_elsewhere}");
+    println!("given_cpu=ok");
 }
 
 /// The kernel's answers for a thread registered by the library (run with glibc's registration
@@ -410,6 +459,7 @@ fn main() {
     match args.first().map(String::as_str) {
         Some("facts") => facts(),
         Some("pin-check") => pin_check(),
+        Some("given-cpu") => given_cpu(),
         Some("errors") => errors(),
         Some("seccomp-enosys") => seccomp(libc::ENOSYS),
         Some("seccomp-eperm") => seccomp(libc::EPERM),
@@ -418,7 +468,7 @@ fn main() {
         Some("fork") => fork_check(),
         Some("fences") => fences(),
         _ => {
-            eprintln!("usage: rseq-probe facts|pin-check|errors|seccomp-enosys|seccomp-eperm|churn [N]|late-destructor|fork|fences");
+            eprintln!("usage: rseq-probe facts|pin-check|given-cpu|errors|seccomp-enosys|seccomp-eperm|churn [N]|late-destructor|fork|fences");
             exit(2)
         }
     }
