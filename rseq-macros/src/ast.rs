@@ -33,8 +33,10 @@ pub enum Step {
         place: Place,
         tokens: TokenStream,
     },
-    /// `let name = add(a, b);`: a word sum computed in a register (wrapping).
+    /// `let name = add(a, b);`: a word sum computed in a register (wrapping); `sub(a, b)` is
+    /// the same with `b` negated before the section (`op` is the keyword written).
     Add {
+        op: Ident,
         name: Ident,
         a: Operand,
         b: Operand,
@@ -64,7 +66,7 @@ pub enum Step {
         len: Operand,
         tokens: TokenStream,
     },
-    /// `commit::<kind>(place, value);`
+    /// `commit::<kind>(place, value);` (`sub` adds the negated value).
     Commit {
         commit: Ident,
         kind: Ident,

@@ -348,8 +348,13 @@ fn fallback_body(section: &Section, checked: &Checked, plan: &Plan) -> TokenStre
                     #save
                 }
             }
-            Step::Add { name, a, b, .. } => {
+            Step::Add { op, name, a, b, .. } => {
                 let v = value_ident(name);
+                let sum = if op == "sub" {
+                    format_ident!("wrapping_sub")
+                } else {
+                    format_ident!("wrapping_add")
+                };
                 let (a, b) = (
                     fallback_value(a, section, checked),
                     fallback_value(b, section, checked),
@@ -359,7 +364,7 @@ fn fallback_body(section: &Section, checked: &Checked, plan: &Plan) -> TokenStre
                     .get(&name.to_string())
                     .map(|slot| quote!(__rseq_slots[#slot] = #v;));
                 quote! {
-                    let #v: usize = #a.wrapping_add(#b);
+                    let #v: usize = #a.#sum(#b);
                     #save
                 }
             }
@@ -400,6 +405,7 @@ fn fallback_body(section: &Section, checked: &Checked, plan: &Plan) -> TokenStre
                 let f: Ident = match kind.to_string().as_str() {
                     "store_release" => format_ident!("store_word_release"),
                     "add" => format_ident!("add_word"),
+                    "sub" => format_ident!("sub_word"),
                     _ => format_ident!("store_word"),
                 };
                 quote!(#krate::__private::#f(#addr, #v);)

@@ -3,6 +3,7 @@
 use crate::ast::*;
 use proc_macro2::{TokenStream, TokenTree};
 use rseq_arch::template::Cond;
+use std::collections::HashSet;
 use syn::parse::{Parse, ParseStream, Parser};
 use syn::punctuated::Punctuated;
 use syn::{braced, parenthesized, token, Error, Expr, Ident, LitInt, Result, Token};
@@ -33,7 +34,8 @@ pub fn parse_section(options: Vec<OptionArg>, item: TokenStream) -> Result<Secti
         let sig: syn::Signature = input.parse()?;
         let content;
         let brace = braced!(content in input);
-        let (steps, tail) = parse_body(&content)?;
+        let (mut steps, tail) = parse_body(&content)?;
+        names_of_constants(&mut steps, &sig);
         Ok(Section {
             attrs,
             vis,
@@ -83,7 +85,8 @@ fn parse_body(input: ParseStream) -> Result<(Vec<Step>, Option<Expr>)> {
             parse_load(input)?
         } else if input.peek(Token![if]) {
             parse_fail_if(input)?
-        } else if peek_ident(input, &["store", "store_release", "add"]) && input.peek2(token::Paren)
+        } else if peek_ident(input, &["store", "store_release", "add", "sub"])
+            && input.peek2(token::Paren)
         {
             let kind: Ident = input.parse()?;
             let (place, value) = parse_place_and_value(input, &kind)?;
@@ -132,7 +135,13 @@ fn parse_body(input: ParseStream) -> Result<(Vec<Step>, Option<Expr>)> {
                 place,
                 tokens,
             },
-            Step::Add { name, a, b, .. } => Step::Add { name, a, b, tokens },
+            Step::Add { op, name, a, b, .. } => Step::Add {
+                op,
+                name,
+                a,
+                b,
+                tokens,
+            },
             Step::FailIf {
                 a,
                 cmp,
@@ -196,7 +205,7 @@ fn is_load(input: ParseStream) -> bool {
             fork.parse::<syn::Type>()?;
         }
         fork.parse::<Token![=]>()?;
-        Ok(peek_ident(&fork, &["load", "add"]) && fork.peek2(token::Paren))
+        Ok(peek_ident(&fork, &["load", "add", "sub"]) && fork.peek2(token::Paren))
     })();
     ok.unwrap_or(false)
 }
@@ -213,16 +222,20 @@ fn parse_load(input: ParseStream) -> Result<Step> {
     input.parse::<Token![=]>()?;
     let kw: Ident = input.parse()?;
     let args = split_args(input)?;
-    if kw == "add" {
+    if kw == "add" || kw == "sub" {
         if args.len() != 2 {
-            return Err(Error::new(kw.span(), "expected two arguments: `add(a, b)`"));
+            return Err(Error::new(
+                kw.span(),
+                format!("expected two arguments: `{kw}(a, b)`"),
+            ));
         }
         let a = parse_operand.parse2(args[0].clone())?;
         let b = parse_operand.parse2(args[1].clone())?;
         input
             .parse::<Token![;]>()
-            .map_err(|e| Error::new(e.span(), "expected `;` after `add(…)`"))?;
+            .map_err(|e| Error::new(e.span(), format!("expected `;` after `{kw}(…)`")))?;
         return Ok(Step::Add {
+            op: kw,
             name,
             a,
             b,
@@ -252,6 +265,18 @@ fn parse_fail_if(input: ParseStream) -> Result<Step> {
     let a = parse_operand(input)?;
     let cmp = parse_cmp(input)?;
     let b = parse_operand(input)?;
+    if input.peek(Token![&&]) || input.peek(Token![||]) {
+        let op: TokenTree = input.parse()?;
+        return Err(Error::new(
+            op.span(),
+            "an `if` holds one comparison, without `&&` or `||`: `if a < 5 || a > 9 { .. }` is two steps, `if a < 5 { fail(..) }` then `if a > 9 { fail(..) }`; for `if a > 5 && a < 10 { .. }` compare once against the range, `let d = sub(a, 6);` then `if d < 4 { fail(..) }`",
+        ));
+    }
+    if !input.peek(token::Brace) {
+        return Err(input.error(
+            "expected `{ fail(value) }` after the comparison: an `if` compares two values (a loaded value, a parameter, an integer, `null` or `{ expression }`)",
+        ));
+    }
     let content;
     let brace = braced!(content in input);
     let fail: Ident = content.parse().map_err(|_| {
@@ -410,6 +435,12 @@ fn parse_operand(input: ParseStream) -> Result<Operand> {
     if input.peek(LitInt) {
         return Ok(Operand::Int(input.parse()?));
     }
+    if (input.peek(Ident) && input.peek2(Token![::])) || input.peek(Token![Self]) {
+        // A path (`Self::CAP`, `limits::MAX`) names a constant: its value is taken before the
+        // section starts, like `{ expression }`.
+        let path: syn::Path = input.parse()?;
+        return Ok(constant(&path));
+    }
     if input.peek(Ident) {
         let ident: Ident = input.parse()?;
         return Ok(if ident == "null" {
@@ -421,6 +452,74 @@ fn parse_operand(input: ParseStream) -> Result<Operand> {
     Err(input.error(
         "expected a value: a loaded value or parameter name, an integer, `null`, or `{ expression }`",
     ))
+}
+
+/// A constant's value, as the operand `{ path }`.
+fn constant(path: &impl quote::ToTokens) -> Operand {
+    let span = path.to_token_stream().into_iter().next().map(|t| t.span());
+    let span = span.unwrap_or_else(proc_macro2::Span::call_site);
+    Operand::Expr(syn::parse_quote_spanned!(span=> { #path }))
+}
+
+/// Names of the section's parameters.
+fn parameter_names(sig: &syn::Signature) -> HashSet<String> {
+    sig.inputs
+        .iter()
+        .filter_map(|input| match input {
+            syn::FnArg::Typed(t) => match &*t.pat {
+                syn::Pat::Ident(p) => Some(p.ident.to_string()),
+                _ => None,
+            },
+            syn::FnArg::Receiver(_) => None,
+        })
+        .collect()
+}
+
+/// A name written like a constant (`BUF_CAP`, `Limit`) that is neither a parameter nor a loaded
+/// value names a constant in scope, as a path does: it becomes `{ NAME }`, evaluated before the
+/// section. Other unknown names are left for validation to report.
+fn names_of_constants(steps: &mut [Step], sig: &syn::Signature) {
+    let mut known = parameter_names(sig);
+    for step in steps.iter() {
+        if let Step::Load { name, .. } | Step::Add { name, .. } = step {
+            known.insert(name.to_string());
+        }
+    }
+    let lower = |op: &mut Operand| {
+        if let Operand::Name(ident) = op {
+            let text = ident.to_string();
+            if !known.contains(&text) && text.starts_with(|c: char| c.is_ascii_uppercase()) {
+                *op = constant(ident);
+            }
+        }
+    };
+    for step in steps.iter_mut() {
+        let offset = |place: &mut Place| {
+            if let PlaceBase::Deref {
+                offset: Some(o), ..
+            } = &mut place.base
+            {
+                lower(o);
+            }
+        };
+        match step {
+            Step::Add { a, b, .. } | Step::FailIf { a, b, .. } => {
+                lower(a);
+                lower(b);
+            }
+            Step::Store { place, value, .. } | Step::Commit { place, value, .. } => {
+                offset(place);
+                lower(value);
+            }
+            Step::Load { place, .. } => offset(place),
+            Step::Memcpy { dst, src, len, .. } => {
+                lower(dst);
+                lower(src);
+                lower(len);
+            }
+            Step::Other(_) => {}
+        }
+    }
 }
 
 fn parse_place(tokens: &TokenStream, kw: &Ident) -> Result<Place> {
@@ -470,6 +569,12 @@ fn parse_place(tokens: &TokenStream, kw: &Ident) -> Result<Place> {
                 ));
             }
             PlaceBase::Field { ptr }
+        } else if input.peek(Token![self]) {
+            let receiver: Token![self] = input.parse()?;
+            return Err(Error::new(
+                receiver.span,
+                "places cannot go through `self`: the macro needs each `PerCpu`'s type, which it cannot read from a field; write the section as a function of `hits: &PerCpu<T>` and call it from the method with `&self.hits`",
+            ));
         } else {
             let percpu: Ident = input.parse().map_err(|e| {
                 Error::new(
@@ -496,7 +601,18 @@ fn parse_place(tokens: &TokenStream, kw: &Ident) -> Result<Place> {
         let element = if input.peek(token::Bracket) {
             let content;
             syn::bracketed!(content in input);
-            Some(content.parse::<Ident>()?)
+            let index = content.parse::<Ident>().map_err(|e| {
+                Error::new(
+                    e.span(),
+                    "an element index is a loaded value or a parameter: `items[i]`",
+                )
+            })?;
+            if !content.is_empty() {
+                return Err(content.error(format!(
+                    "an element index is one loaded value or parameter: compute it in a step first, `let j = sub({index}, 1);` or `let j = add({index}, 1);`, then index with `[j]`"
+                )));
+            }
+            Some(index)
         } else {
             None
         };

@@ -369,6 +369,35 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// The two's complement of a value that is known before the section (a parameter, an
+    /// integer or `{ expression }`; validation rejects loaded values): `sub` adds it.
+    fn negated(&mut self, op: &crate::ast::Operand) -> Value {
+        let word = match op {
+            crate::ast::Operand::Name(name) => {
+                // The fallback body reads the parameter's word from this local too; a second
+                // hoist of it (when the parameter is also a register operand) only shadows.
+                let local = arg_ident(name);
+                self.plan
+                    .hoists
+                    .push(quote_spanned!(name.span()=> let #local: usize = #name as usize;));
+                quote!(#local)
+            }
+            crate::ast::Operand::Null(_) => return Value::Imm(0),
+            crate::ast::Operand::Int(lit) => quote!((#lit as usize)),
+            crate::ast::Operand::Expr(e) => {
+                let local = expr_ident(expr_number(self.section, e));
+                quote!(#local)
+            }
+        };
+        let n = self.next_literal;
+        self.next_literal += 1;
+        let local = format_ident!("__rseq_lit_{}", n);
+        self.plan
+            .hoists
+            .push(quote!(let #local: usize = #word.wrapping_neg();));
+        Value::Reg(self.operand(format!("l{n}"), Operand::In(quote!(#local))))
+    }
+
     fn reg_of(&mut self, name: &Ident) -> String {
         match self.value(&crate::ast::Operand::Name(name.clone())) {
             Value::Reg(r) => r,
@@ -640,9 +669,14 @@ impl<'a> Builder<'a> {
                     });
                     body.extend(self.save(name, dst));
                 }
-                Step::Add { name, a, b, .. } => {
+                Step::Add { op, name, a, b, .. } => {
                     let dst = format!("v_{name}");
-                    let (a, b) = (self.value(a), self.value(b));
+                    let a = self.value(a);
+                    let b = if op == "sub" {
+                        self.negated(b)
+                    } else {
+                        self.value(b)
+                    };
                     body.push(Op::Copy {
                         dst: dst.clone(),
                         src: a,
@@ -708,11 +742,15 @@ impl<'a> Builder<'a> {
                 Step::Commit {
                     kind, place, value, ..
                 } => {
-                    let value = self.value(value);
+                    let value = if kind == "sub" {
+                        self.negated(value)
+                    } else {
+                        self.value(value)
+                    };
                     let addr = self.addr(place, true);
                     let kind = match kind.to_string().as_str() {
                         "store_release" => CommitKind::StoreRelease,
-                        "add" => CommitKind::Add,
+                        "add" | "sub" => CommitKind::Add,
                         _ => CommitKind::Store,
                     };
                     body.push(Op::Commit { kind, addr, value });

@@ -104,6 +104,10 @@ pub fn validate(section: &Section) -> Result<Checked> {
         errors.check(operands_are_known(step, position, &checked));
         errors.check(places_are_valid(step, position, &checked));
     }
+    errors.check(a_cpu_parameter_is_the_index(section, &checked));
+    errors.check(subtrahends_are_not_loaded(section, &checked));
+    errors.check(expressions_use_no_loaded_values(section, &checked));
+    errors.check(results_run_no_steps(section, &checked));
     errors.check(raw_pointers_need_unsafe_fn(section, &checked));
     errors.check(results_match_the_return_type(section));
     errors.check(exprs_do_not_escape(section, &checked));
@@ -151,7 +155,7 @@ fn signature_is_plain(section: &Section) -> Result<()> {
         match input {
             FnArg::Receiver(r) => errors.push(Error::new_spanned(
                 r,
-                "methods are not supported: pass the `&PerCpu<T>` (or pointer) as an ordinary parameter",
+                "methods are not supported: the macro needs each `PerCpu`'s type, which it cannot read from `self`'s fields; write the section as a function of `hits: &PerCpu<T>` (or a pointer) and call it from the method with `&self.hits`",
             )),
             FnArg::Typed(t) => {
                 if !matches!(&*t.pat, Pat::Ident(_)) {
@@ -292,9 +296,19 @@ fn step_is_known(step: &Step) -> Result<()> {
     let Step::Other(stmt) = step else {
         return Ok(());
     };
-    const STEPS: &str = "expected one of `let name = load(place);`, `let name = add(a, b);`, `store(place, value);`, `memcpy(dst, src, len);`, `if a == b { fail(value) }`, `commit::store|store_release|add(place, value);`";
+    const STEPS: &str = "expected one of `let name = load(place);`, `let name = add(a, b);`, `let name = sub(a, b);`, `store(place, value);`, `memcpy(dst, src, len);`, `if a == b { fail(value) }`, `commit::store|store_release|add|sub(place, value);`";
     let msg = match stmt {
-        syn::Stmt::Local(_) => "a `let` in a critical section must load or add: `let name = load(place);` or `let name = add(a, b);`".to_string(),
+        syn::Stmt::Local(local) => match local.init.as_ref().map(|init| &*init.expr) {
+            Some(Expr::Call(call)) if matches!(&*call.func, Expr::Path(p) if p.path.get_ident().is_some()) => {
+                let Expr::Path(p) = &*call.func else { unreachable!() };
+                let name = p.path.get_ident().unwrap();
+                return Err(Error::new_spanned(
+                    name,
+                    format!("unknown step `{name}`: a `let` in a critical section must load, add or subtract: `let name = load(place);`, `let name = add(a, b);` or `let name = sub(a, b);`"),
+                ));
+            }
+            _ => "a `let` in a critical section must load, add or subtract: `let name = load(place);`, `let name = add(a, b);` or `let name = sub(a, b);`".to_string(),
+        },
         syn::Stmt::Macro(m) => format!(
             "macros cannot run inside a critical section (`{}!`): the kernel may restart it at any instruction",
             m.mac.path.to_token_stream()
@@ -341,11 +355,15 @@ fn store_is_plain(step: &Step) -> Result<()> {
 fn commit_kind_is_known(step: &Step) -> Result<()> {
     match step {
         Step::Commit { kind, .. }
-            if !["store", "store_release", "add"].iter().any(|k| kind == k) =>
+            if !["store", "store_release", "add", "sub"]
+                .iter()
+                .any(|k| kind == k) =>
         {
             Err(Error::new_spanned(
                 kind,
-                format!("unknown commit `{kind}`; expected `store`, `store_release` or `add`"),
+                format!(
+                    "unknown commit `{kind}`; expected `store`, `store_release`, `add` or `sub`"
+                ),
             ))
         }
         _ => Ok(()),
@@ -364,7 +382,7 @@ fn exactly_one_commit_at_the_end(section: &Section) -> Result<()> {
     let Some(&first) = commits.first() else {
         return Err(Error::new(
             section.body_span,
-            "expected a `commit` step before the end of the body: a critical section ends with `commit::store(..)`, `commit::store_release(..)` or `commit::add(..)`",
+            "expected a `commit` step before the end of the body: a critical section ends with `commit::store(..)`, `commit::store_release(..)`, `commit::add(..)` or `commit::sub(..)`",
         ));
     };
     if let Some(&second) = commits.get(1) {
@@ -379,7 +397,7 @@ fn exactly_one_commit_at_the_end(section: &Section) -> Result<()> {
     if let Some(after) = section.steps.get(first + 1) {
         let what = match after {
             Step::Load { .. } => "`load`",
-            Step::Add { .. } => "`add`",
+            Step::Add { .. } => "`add`/`sub`",
             Step::FailIf { .. } => "`if … fail`",
             Step::Store { .. } => "`store`",
             Step::Memcpy { .. } => "`memcpy`",
@@ -488,7 +506,7 @@ fn check_name(name: &Ident, position: usize, checked: &Checked) -> Result<()> {
     }
     Err(Error::new_spanned(
         name,
-        format!("`{name}` is neither a loaded value nor a parameter"),
+        format!("`{name}` is neither a loaded value nor a parameter; a constant or any other Rust expression is written in braces, `{{ {name} }}`, and evaluated before the section"),
     ))
 }
 
@@ -611,6 +629,114 @@ pub fn pointee(ptr: &Ident, checked: &Checked) -> Option<Type> {
         Some(ParamKind::Ptr(t)) => Some(t.clone()),
         _ => None,
     }
+}
+
+/// A parameter named `cpu` looks like the index but is not one unless the section says
+/// `index = given(cpu)`: `p[cpu]` always means the section's own index.
+fn a_cpu_parameter_is_the_index(section: &Section, checked: &Checked) -> Result<()> {
+    if matches!(&checked.index, IndexMode::Given(p) if p == "cpu") {
+        return Ok(());
+    }
+    for input in &section.sig.inputs {
+        if let FnArg::Typed(t) = input {
+            if let Pat::Ident(p) = &*t.pat {
+                if p.ident == "cpu" {
+                    return Err(Error::new_spanned(
+                        &p.ident,
+                        "a parameter named `cpu` is not the section's index: `percpu[cpu]` is the slot of the CPU the section runs on; to work on the CPU the caller chose, write `#[critical_section(index = given(cpu), moved = value)]`, else rename the parameter",
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `sub(a, b)` and `commit::sub(place, b)` negate `b` before the section starts, so `b` cannot
+/// be a value loaded inside it.
+fn subtrahends_are_not_loaded(section: &Section, checked: &Checked) -> Result<()> {
+    let mut errors = Errors::default();
+    for step in &section.steps {
+        let (op, b) = match step {
+            Step::Add { op, b, .. } if op == "sub" => (op, b),
+            Step::Commit { kind, value, .. } if kind == "sub" => (kind, value),
+            _ => continue,
+        };
+        if let Operand::Name(name) = b {
+            if checked.is_value(name) {
+                errors.push(Error::new_spanned(
+                    name,
+                    format!("`{op}` cannot subtract the loaded value `{name}`: what it subtracts is negated before the section starts; subtract a parameter, an integer, a constant or `{{ expression }}`"),
+                ));
+            }
+        }
+    }
+    errors.finish()
+}
+
+/// `{ expression }` runs before the section starts, when no value is loaded yet.
+fn expressions_use_no_loaded_values(section: &Section, checked: &Checked) -> Result<()> {
+    let mut errors = Errors::default();
+    for expr in crate::plan::expr_operands(section) {
+        let mut found = Vec::new();
+        idents(expr.to_token_stream(), &mut found);
+        for ident in found {
+            if checked.is_value(&ident) {
+                errors.push(Error::new_spanned(
+                    &ident,
+                    format!("`{ident}` is loaded inside the section, but `{{ expression }}` is evaluated before the section starts; use `{ident}` directly as a step's value, or compute with `add`/`sub`"),
+                ));
+            }
+        }
+    }
+    errors.finish()
+}
+
+/// The result expressions run after the section: they can use loaded values, not steps or the
+/// index.
+fn results_run_no_steps(section: &Section, checked: &Checked) -> Result<()> {
+    let mut exprs: Vec<&Expr> = section.tail.iter().collect();
+    for step in &section.steps {
+        if let Step::FailIf { value: Some(v), .. } = step {
+            exprs.push(v);
+        }
+    }
+    let mut errors = Errors::default();
+    for expr in exprs {
+        let tokens: Vec<TokenTree> = expr.to_token_stream().into_iter().collect();
+        let mut stack = vec![tokens];
+        while let Some(tokens) = stack.pop() {
+            let mut skip = None;
+            for (i, tt) in tokens.iter().enumerate() {
+                if skip == Some(i) {
+                    continue; // the arguments of a `load` already reported
+                }
+                match tt {
+                    TokenTree::Ident(ident)
+                        if ident == "load"
+                            && matches!(tokens.get(i + 1), Some(TokenTree::Group(g)) if g.delimiter() == proc_macro2::Delimiter::Parenthesis) =>
+                    {
+                        skip = Some(i + 1);
+                        errors.push(Error::new_spanned(
+                            ident,
+                            "`load` is a step, and the result is evaluated after the section: load in a step before the commit (`let value = load(place);`) and use the value here",
+                        ));
+                    }
+                    TokenTree::Ident(ident)
+                        if ident == "cpu" && !checked.params.contains_key("cpu") =>
+                    {
+                        errors.push(Error::new_spanned(
+                            ident,
+                            "`cpu` is only a place's index (`percpu[cpu]`): the result is evaluated after the section; load what you need in a step and use the value here",
+                        ));
+                    }
+                    TokenTree::Group(g) => stack.push(g.stream().into_iter().collect()),
+                    _ => {}
+                }
+            }
+        }
+    }
+    errors.finish()
 }
 
 /// Places through raw pointers, element indexing and `memcpy` dereference memory the macro

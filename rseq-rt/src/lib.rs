@@ -263,6 +263,15 @@ pub mod __private {
         )
     }
 
+    /// The fallback's subtracting commit (`commit::sub`).
+    ///
+    /// # Safety
+    /// As [`load_word`].
+    #[inline(always)]
+    pub unsafe fn sub_word(addr: usize, value: usize) {
+        add_word(addr, value.wrapping_neg())
+    }
+
     /// The fallback's `memcpy`.
     ///
     /// # Safety

@@ -1,10 +1,10 @@
 use rseq::{critical_section, PerCpu};
 use std::sync::atomic::AtomicU64;
 
-// There is no `commit::sub`.
+// There is no `commit::or`.
 #[critical_section]
-fn sub(counters: &PerCpu<AtomicU64>, n: u64) {
-    commit::sub(counters[cpu], n);
+fn set_bits(flags: &PerCpu<AtomicU64>, bits: u64) {
+    commit::or(flags[cpu], bits);
 }
 
 fn main() {}
