@@ -2,7 +2,7 @@
 //! any inner allocator, usable as the `#[global_allocator]`.
 //!
 //! ```
-//! use rseq_collections::alloc::PerCpuAlloc;
+//! use rseq::collections::alloc::PerCpuAlloc;
 //! use std::alloc::System;
 //!
 //! #[global_allocator]
@@ -151,7 +151,7 @@ fn class_layout(class: usize) -> Layout {
 /// more than [`CLASS_ALIGN`]).
 ///
 /// ```
-/// use rseq_collections::alloc::block_size;
+/// use rseq::collections::alloc::block_size;
 /// use std::alloc::Layout;
 ///
 /// assert_eq!(block_size(Layout::new::<[u8; 40]>()), Some(48));
@@ -275,7 +275,7 @@ pub struct AllocStats {
 /// [module documentation](self).
 ///
 /// ```
-/// use rseq_collections::alloc::PerCpuAlloc;
+/// use rseq::collections::alloc::PerCpuAlloc;
 /// use std::alloc::{GlobalAlloc, Layout, System};
 ///
 /// // Used directly, not as the global allocator.

@@ -79,7 +79,7 @@ impl<const CAP: usize> Slot<CAP> {
 /// [`drain_all`](Self::drain_all) collect the others'.
 ///
 /// ```
-/// use rseq_collections::buffer::PerCpuBuffer;
+/// use rseq::collections::buffer::PerCpuBuffer;
 /// use std::ptr::NonNull;
 ///
 /// let buf: PerCpuBuffer<4> = PerCpuBuffer::new();
@@ -147,7 +147,7 @@ impl<const CAP: usize> PerCpuBuffer<CAP> {
     /// Empty buffers, one per possible CPU.
     ///
     /// ```
-    /// let buf = rseq_collections::buffer::PerCpuBuffer::<16>::new();
+    /// let buf = rseq::collections::buffer::PerCpuBuffer::<16>::new();
     /// assert!(buf.is_empty());
     /// ```
     pub fn new() -> Self {
@@ -162,7 +162,7 @@ impl<const CAP: usize> PerCpuBuffer<CAP> {
     /// buffer allocates.
     ///
     /// ```
-    /// let buf = rseq_collections::buffer::PerCpuBuffer::<16>::new_in(&std::alloc::System);
+    /// let buf = rseq::collections::buffer::PerCpuBuffer::<16>::new_in(&std::alloc::System);
     /// assert_eq!(buf.capacity(), 16);
     /// ```
     pub fn new_in(allocator: &'static dyn GlobalAlloc) -> Self {
@@ -175,7 +175,7 @@ impl<const CAP: usize> PerCpuBuffer<CAP> {
     /// The capacity of each CPU's buffer: `CAP`.
     ///
     /// ```
-    /// assert_eq!(rseq_collections::buffer::PerCpuBuffer::<8>::new().capacity(), 8);
+    /// assert_eq!(rseq::collections::buffer::PerCpuBuffer::<8>::new().capacity(), 8);
     /// ```
     pub const fn capacity(&self) -> usize {
         CAP
@@ -186,7 +186,7 @@ impl<const CAP: usize> PerCpuBuffer<CAP> {
     ///
     /// ```
     /// use std::ptr::NonNull;
-    /// let buf = rseq_collections::buffer::PerCpuBuffer::<1>::new();
+    /// let buf = rseq::collections::buffer::PerCpuBuffer::<1>::new();
     /// let mut x = 0u8;
     /// let item = NonNull::from(&mut x);
     /// assert_eq!(buf.push(item), Ok(()));
@@ -207,7 +207,7 @@ impl<const CAP: usize> PerCpuBuffer<CAP> {
     ///
     /// ```
     /// use std::ptr::NonNull;
-    /// let buf = rseq_collections::buffer::PerCpuBuffer::<4>::new();
+    /// let buf = rseq::collections::buffer::PerCpuBuffer::<4>::new();
     /// assert_eq!(buf.pop(), None);
     /// ```
     #[inline]
@@ -220,7 +220,7 @@ impl<const CAP: usize> PerCpuBuffer<CAP> {
     /// snapshot.
     ///
     /// ```
-    /// let buf = rseq_collections::buffer::PerCpuBuffer::<4>::new();
+    /// let buf = rseq::collections::buffer::PerCpuBuffer::<4>::new();
     /// assert_eq!(buf.len_on(0), 0);
     /// ```
     pub fn len_on(&self, cpu: usize) -> usize {
@@ -232,7 +232,7 @@ impl<const CAP: usize> PerCpuBuffer<CAP> {
     /// The number of items in all buffers: a snapshot, exact when no thread pushes or pops.
     ///
     /// ```
-    /// let buf = rseq_collections::buffer::PerCpuBuffer::<4>::new();
+    /// let buf = rseq::collections::buffer::PerCpuBuffer::<4>::new();
     /// assert_eq!(buf.len(), 0);
     /// ```
     pub fn len(&self) -> usize {
@@ -242,7 +242,7 @@ impl<const CAP: usize> PerCpuBuffer<CAP> {
     /// Whether all buffers are empty: a snapshot, like [`len`](Self::len).
     ///
     /// ```
-    /// assert!(rseq_collections::buffer::PerCpuBuffer::<4>::new().is_empty());
+    /// assert!(rseq::collections::buffer::PerCpuBuffer::<4>::new().is_empty());
     /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -254,16 +254,16 @@ impl<const CAP: usize> PerCpuBuffer<CAP> {
     /// panics, the items not yet passed to it are forgotten.
     ///
     /// # Errors
-    /// [`FenceError::InvalidCpu`] if `cpu` is not below [`rseq_rt::possible_cpus`]; another
+    /// [`FenceError::InvalidCpu`] if `cpu` is not below [`rseq::possible_cpus`]; another
     /// error if the fence fails, in which case nothing was taken.
     ///
     /// ```
     /// use std::ptr::NonNull;
-    /// let buf = rseq_collections::buffer::PerCpuBuffer::<4>::new();
+    /// let buf = rseq::collections::buffer::PerCpuBuffer::<4>::new();
     /// let mut x = 0u8;
     /// buf.push(NonNull::from(&mut x)).unwrap();
     /// let mut got = Vec::new();
-    /// for cpu in 0..rseq_rt::possible_cpus() {
+    /// for cpu in 0..rseq::possible_cpus() {
     ///     buf.drain_cpu(cpu, |p| got.push(p)).unwrap();
     /// }
     /// assert_eq!(got, [NonNull::from(&mut x)]);
@@ -314,7 +314,7 @@ impl<const CAP: usize> PerCpuBuffer<CAP> {
     ///
     /// ```
     /// use std::ptr::NonNull;
-    /// let buf = rseq_collections::buffer::PerCpuBuffer::<4>::new();
+    /// let buf = rseq::collections::buffer::PerCpuBuffer::<4>::new();
     /// let mut x = 0u8;
     /// buf.push(NonNull::from(&mut x)).unwrap();
     /// assert_eq!(buf.drain_all(|_| {}), Ok(1));
@@ -333,7 +333,7 @@ impl<const CAP: usize> PerCpuBuffer<CAP> {
     ///
     /// ```
     /// use std::ptr::NonNull;
-    /// let mut buf = rseq_collections::buffer::PerCpuBuffer::<4>::new();
+    /// let mut buf = rseq::collections::buffer::PerCpuBuffer::<4>::new();
     /// let mut x = 0u8;
     /// buf.push(NonNull::from(&mut x)).unwrap();
     /// assert_eq!(buf.take_all(|_| {}), 1);

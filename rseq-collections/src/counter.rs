@@ -80,7 +80,7 @@ unsafe fn add_to_active(slots: &PerCpu<Banks>, active: *const AtomicUsize, n: us
 /// units) if one period may pass 2³² − 1.
 ///
 /// ```
-/// use rseq_collections::counter::PerCpuCounter;
+/// use rseq::collections::counter::PerCpuCounter;
 ///
 /// let requests = PerCpuCounter::new();
 /// std::thread::scope(|s| {
@@ -105,7 +105,7 @@ impl PerCpuCounter {
     /// A counter at zero.
     ///
     /// ```
-    /// let c = rseq_collections::counter::PerCpuCounter::new();
+    /// let c = rseq::collections::counter::PerCpuCounter::new();
     /// assert_eq!(c.sum(), 0);
     /// ```
     pub fn new() -> Self {
@@ -120,7 +120,7 @@ impl PerCpuCounter {
     /// instruction.
     ///
     /// ```
-    /// let c = rseq_collections::counter::PerCpuCounter::new();
+    /// let c = rseq::collections::counter::PerCpuCounter::new();
     /// c.add(5);
     /// c.add(usize::MAX); // wraps: -1
     /// assert_eq!(c.sum(), 4);
@@ -134,7 +134,7 @@ impl PerCpuCounter {
     /// Subtracts `n` (wrapping): adds its two's complement.
     ///
     /// ```
-    /// let c = rseq_collections::counter::PerCpuCounter::new();
+    /// let c = rseq::collections::counter::PerCpuCounter::new();
     /// c.add(10);
     /// c.sub(3);
     /// assert_eq!(c.sum(), 7);
@@ -150,7 +150,7 @@ impl PerCpuCounter {
     /// to finish, so it never sees a bank half-drained.
     ///
     /// ```
-    /// let c = rseq_collections::counter::PerCpuCounter::new();
+    /// let c = rseq::collections::counter::PerCpuCounter::new();
     /// c.add(2);
     /// c.add(3);
     /// assert_eq!(c.sum(), 5);
@@ -176,7 +176,7 @@ impl PerCpuCounter {
     /// and loses nothing).
     ///
     /// ```
-    /// let c = rseq_collections::counter::PerCpuCounter::new();
+    /// let c = rseq::collections::counter::PerCpuCounter::new();
     /// c.add(7);
     /// assert_eq!(c.take(), 7);
     /// c.add(1);
@@ -196,7 +196,7 @@ impl PerCpuCounter {
     /// count is lost: a later take returns it.
     ///
     /// ```
-    /// let c = rseq_collections::counter::PerCpuCounter::new();
+    /// let c = rseq::collections::counter::PerCpuCounter::new();
     /// c.add(3);
     /// assert_eq!(c.try_take(), Ok(3));
     /// ```
@@ -219,10 +219,10 @@ impl PerCpuCounter {
     /// The counts held for each CPU (both banks), a snapshot: where the adds landed.
     ///
     /// ```
-    /// let c = rseq_collections::counter::PerCpuCounter::new();
+    /// let c = rseq::collections::counter::PerCpuCounter::new();
     /// c.add(1);
     /// assert_eq!(c.per_cpu().iter().sum::<usize>(), 1);
-    /// assert_eq!(c.per_cpu().len(), rseq_rt::possible_cpus());
+    /// assert_eq!(c.per_cpu().len(), rseq::possible_cpus());
     /// ```
     pub fn per_cpu(&self) -> Vec<usize> {
         let _takers = self.takers.lock().unwrap_or_else(|p| p.into_inner());

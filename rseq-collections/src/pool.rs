@@ -77,7 +77,7 @@ enum Init<T> {
 /// section each on the fast path.
 ///
 /// ```
-/// use rseq_collections::pool::PerCpuPool;
+/// use rseq::collections::pool::PerCpuPool;
 ///
 /// // Recycled buffers: a returned Vec keeps its capacity for the next user.
 /// let buffers: PerCpuPool<Vec<u8>> = PerCpuPool::new();
@@ -117,8 +117,8 @@ impl<T: Default, const CAP: usize> PerCpuPool<T, CAP> {
     /// An empty pool whose new objects are `T::default()`.
     ///
     /// ```
-    /// let pool: rseq_collections::pool::PerCpuPool<String> =
-    ///     rseq_collections::pool::PerCpuPool::new();
+    /// let pool: rseq::collections::pool::PerCpuPool<String> =
+    ///     rseq::collections::pool::PerCpuPool::new();
     /// assert_eq!(*pool.get(), "");
     /// ```
     pub fn new() -> Self {
@@ -140,7 +140,7 @@ impl<T, const CAP: usize> PerCpuPool<T, CAP> {
     /// more object, not on every [`get`](Self::get)).
     ///
     /// ```
-    /// use rseq_collections::pool::PerCpuPool;
+    /// use rseq::collections::pool::PerCpuPool;
     /// let pool: PerCpuPool<Vec<u8>, 16> = PerCpuPool::with_init(|| Vec::with_capacity(4096));
     /// assert!(pool.get().capacity() >= 4096);
     /// ```
@@ -161,8 +161,8 @@ impl<T, const CAP: usize> PerCpuPool<T, CAP> {
     /// The capacity of each CPU's cache: `CAP`.
     ///
     /// ```
-    /// let pool: rseq_collections::pool::PerCpuPool<u64, 32> =
-    ///     rseq_collections::pool::PerCpuPool::new();
+    /// let pool: rseq::collections::pool::PerCpuPool<u64, 32> =
+    ///     rseq::collections::pool::PerCpuPool::new();
     /// assert_eq!(pool.cache_capacity(), 32);
     /// ```
     pub const fn cache_capacity(&self) -> usize {
@@ -201,7 +201,7 @@ impl<T, const CAP: usize> PerCpuPool<T, CAP> {
     /// Not giving it back is a leak, not an error; prefer [`get`](Self::get).
     ///
     /// ```
-    /// use rseq_collections::pool::PerCpuPool;
+    /// use rseq::collections::pool::PerCpuPool;
     /// let pool: PerCpuPool<u64> = PerCpuPool::new();
     /// let object = pool.alloc();
     /// // SAFETY: ours until freed; a valid `u64`.
@@ -253,7 +253,7 @@ impl<T, const CAP: usize> PerCpuPool<T, CAP> {
     /// given back since; it holds a valid `T`; the caller no longer uses it.
     ///
     /// ```
-    /// use rseq_collections::pool::PerCpuPool;
+    /// use rseq::collections::pool::PerCpuPool;
     /// let pool: PerCpuPool<[u8; 32]> = PerCpuPool::new();
     /// let a = pool.alloc();
     /// // SAFETY: from `pool.alloc`, given back once.
@@ -285,7 +285,7 @@ impl<T, const CAP: usize> PerCpuPool<T, CAP> {
     /// [`alloc`](Self::alloc): the object is in the state its last user left it).
     ///
     /// ```
-    /// use rseq_collections::pool::PerCpuPool;
+    /// use rseq::collections::pool::PerCpuPool;
     /// let pool: PerCpuPool<Vec<u32>> = PerCpuPool::new();
     /// {
     ///     let mut v = pool.get();
@@ -306,14 +306,14 @@ impl<T, const CAP: usize> PerCpuPool<T, CAP> {
     /// moved. Uses the fence protocol of the [module documentation](self).
     ///
     /// # Errors
-    /// [`FenceError::InvalidCpu`] if `cpu` is not below [`rseq_rt::possible_cpus`]; another
+    /// [`FenceError::InvalidCpu`] if `cpu` is not below [`rseq::possible_cpus`]; another
     /// error if the fence fails, in which case nothing moved.
     ///
     /// ```
-    /// use rseq_collections::pool::PerCpuPool;
+    /// use rseq::collections::pool::PerCpuPool;
     /// let pool: PerCpuPool<u64> = PerCpuPool::new();
     /// drop(pool.get());
-    /// for cpu in 0..rseq_rt::possible_cpus() {
+    /// for cpu in 0..rseq::possible_cpus() {
     ///     pool.drain_cpu(cpu).unwrap();
     /// }
     /// let stats = pool.stats();
@@ -335,7 +335,7 @@ impl<T, const CAP: usize> PerCpuPool<T, CAP> {
     /// released all the same, the caches of the CPUs not reached stay in place.
     ///
     /// ```
-    /// use rseq_collections::pool::PerCpuPool;
+    /// use rseq::collections::pool::PerCpuPool;
     /// let pool: PerCpuPool<u64> = PerCpuPool::new();
     /// let kept = pool.get();
     /// pool.shrink().unwrap();
@@ -357,7 +357,7 @@ impl<T, const CAP: usize> PerCpuPool<T, CAP> {
     /// Counts of objects (see [`PoolStats`]).
     ///
     /// ```
-    /// use rseq_collections::pool::PerCpuPool;
+    /// use rseq::collections::pool::PerCpuPool;
     /// let pool: PerCpuPool<u64> = PerCpuPool::new();
     /// let a = pool.get();
     /// assert_eq!(pool.stats().in_use(), 1);
@@ -398,7 +398,7 @@ impl<T, const CAP: usize> fmt::Debug for PerCpuPool<T, CAP> {
 /// the next user gets it as it is).
 ///
 /// ```
-/// use rseq_collections::pool::PerCpuPool;
+/// use rseq::collections::pool::PerCpuPool;
 /// let pool: PerCpuPool<String> = PerCpuPool::new();
 /// let mut s = pool.get();
 /// s.clear();
@@ -420,7 +420,7 @@ impl<'a, T, const CAP: usize> PoolBox<'a, T, CAP> {
     /// it back with [`PerCpuPool::free`] (or leak it).
     ///
     /// ```
-    /// use rseq_collections::pool::PerCpuPool;
+    /// use rseq::collections::pool::PerCpuPool;
     /// let pool: PerCpuPool<u8> = PerCpuPool::new();
     /// let raw = pool.get().into_raw();
     /// // SAFETY: from this pool, given back once.
@@ -433,7 +433,7 @@ impl<'a, T, const CAP: usize> PoolBox<'a, T, CAP> {
     /// The pool the object belongs to.
     ///
     /// ```
-    /// use rseq_collections::pool::PerCpuPool;
+    /// use rseq::collections::pool::PerCpuPool;
     /// let pool: PerCpuPool<u8> = PerCpuPool::new();
     /// let b = pool.get();
     /// assert!(std::ptr::eq(b.pool(), &pool));

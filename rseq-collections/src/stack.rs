@@ -73,7 +73,7 @@ impl Link {
     /// An unlinked link.
     ///
     /// ```
-    /// let link = rseq_collections::stack::Link::new();
+    /// let link = rseq::collections::stack::Link::new();
     /// # let _ = link;
     /// ```
     pub const fn new() -> Self {
@@ -97,7 +97,7 @@ impl fmt::Debug for Link {
 /// `link - LINK_OFFSET` is its node.
 ///
 /// ```
-/// use rseq_collections::stack::{Link, Linked};
+/// use rseq::collections::stack::{Link, Linked};
 ///
 /// struct Job {
 ///     id: u32,
@@ -117,7 +117,7 @@ pub unsafe trait Linked {
 /// A ready-made node: a [`Link`] and a value.
 ///
 /// ```
-/// use rseq_collections::stack::{Node, PerCpuStack};
+/// use rseq::collections::stack::{Node, PerCpuStack};
 /// use std::ptr::NonNull;
 ///
 /// let stack: PerCpuStack<Node<u32>> = PerCpuStack::new();
@@ -142,7 +142,7 @@ impl<T> Node<T> {
     /// An unlinked node holding `value`.
     ///
     /// ```
-    /// let n = rseq_collections::stack::Node::new("job");
+    /// let n = rseq::collections::stack::Node::new("job");
     /// assert_eq!(n.value, "job");
     /// ```
     pub const fn new(value: T) -> Self {
@@ -226,7 +226,7 @@ fn from_link<T: Linked>(link: NonNull<Link>) -> NonNull<T> {
 /// [`pop_all_cpu`](Self::pop_all_cpu) to collect another CPU's nodes.
 ///
 /// ```
-/// use rseq_collections::stack::{Node, PerCpuStack};
+/// use rseq::collections::stack::{Node, PerCpuStack};
 /// use std::ptr::NonNull;
 ///
 /// let free: PerCpuStack<Node<usize>> = PerCpuStack::new();
@@ -272,7 +272,7 @@ impl<T: Linked> PerCpuStack<T> {
     /// Empty lists, one per possible CPU.
     ///
     /// ```
-    /// use rseq_collections::stack::{Node, PerCpuStack};
+    /// use rseq::collections::stack::{Node, PerCpuStack};
     /// let s: PerCpuStack<Node<()>> = PerCpuStack::new();
     /// assert!(s.is_empty());
     /// ```
@@ -294,7 +294,7 @@ impl<T: Linked> PerCpuStack<T> {
     /// that do not touch its [`Link`].
     ///
     /// ```
-    /// use rseq_collections::stack::{Node, PerCpuStack};
+    /// use rseq::collections::stack::{Node, PerCpuStack};
     /// use std::ptr::NonNull;
     ///
     /// let s: PerCpuStack<Node<u8>> = PerCpuStack::new();
@@ -315,7 +315,7 @@ impl<T: Linked> PerCpuStack<T> {
     /// empty (or being drained). The caller owns the node returned.
     ///
     /// ```
-    /// use rseq_collections::stack::{Node, PerCpuStack};
+    /// use rseq::collections::stack::{Node, PerCpuStack};
     /// use std::ptr::NonNull;
     ///
     /// let s: PerCpuStack<Node<u8>> = PerCpuStack::new();
@@ -339,18 +339,18 @@ impl<T: Linked> PerCpuStack<T> {
     /// the [module documentation](self): two [`rseq_rt::fence_cpu`] calls.
     ///
     /// # Errors
-    /// [`FenceError::InvalidCpu`] if `cpu` is not below [`rseq_rt::possible_cpus`]; another
+    /// [`FenceError::InvalidCpu`] if `cpu` is not below [`rseq::possible_cpus`]; another
     /// error if the first fence fails, in which case nothing was detached.
     ///
     /// ```
-    /// use rseq_collections::stack::{Node, PerCpuStack};
+    /// use rseq::collections::stack::{Node, PerCpuStack};
     /// use std::ptr::NonNull;
     ///
     /// let s: PerCpuStack<Node<u8>> = PerCpuStack::new();
     /// let mut node = Node::new(3);
     /// // SAFETY: `node` outlives its time on the stack.
     /// unsafe { s.push(NonNull::from(&mut node)) };
-    /// let found: usize = (0..rseq_rt::possible_cpus())
+    /// let found: usize = (0..rseq::possible_cpus())
     ///     .map(|cpu| s.pop_all_cpu(cpu).unwrap().count())
     ///     .sum();
     /// assert_eq!(found, 1);
@@ -403,7 +403,7 @@ impl<T: Linked> PerCpuStack<T> {
     /// teardown.
     ///
     /// ```
-    /// use rseq_collections::stack::{Node, PerCpuStack};
+    /// use rseq::collections::stack::{Node, PerCpuStack};
     /// use std::ptr::NonNull;
     ///
     /// let mut s: PerCpuStack<Node<u8>> = PerCpuStack::new();
@@ -429,7 +429,7 @@ impl<T: Linked> PerCpuStack<T> {
     /// Whether every list is empty: a snapshot, exact when no thread pushes concurrently.
     ///
     /// ```
-    /// use rseq_collections::stack::{Node, PerCpuStack};
+    /// use rseq::collections::stack::{Node, PerCpuStack};
     /// assert!(PerCpuStack::<Node<u8>>::new().is_empty());
     /// ```
     pub fn is_empty(&self) -> bool {
@@ -457,7 +457,7 @@ impl<T: Linked> fmt::Debug for PerCpuStack<T> {
 /// (unlinking it as it goes). Nodes left in a chain that is dropped are forgotten, not freed.
 ///
 /// ```
-/// use rseq_collections::stack::{Node, PerCpuStack};
+/// use rseq::collections::stack::{Node, PerCpuStack};
 /// use std::ptr::NonNull;
 ///
 /// let s: PerCpuStack<Node<u8>> = PerCpuStack::new();

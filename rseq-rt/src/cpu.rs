@@ -16,8 +16,8 @@ fn read_cpu_id(area: *mut abi::RseqArea) -> u32 {
 /// thread is attached; `sched_getcpu()` where no rseq area is available.
 ///
 /// ```
-/// let cpu = rseq_rt::current_cpu();
-/// assert!(cpu < rseq_rt::possible_cpus());
+/// let cpu = rseq::current_cpu();
+/// assert!(cpu < rseq::possible_cpus());
 /// ```
 #[inline]
 pub fn current_cpu() -> usize {
@@ -47,7 +47,7 @@ fn current_cpu_slow() -> usize {
 /// (feature size < 28) or no area is available.
 ///
 /// ```
-/// assert!(rseq_rt::current_mm_cid() < rseq_rt::possible_cpus());
+/// assert!(rseq::current_mm_cid() < rseq::possible_cpus());
 /// ```
 #[inline]
 pub fn current_mm_cid() -> usize {
@@ -78,7 +78,7 @@ fn current_mm_cid_slow() -> usize {
 /// ≥ 24), else `getcpu(2)`.
 ///
 /// ```
-/// let _node = rseq_rt::current_node();
+/// let _node = rseq::current_node();
 /// ```
 #[inline]
 pub fn current_node() -> usize {

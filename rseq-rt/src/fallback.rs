@@ -47,10 +47,10 @@ static SIGNALS_UNBLOCKED: AtomicBool = AtomicBool::new(false);
 /// normally.)
 ///
 /// ```
-/// rseq_rt::fallback::assume_no_sections_in_signal_handlers();
-/// assert!(rseq_rt::fallback::signals_unblocked());
-/// let slot = rseq_rt::fallback::with_slot(0, |slot| slot);
-/// assert!(slot < rseq_rt::fallback::slots());
+/// rseq::fallback::assume_no_sections_in_signal_handlers();
+/// assert!(rseq::fallback::signals_unblocked());
+/// let slot = rseq::fallback::with_slot(0, |slot| slot);
+/// assert!(slot < rseq::fallback::slots());
 /// ```
 pub fn assume_no_sections_in_signal_handlers() {
     SIGNALS_UNBLOCKED.store(true, Ordering::Relaxed);
@@ -291,7 +291,7 @@ pub fn lock_slot_on_cpu(cpu: usize) -> Option<SlotGuard> {
 /// index.
 ///
 /// ```
-/// let total = rseq_rt::fallback::with_slot(0, |slot| slot + 1);
+/// let total = rseq::fallback::with_slot(0, |slot| slot + 1);
 /// assert_eq!(total, 1);
 /// ```
 pub fn with_slot<R>(preferred: usize, body: impl FnOnce(usize) -> R) -> R {

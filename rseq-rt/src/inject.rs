@@ -17,11 +17,11 @@
 //! ```
 //! // Spin 1000 times after the index check and 500 times before the commit of a two-step
 //! // section (a load, then the commit).
-//! rseq_rt::inject::set_delay(0, 1000);
-//! rseq_rt::inject::set_delay(2, 500);
-//! assert_eq!(rseq_rt::inject::delay(2), 500);
-//! rseq_rt::inject::clear();
-//! assert_eq!(rseq_rt::inject::delay(0), 0);
+//! rseq::inject::set_delay(0, 1000);
+//! rseq::inject::set_delay(2, 500);
+//! assert_eq!(rseq::inject::delay(2), 500);
+//! rseq::inject::clear();
+//! assert_eq!(rseq::inject::delay(0), 0);
 //! ```
 
 use core::sync::atomic::{AtomicU32, Ordering::Relaxed};

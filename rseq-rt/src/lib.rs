@@ -9,16 +9,17 @@
 //! - Accessors: [`current_cpu`], [`current_mm_cid`], [`current_node`].
 //! - Fences: [`fence_all`] and [`fence_cpu`] (membarrier, or the fallback locks).
 //! - [`PerCpu<T>`] storage, and the [`fallback`] lock table.
+//! - [`word`]: which place types a section may load, and which it may write.
 //! - [`inject`]: delay loops inside sections for stress tests (off unless asked for).
 //!
 //! Critical sections themselves are written with the `rseq` crate's `critical_section`
 //! attribute, whose generated code talks to this crate through [`__private`].
 //!
 //! ```
-//! use rseq_rt::{mode, Mode};
+//! use rseq::{mode, Mode};
 //!
-//! let cpu = rseq_rt::current_cpu();
-//! println!("on cpu {cpu}, mode {:?}, kernel features {:?}", mode(), rseq_rt::features());
+//! let cpu = rseq::current_cpu();
+//! println!("on cpu {cpu}, mode {:?}, kernel features {:?}", mode(), rseq::features());
 //! ```
 
 #![deny(missing_docs)]

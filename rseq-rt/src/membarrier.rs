@@ -52,7 +52,7 @@ pub(crate) fn rseq_fence_all() -> Result<(), FenceError> {
 /// structure, then fence, then reclaim the old one).
 ///
 /// ```
-/// rseq_rt::fence_all().expect("membarrier");
+/// rseq::fence_all().expect("membarrier");
 /// ```
 pub fn fence_all() -> Result<(), FenceError> {
     match mode() {
@@ -77,8 +77,8 @@ pub fn fence_all() -> Result<(), FenceError> {
 /// `Fallback` mode, for the sections holding that slot's lock.
 ///
 /// ```
-/// rseq_rt::fence_cpu(0).expect("cpu 0 exists");
-/// assert!(rseq_rt::fence_cpu(usize::MAX).is_err());
+/// rseq::fence_cpu(0).expect("cpu 0 exists");
+/// assert!(rseq::fence_cpu(usize::MAX).is_err());
 /// ```
 pub fn fence_cpu(cpu: usize) -> Result<(), FenceError> {
     if cpu >= sys::possible_cpus() {

@@ -76,10 +76,10 @@ impl<T: fmt::Debug> fmt::Debug for CachePadded<T> {
 ///
 /// ```
 /// use core::sync::atomic::{AtomicUsize, Ordering};
-/// use rseq_rt::PerCpu;
+/// use rseq::PerCpu;
 ///
 /// let counts: PerCpu<AtomicUsize> = PerCpu::new(AtomicUsize::new);
-/// assert_eq!(counts.len(), rseq_rt::possible_cpus());
+/// assert_eq!(counts.len(), rseq::possible_cpus());
 /// let sum: usize = counts.iter().map(|c| c.load(Ordering::Relaxed)).sum();
 /// let n = counts.len();
 /// assert_eq!(sum, n * (n - 1) / 2);
@@ -116,8 +116,8 @@ impl<T> PerCpu<T> {
     /// use std::alloc::System;
     /// use std::sync::atomic::AtomicUsize;
     ///
-    /// let caches = rseq_rt::PerCpu::new_in(|_| AtomicUsize::new(0), &System);
-    /// assert_eq!(caches.len(), rseq_rt::possible_cpus());
+    /// let caches = rseq::PerCpu::new_in(|_| AtomicUsize::new(0), &System);
+    /// assert_eq!(caches.len(), rseq::possible_cpus());
     /// ```
     pub fn new_in(init: impl FnMut(usize) -> T, allocator: &'static dyn GlobalAlloc) -> Self {
         Self::build(init, Some(allocator))

@@ -336,9 +336,9 @@ fn disabled_by_env() -> bool {
 /// which are not async-signal-safe.
 ///
 /// ```
-/// match rseq_rt::mode() {
-///     rseq_rt::Mode::Rseq(owner) => println!("rseq, registered by {owner:?}"),
-///     rseq_rt::Mode::Fallback(why) => println!("fallback: {why:?}"),
+/// match rseq::mode() {
+///     rseq::Mode::Rseq(owner) => println!("rseq, registered by {owner:?}"),
+///     rseq::Mode::Fallback(why) => println!("fallback: {why:?}"),
 /// }
 /// ```
 pub fn mode() -> Mode {
@@ -452,7 +452,7 @@ fn register_own_area(t: &ThreadRseq, features: Features) -> Result<(), Registrat
 /// and gets the error.
 ///
 /// ```
-/// match rseq_rt::register_current_thread() {
+/// match rseq::register_current_thread() {
 ///     Ok(owner) => println!("registered ({owner:?})"),
 ///     Err(e) => println!("critical sections will use the fallback: {e}"),
 /// }

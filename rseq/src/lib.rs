@@ -33,6 +33,7 @@ pub use rseq_rt::*;
 
 /// Per-CPU counters, stacks, buffers, object pools and a caching allocator, built with the
 /// language below.
+#[doc(inline)]
 pub use rseq_collections as collections;
 
 /// Turns a function whose body is a list of per-CPU steps into a restartable sequence.
@@ -45,12 +46,14 @@ pub use rseq_collections as collections;
 /// |---|---|
 /// | `let x = load(place);` | read a word into the value `x` (`let x: *mut Node = …` gives it a type) |
 /// | `let y = add(x, n);` | a word sum, computed in a register (wrapping) |
+/// | `let y = sub(x, n);` | a word difference (wrapping); `n` is not a loaded value (it is negated before the section) |
 /// | `if a == b { fail(value) }` | leave the section, returning `value` (also `!=`, and unsigned `<` `<=` `>` `>=`) |
 /// | `store(place, value);` | a speculative store to memory that is not yet published |
 /// | `memcpy(dst, src, len);` | a speculative copy of `len` bytes |
 /// | `commit::store(place, value);` | the commit: one word store, the last step |
 /// | `commit::store_release(place, value);` | the commit, ordered after every earlier store (for publishing) |
 /// | `commit::add(place, value);` | the commit: add to a word |
+/// | `commit::sub(place, value);` | the commit: subtract from a word (`value` as for `sub`) |
 ///
 /// After the commit, the body may end with an expression: the function's value when the section
 /// commits. It (and each `fail` value) can use the loaded values.
@@ -71,16 +74,80 @@ pub use rseq_collections as collections;
 /// The `PerCpu` parameter must be written as `&PerCpu<T>` (any path ending in `PerCpu`): the
 /// macro sees only the tokens, so a type alias of it is not recognised.
 ///
-/// Places must be words: `usize`, `isize`, `u64`/`i64` on 64-bit targets, raw pointers, or
-/// their atomic forms (`AtomicU64`, `AtomicPtr<T>`, …). Use atomic types for slots that other
-/// threads read while sections run (e.g. to sum a counter).
+/// Places are words, and what a section may do with one depends on its type (the traits of
+/// [`word`](crate::word) say which; any other type is a compile error on the place):
+/// - a section **loads** any word: `usize`, `isize`, `u64`/`i64` on 64-bit targets, raw
+///   pointers, `NonNull<T>`, `Option<NonNull<T>>`, or an atomic word;
+/// - it **writes a `PerCpu` slot** (`p[cpu]`, `p[cpu].field`, `p[cpu].array[i]`) only if that is
+///   an atomic word (`AtomicUsize`, `AtomicIsize`, `AtomicU64`/`AtomicI64`, `AtomicPtr<T>`):
+///   the `PerCpu` is shared, and other code may hold a `&T` to the slot (from
+///   [`PerCpu::iter`](crate::PerCpu::iter)) while the section writes it;
+/// - it **writes through a pointer** (`*ptr`, `(*ptr).field`) a word that every bit pattern is
+///   valid for (plain integers and raw pointers too: its `unsafe fn`'s callers vouch that no
+///   reference to the place is live), never a `NonNull<T>`, which a section could set to null.
 ///
 /// **Values**: a loaded value, a parameter (cast to a word with `as usize`), an integer, `null`
-/// (0), or `{ expression }` — any Rust expression, evaluated once before the section.
+/// (0), a constant (`BUF_CAP`, `Self::CAPACITY`: a path, or a name written in capitals, that
+/// is neither a parameter nor a loaded value), or `{ expression }` — any Rust expression,
+/// evaluated once before the section (so it cannot use loaded values).
 ///
-/// **Safety**: sections whose places are `PerCpu` slots and their fields are safe functions.
-/// Places through raw pointers, element indexing and `memcpy` dereference memory the macro cannot
-/// check, so those sections must be `unsafe fn`, and their callers vouch for the pointers.
+/// # What makes a section safe
+///
+/// A section is a safe `fn` when nothing it does can break Rust's rules, whatever its arguments:
+/// - its places are `PerCpu` slots and their fields, reached by the CPU index the section reads
+///   and checks against the number of slots every `PerCpu` has;
+/// - it writes only atomic words there (see above), so writing never changes memory behind a
+///   shared reference, and never stores a word its type cannot hold;
+/// - its `{ expression }` operands and results are ordinary Rust, checked by the compiler as
+///   written (an `unsafe` operation in them still needs its own `unsafe` block).
+///
+/// Places through raw pointers, element indexing (`p[cpu].array[i]`, where `i` is a loaded value
+/// the macro cannot bound) and `memcpy` reach memory the macro cannot check: those sections
+/// must be `unsafe fn`, and say in their `# Safety` section what callers guarantee.
+///
+/// # Methods
+///
+/// A section cannot be a method, nor reach places through `self`: the macro reads each
+/// `PerCpu`'s element type from the parameter's tokens (for the stride and field offsets), which
+/// it cannot do for a field. Write the section as a function and call it from the method:
+///
+/// ```
+/// use rseq::{critical_section, PerCpu};
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+///
+/// #[derive(Default)]
+/// pub struct Stats { hits: PerCpu<AtomicUsize> }
+///
+/// #[critical_section]
+/// fn count_hit(hits: &PerCpu<AtomicUsize>) {
+///     commit::add(hits[cpu], 1);
+/// }
+///
+/// impl Stats {
+///     pub fn hit(&self) { count_hit(&self.hits) }
+///     pub fn hits(&self) -> usize { self.hits.iter().map(|h| h.load(Ordering::Relaxed)).sum() }
+/// }
+///
+/// let stats = Stats::default();
+/// stats.hit();
+/// assert_eq!(stats.hits(), 1);
+/// ```
+///
+/// # Registers
+///
+/// Every value a section keeps lives in a register from the index read to the commit: one per
+/// loaded value and `add`/`sub` result, per parameter or `{ expression }` used as a value, per
+/// `PerCpu` parameter (its base), plus the index and the target's scratch registers. A section
+/// that needs more than **13** (what x86_64 offers a section) is rejected on every target, with
+/// the count in the message; targets that offer fewer check again when compiled for them:
+///
+/// | target | registers for a section |
+/// |---|---|
+/// | x86_64, armv7/Thumb-2 | 13 |
+/// | s390x | 12 |
+/// | aarch64 | 24 |
+/// | riscv64, powerpc64, powerpc | 22 |
+/// | i686 | 5, with values kept in a stack frame when a section needs more |
 ///
 /// # Options
 ///
@@ -89,8 +156,12 @@ pub use rseq_collections as collections;
 ///   few CPUs of a large machine). Where the kernel lacks `mm_cid` (before Linux 6.3), such
 ///   sections use the fallback, and fences also wait for the slot locks.
 /// - `index = given(cpu), moved = value`: librseq's style: the caller passes the CPU it
-///   computed (a `usize` parameter); if the thread is no longer on it, the section returns
-///   `value` without effect.
+///   computed (a `usize` parameter); if the thread is not on it, the section returns `value`
+///   without effect. The same holds in the fallback: the section locks that CPU's slot, then
+///   checks that the thread runs on that CPU and returns `value` if not (the thread may still
+///   migrate during the steps, which rseq would abort; the lock keeps them exclusive on that
+///   slot, so only locality is lost). A parameter named `cpu` without this option is an error,
+///   since `p[cpu]` would still mean the CPU the section runs on.
 /// - `crate = path`: where the generated code finds this crate (default `::rseq`), for crates
 ///   that re-export it under another name.
 /// - `aborts = STATIC`: add 1 to an `AtomicUsize` each time the kernel aborts the section (aborts
@@ -189,15 +260,59 @@ pub use rseq_collections as collections;
 /// assert_eq!(cmpeq_store(&v, 0, 5), Ok(()));
 /// ```
 ///
-/// try-store and memcpy (a speculative store or copy into memory that is not yet published,
-/// then the commit that publishes it) look like this:
+/// `given(cpu)`: the caller reads the CPU once, works on it, and retries (or goes elsewhere)
+/// when the section reports that the thread moved:
+///
+/// ```
+/// use rseq::{critical_section, PerCpu};
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+///
+/// #[critical_section(index = given(cpu), moved = false)]
+/// fn add_on(counters: &PerCpu<AtomicUsize>, cpu: usize, n: usize) -> bool {
+///     commit::add(counters[cpu], n);
+///     true
+/// }
+///
+/// let counters: PerCpu<AtomicUsize> = PerCpu::default();
+/// let mut cpu = rseq::current_cpu();
+/// while !add_on(&counters, cpu, 1) {
+///     // Moved: this thread runs on another CPU now; work on that one.
+///     cpu = rseq::current_cpu();
+/// }
+/// assert_eq!(counters.iter().nth(cpu).unwrap().load(Ordering::Relaxed), 1);
+/// ```
+///
+/// Decrementing: `sub` and `commit::sub` take a parameter, an integer or a constant:
 ///
 /// ```
 /// use rseq::{critical_section, PerCpu};
 /// use std::sync::atomic::AtomicUsize;
 ///
+/// /// Takes `n` from the current CPU's budget, or fails with what is left.
+/// #[critical_section]
+/// fn take(budget: &PerCpu<AtomicUsize>, n: usize) -> Result<usize, usize> {
+///     let left = load(budget[cpu]);
+///     if left < n { fail(Err(left)) }
+///     let after = sub(left, n);
+///     commit::sub(budget[cpu], n);
+///     Ok(after)
+/// }
+///
+/// let budget: PerCpu<AtomicUsize> = PerCpu::new(|_| AtomicUsize::new(10));
+/// assert_eq!(take(&budget, 3), Ok(7));
+/// # let _ = take;
+/// ```
+///
+/// try-store and memcpy (a speculative store or copy into memory that is not yet published,
+/// then the commit that publishes it) look like this:
+///
+/// ```
+/// use rseq::{critical_section, PerCpu};
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+///
+/// const CAPACITY: usize = 16;
 /// #[repr(C)]
-/// struct Buffer { len: AtomicUsize, items: [AtomicUsize; 16] }
+/// struct Buffer { len: AtomicUsize, items: [AtomicUsize; CAPACITY] }
 ///
 /// /// Pushes `item` unless the current CPU's buffer is full.
 /// /// # Safety
@@ -205,11 +320,25 @@ pub use rseq_collections as collections;
 /// #[critical_section]
 /// unsafe fn buffer_push(bufs: &PerCpu<Buffer>, item: usize) -> bool {
 ///     let len = load(bufs[cpu].len);
-///     if len >= 16 { fail(false) }
+///     if len >= CAPACITY { fail(false) }
 ///     store(bufs[cpu].items[len], item);
 ///     let grown = add(len, 1);
 ///     commit::store_release(bufs[cpu].len, grown);
 ///     true
+/// }
+///
+/// /// Pops the current CPU's last item, if any.
+/// /// # Safety
+/// /// None beyond the bound checked in the section (indexing needs an `unsafe fn`).
+/// #[critical_section]
+/// unsafe fn buffer_pop(bufs: &PerCpu<Buffer>) -> Option<usize> {
+///     let len = load(bufs[cpu].len);
+///     if len == 0 { fail(None) }
+///     if len > CAPACITY { fail(None) }
+///     let last = sub(len, 1);
+///     let item = load(bufs[cpu].items[last]);
+///     commit::store(bufs[cpu].len, last);
+///     Some(item)
 /// }
 ///
 /// /// Copies `len` bytes from `src` to `dst`, then publishes `dst` in the current CPU's slot if
@@ -224,7 +353,20 @@ pub use rseq_collections as collections;
 ///     commit::store(slots[cpu], dst);
 ///     true
 /// }
-/// # let _ = (buffer_push, copy_and_publish);
+/// let bufs: PerCpu<Buffer> = PerCpu::new(|_| Buffer {
+///     len: AtomicUsize::new(0),
+///     items: std::array::from_fn(|_| AtomicUsize::new(0)),
+/// });
+/// // SAFETY: the sections check their bounds; nothing else is required.
+/// unsafe {
+///     assert!(buffer_push(&bufs, 42));
+///     match buffer_pop(&bufs) {
+///         Some(item) => assert_eq!(item, 42),
+///         // The thread moved between the calls: the item waits in the other CPU's buffer.
+///         None => assert!(bufs.iter().any(|b| b.len.load(Ordering::Relaxed) == 1)),
+///     }
+/// }
+/// # let _ = copy_and_publish;
 /// ```
 pub use rseq_macros::critical_section;
 
