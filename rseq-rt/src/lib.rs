@@ -68,9 +68,9 @@ pub use sys::possible_cpus;
 ///
 /// | a place that the section… | must be | for example |
 /// |---|---|---|
-/// | loads | [`Word`] | `usize`, `*mut T`, `NonNull<T>`, `AtomicUsize` |
-/// | writes in a `PerCpu` slot (`p[cpu]…`) | [`SharedWord`] | `AtomicUsize`, `AtomicPtr<T>` |
-/// | writes through a pointer (`*ptr`, `(*ptr).field`) | [`PointerWord`] | `usize`, `*mut T`, `Option<NonNull<T>>`, atomics |
+/// | loads | [`Word`](crate::word::Word) | `usize`, `*mut T`, `NonNull<T>`, `AtomicUsize` |
+/// | writes in a `PerCpu` slot (`p[cpu]…`) | [`SharedWord`](crate::word::SharedWord) | `AtomicUsize`, `AtomicPtr<T>` |
+/// | writes through a pointer (`*ptr`, `(*ptr).field`) | [`PointerWord`](crate::word::PointerWord) | `usize`, `*mut T`, `Option<NonNull<T>>`, atomics |
 ///
 /// A section holds its `PerCpu` by shared reference, and other code may hold `&T` to any slot
 /// (through [`PerCpu::iter`](crate::PerCpu::iter)) while it runs: writing a plain `usize` there
