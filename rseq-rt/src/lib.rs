@@ -3,7 +3,7 @@
 //! - **Registration** that cooperates with glibc: glibc ≥ 2.35 registers every thread and the
 //!   library uses its area; elsewhere (musl, older glibc, `GLIBC_TUNABLES=glibc.pthread.rseq=0`)
 //!   the library registers its own thread-local area, lazily, and unregisters it at thread exit.
-//!   See [`registration`](crate::registration) for the lifetimes.
+//!   See [`registration`] for the lifetimes.
 //! - A process-wide [`Mode`]: `Rseq` or `Fallback` (valgrind, qemu-user, seccomp, old kernels,
 //!   or `RSEQ_DISABLE=1`), decided once and queryable.
 //! - Accessors: [`current_cpu`], [`current_mm_cid`], [`current_node`].

@@ -75,7 +75,7 @@ pub use rseq_collections as collections;
 /// macro sees only the tokens, so a type alias of it is not recognised.
 ///
 /// Places are words, and what a section may do with one depends on its type (the traits of
-/// [`word`](crate::word) say which; any other type is a compile error on the place):
+/// [`word`] say which; any other type is a compile error on the place):
 /// - a section **loads** any word: `usize`, `isize`, `u64`/`i64` on 64-bit targets, raw
 ///   pointers, `NonNull<T>`, `Option<NonNull<T>>`, or an atomic word;
 /// - it **writes a `PerCpu` slot** (`p[cpu]`, `p[cpu].field`, `p[cpu].array[i]`) only if that is
