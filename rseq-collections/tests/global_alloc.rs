@@ -23,6 +23,7 @@ use rseq_rt::{FallbackReason, Mode};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
+use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering::Relaxed};
 use std::sync::mpsc;
@@ -118,6 +119,10 @@ static GLOBAL: PerCpuAlloc<CountingInner> = PerCpuAlloc::new(CountingInner::new(
 /// Set in the child processes, to the mode they run in (`glibc`, `library` or `fallback`).
 const CHILD_ENV: &str = "RSEQ_COLLECTIONS_GLOBAL_ALLOC_CHILD";
 
+/// Set in the child processes started with membarrier denied by a seccomp filter (installed
+/// between `fork` and `exec`, before the allocator decides the mode at the first allocation).
+const DENY_ENV: &str = "RSEQ_COLLECTIONS_TEST_DENY";
+
 fn in_child() -> bool {
     std::env::var_os(CHILD_ENV).is_some()
 }
@@ -132,8 +137,16 @@ fn report(test: &str) {
         "{test}: mode (expected because {})",
         expected.because
     );
+    if std::env::var_os(DENY_ENV).is_some() && rseq_rt::mode().is_rseq() {
+        assert_eq!(
+            rseq_rt::fence_mechanism(),
+            rseq_rt::FenceMechanism::Migration,
+            "{test}: membarrier is denied, fences must move the thread between CPUs"
+        );
+    }
     // On a line of its own: the test harness has printed `test name ... ` without a newline.
     println!("\nmode={:?}", rseq_rt::mode());
+    println!("fence={:?}", rseq_rt::fence_mechanism());
     println!("{test}: alloc {:?}", GLOBAL.stats());
     println!("{test}: runtime {:?}", rseq_rt::stats());
 }
@@ -655,13 +668,11 @@ fn every_test_in_every_mode() {
     let own = modes::own_registration();
     // Each run's environment, and the mode it must give where the parent can tell (with why).
     type Run<'a> = (&'a str, &'a [(&'a str, &'a str)], Option<(Mode, &'a str)>);
-    let runs: [Run; 3] = [
+    const OWN: (&str, &str) = ("GLIBC_TUNABLES", "glibc.pthread.rseq=0");
+    const DENY: (&str, &str) = (DENY_ENV, "membarrier");
+    let runs: [Run; 5] = [
         ("glibc", &[], None),
-        (
-            "library",
-            &[("GLIBC_TUNABLES", "glibc.pthread.rseq=0")],
-            Some((own.mode, own.because)),
-        ),
+        ("library", &[OWN], Some((own.mode, own.because))),
         (
             "fallback",
             &[("RSEQ_DISABLE", "1")],
@@ -670,9 +681,30 @@ fn every_test_in_every_mode() {
                 "RSEQ_DISABLE is set",
             )),
         ),
+        // The rseq modes again with membarrier denied (as on Linux 4.18–5.9): same modes,
+        // fences by moving the thread between CPUs, same exact results.
+        ("glibc-no-membarrier", &[DENY], None),
+        (
+            "library-no-membarrier",
+            &[OWN, DENY],
+            Some((own.mode, own.because)),
+        ),
     ];
     let mut covered: Vec<String> = Vec::new();
+    let mut covered_without_membarrier: Vec<String> = Vec::new();
     for (run, env, expected) in runs {
+        let deny = env.contains(&DENY);
+        if deny && !modes::kernel_has_rseq() {
+            modes::not_applicable(format_args!(
+                "the {run} run: no rseq here, and the fallback does not use membarrier"
+            ));
+            continue;
+        }
+        let covered = if deny {
+            &mut covered_without_membarrier
+        } else {
+            &mut covered
+        };
         if let Some((mode, because)) = expected.filter(|(m, _)| covered.contains(&format!("{m:?}")))
         {
             modes::not_applicable(format_args!(
@@ -689,6 +721,15 @@ fn every_test_in_every_mode() {
                 .env(CHILD_ENV, run);
             for (k, v) in env {
                 cmd.env(k, v);
+            }
+            if deny {
+                // SAFETY: between fork and exec the closure makes two system calls (prctl and
+                // seccomp) on a filter built on the stack; it allocates nothing.
+                unsafe {
+                    cmd.pre_exec(|| {
+                        rseq_rt::test_support::deny_syscall_with(libc::SYS_membarrier, libc::ENOSYS)
+                    });
+                }
             }
             let out = cmd.output().unwrap();
             let stdout = String::from_utf8_lossy(&out.stdout);

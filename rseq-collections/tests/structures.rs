@@ -3,7 +3,9 @@
 //! Each test body runs with more threads than the machine has CPUs. The test runs it in this
 //! process (glibc's registration, unless the environment says otherwise), and re-executes the
 //! test binary for the other modes: `GLIBC_TUNABLES=glibc.pthread.rseq=0` (the library
-//! registers its own areas) and `RSEQ_DISABLE=1` (the lock-based fallback). Every process checks
+//! registers its own areas), `RSEQ_DISABLE=1` (the lock-based fallback), and this process's
+//! mode with `membarrier(2)` denied by a seccomp filter (as on Linux 4.18–5.9: the fences move
+//! the thread to every CPU instead). Every process checks
 //! that it runs in the mode the facts of its environment imply (see `modes`); a child that
 //! would only repeat this process's mode is not started, and the test log says why (musl has no
 //! glibc registration to turn off; under qemu-user, which has no rseq, both rseq modes are the
@@ -45,7 +47,19 @@ fn check_mode(who: &str) -> Mode {
 /// Runs `body` here and, unless this is a child, in a child process per other mode.
 fn in_every_mode(name: &str, body: fn()) {
     if let Ok(child) = std::env::var(CHILD_ENV) {
+        if child.starts_with("no-membarrier") {
+            // Before anything decides the mode: as on Linux 4.18–5.9, rseq without membarrier.
+            rseq_rt::test_support::deny_syscall_with(libc::SYS_membarrier, libc::ENOSYS)
+                .expect("install the seccomp filter that denies membarrier");
+        }
         let mode = check_mode(&format!("the `{child}` child"));
+        if child.starts_with("no-membarrier") {
+            assert_eq!(
+                rseq_rt::fence_mechanism(),
+                rseq_rt::FenceMechanism::Migration,
+                "membarrier denied: fences move the thread between CPUs"
+            );
+        }
         let started = Instant::now();
         body();
         eprintln!(
@@ -60,16 +74,35 @@ fn in_every_mode(name: &str, body: fn()) {
     // process covers already.
     let own = modes::own_registration();
     let mut children = Vec::new();
-    for (child, key, value, mode) in [
-        ("own", "GLIBC_TUNABLES", "glibc.pthread.rseq=0", own.mode),
+    const OWN: (&str, &str) = ("GLIBC_TUNABLES", "glibc.pthread.rseq=0");
+    const DENY: (&str, &str) = ("RSEQ_COLLECTIONS_TEST_DENY", "membarrier");
+    for (child, env, mode) in [
+        ("own", &[OWN][..], own.mode),
         (
             "fallback",
-            "RSEQ_DISABLE",
-            "1",
+            &[("RSEQ_DISABLE", "1")][..],
             Mode::Fallback(FallbackReason::Disabled),
         ),
+        // Both rseq modes with membarrier denied by a seccomp filter: the fences must work
+        // without it (only where sections run on rseq: the fallback does not use it, and
+        // qemu-user cannot install filters for its guest).
+        ("no-membarrier", &[DENY][..], here),
+        ("no-membarrier-own", &[OWN, DENY][..], own.mode),
     ] {
-        if mode == here {
+        if child.starts_with("no-membarrier") {
+            if !mode.is_rseq() {
+                modes::not_applicable(format_args!(
+                    "the `{child}` child: it would run in {mode:?}, which fences without membarrier"
+                ));
+                continue;
+            }
+            if child == "no-membarrier-own" && own.mode == here {
+                modes::not_applicable(format_args!(
+                    "the `{child}` child: the `no-membarrier` child runs in {here:?} already"
+                ));
+                continue;
+            }
+        } else if mode == here {
             let because = if child == "own" {
                 own.because
             } else {
@@ -86,7 +119,7 @@ fn in_every_mode(name: &str, body: fn()) {
             .args(["--exact", name, "--nocapture", "--test-threads", "1"])
             .env_remove("RSEQ_DISABLE")
             .env_remove("GLIBC_TUNABLES")
-            .env(key, value)
+            .envs(env.iter().copied())
             .env(CHILD_ENV, child)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())

@@ -107,7 +107,8 @@ impl fmt::Display for RegistrationError {
 
 impl std::error::Error for RegistrationError {}
 
-/// Why a fence (`membarrier`) failed.
+/// Why a fence failed (`membarrier(2)`, or `sched_setaffinity(2)` where fences move the thread
+/// between CPUs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum FenceError {
@@ -116,7 +117,7 @@ pub enum FenceError {
     Unsupported,
     /// The CPU number is not a possible CPU of this machine.
     InvalidCpu(usize),
-    /// Any other error number from `membarrier(2)`.
+    /// Any other error number from `membarrier(2)` or `sched_setaffinity(2)`.
     Os(i32),
 }
 
@@ -124,13 +125,16 @@ impl fmt::Display for FenceError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Unsupported => f.write_str(
-                "membarrier cannot restart rseq critical sections on this kernel (needs Linux 5.10)",
+                "membarrier cannot restart rseq critical sections on this kernel (it needs Linux 5.10, and a seccomp filter may deny it); fences would run the fencing thread on every CPU instead, but this thread may not change its affinity either (is sched_setaffinity denied?)",
             ),
             Self::InvalidCpu(cpu) => write!(
                 f,
                 "cpu {cpu} is not a possible CPU of this machine (see /sys/devices/system/cpu/possible)"
             ),
-            Self::Os(e) => write!(f, "membarrier failed with errno {e}"),
+            Self::Os(e) => write!(
+                f,
+                "the fence failed with errno {e} (from membarrier, or sched_setaffinity where fences move the thread between CPUs)"
+            ),
         }
     }
 }

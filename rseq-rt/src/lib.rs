@@ -7,7 +7,8 @@
 //! - A process-wide [`Mode`]: `Rseq` or `Fallback` (valgrind, qemu-user, seccomp, old kernels,
 //!   or `RSEQ_DISABLE=1`), decided once and queryable.
 //! - Accessors: [`current_cpu`], [`current_mm_cid`], [`current_node`].
-//! - Fences: [`fence_all`] and [`fence_cpu`] (membarrier, or the fallback locks).
+//! - Fences: [`fence_all`] and [`fence_cpu`] (membarrier; on kernels without its RSEQ command,
+//!   running on every CPU in turn; or the fallback locks): see [`fence_mechanism`].
 //! - [`PerCpu<T>`] storage, and the [`fallback`] lock table.
 //! - [`word`]: which place types a section may load, and which it may write.
 //! - [`inject`]: delay loops inside sections for stress tests (off unless asked for).
@@ -49,10 +50,13 @@ mod membarrier;
 mod percpu;
 pub mod registration;
 pub mod sys;
+#[cfg(feature = "test-support")]
+#[doc(hidden)]
+pub mod test_support;
 
 pub use cpu::{current_cpu, current_mm_cid, current_node};
 pub use error::{FenceError, RegistrationError};
-pub use membarrier::{fence_all, fence_cpu};
+pub use membarrier::{fence_all, fence_cpu, fence_mechanism, FenceMechanism};
 pub use percpu::{CachePadded, PerCpu};
 pub use registration::{
     features, mode, mode_if_decided, owner, register_current_thread, stats, FallbackReason,

@@ -29,14 +29,15 @@
 //! # The mode
 //!
 //! Decided once per process, on first use: `Rseq` when glibc registered (or the library could
-//! register the deciding thread) *and* membarrier can restart sections; `Fallback` otherwise,
+//! register the deciding thread) *and* fences can restart sections (membarrier's RSEQ command,
+//! or, without it, by moving the fencing thread to every CPU); `Fallback` otherwise,
 //! or when `RSEQ_DISABLE` is set. The mode is published as an *index limit* that every
 //! critical section checks its CPU index against: the number of possible CPUs in `Rseq` mode,
 //! 0 in `Fallback` mode, so the fast path pays nothing for the check.
 //!
 //! If, later, one thread cannot register (another library took its rseq slot, a seccomp
 //! filter applied to that thread only, glibc failed for that thread), the process is demoted to
-//! `Fallback`: the limit drops to 0, a membarrier fence aborts every section in flight, and only
+//! `Fallback`: the limit drops to 0, a fence aborts every section in flight, and only
 //! then does the mode say `Fallback`, so no rseq section commits while lock-based ones run.
 //!
 //! # fork and exec
@@ -179,7 +180,10 @@ pub enum FallbackReason {
     Disabled,
     /// Registering the first thread failed (`ENOSYS` under valgrind, qemu-user, old kernels…).
     Registration(RegistrationError),
-    /// The kernel cannot fence critical sections with membarrier (Linux < 5.10).
+    /// Critical sections could not be fenced: the kernel lacks membarrier's RSEQ command (Linux
+    /// < 5.10, or a seccomp filter denies it) *and* the thread cannot move itself between CPUs
+    /// (`sched_setaffinity` denied), the two ways a fence restarts sections (see
+    /// [`FenceMechanism`](crate::FenceMechanism)). The error is membarrier's.
     Membarrier(FenceError),
     /// The process ran in `Rseq` mode until a thread could not register.
     Demoted(RegistrationError),
@@ -379,8 +383,8 @@ fn decide() -> Mode {
     let decided = if disabled_by_env() {
         Mode::Fallback(FallbackReason::Disabled)
     } else if glibc.is_some() {
-        match crate::membarrier::ensure_registered() {
-            Ok(()) => Mode::Rseq(Owner::Glibc),
+        match crate::membarrier::choose() {
+            Ok(_) => Mode::Rseq(Owner::Glibc),
             Err(e) => Mode::Fallback(FallbackReason::Membarrier(e)),
         }
     } else {
@@ -396,8 +400,8 @@ fn decide() -> Mode {
         });
         match registered {
             Err(e) => Mode::Fallback(FallbackReason::Registration(e)),
-            Ok(()) => match crate::membarrier::ensure_registered() {
-                Ok(()) => Mode::Rseq(Owner::Library),
+            Ok(()) => match crate::membarrier::choose() {
+                Ok(_) => Mode::Rseq(Owner::Library),
                 Err(e) => Mode::Fallback(FallbackReason::Membarrier(e)),
             },
         }

@@ -223,6 +223,75 @@ pub fn parse_cpu_list(list: &str) -> Option<usize> {
     highest.map(|h| h + 1)
 }
 
+/// A CPU mask as `sched_{get,set}affinity(2)` take it: one bit per CPU, in words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuMask(pub Vec<libc::c_ulong>);
+
+impl CpuMask {
+    const BITS: usize = libc::c_ulong::BITS as usize;
+
+    /// The mask with only `cpu` set, large enough for `words` words.
+    pub fn single(cpu: usize, words: usize) -> CpuMask {
+        let mut mask = vec![0; words.max(cpu / Self::BITS + 1)];
+        mask[cpu / Self::BITS] |= 1 << (cpu % Self::BITS);
+        CpuMask(mask)
+    }
+
+    /// Whether `cpu` is in the mask.
+    pub fn contains(&self, cpu: usize) -> bool {
+        self.0
+            .get(cpu / Self::BITS)
+            .is_some_and(|w| w & (1 << (cpu % Self::BITS)) != 0)
+    }
+
+    /// The CPUs in the mask, in order.
+    pub fn cpus(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.0.len() * Self::BITS).filter(|&c| self.contains(c))
+    }
+}
+
+/// The calling thread's CPU affinity (`sched_getaffinity(0)`, raw, so that machines with more
+/// CPUs than `cpu_set_t` holds work too).
+pub fn thread_affinity() -> Result<CpuMask, i32> {
+    let mut words = possible_cpus().div_ceil(CpuMask::BITS).max(16);
+    loop {
+        let mut mask = vec![0 as libc::c_ulong; words];
+        // SAFETY: the kernel writes at most `words * size_of::<c_ulong>()` bytes into `mask`.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_sched_getaffinity,
+                0,
+                words * core::mem::size_of::<libc::c_ulong>(),
+                mask.as_mut_ptr(),
+            )
+        };
+        match ret {
+            r if r >= 0 => return Ok(CpuMask(mask)),
+            _ if errno() == libc::EINVAL && words < 1 << 16 => words *= 2,
+            _ => return Err(errno()),
+        }
+    }
+}
+
+/// Sets the calling thread's CPU affinity (`sched_setaffinity(0)`). When the calling thread is
+/// not on a CPU of the new mask, the kernel moves it before the call returns.
+pub fn set_thread_affinity(mask: &CpuMask) -> Result<(), i32> {
+    // SAFETY: the kernel reads `mask.0.len() * size_of::<c_ulong>()` bytes from `mask`.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_sched_setaffinity,
+            0,
+            mask.0.len() * core::mem::size_of::<libc::c_ulong>(),
+            mask.0.as_ptr(),
+        )
+    };
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(errno())
+    }
+}
+
 /// `sched_getcpu()`, or 0 if it fails.
 pub fn sched_getcpu() -> usize {
     // SAFETY: no preconditions.

@@ -42,49 +42,21 @@ pub fn allow_cpus(cpus: &[usize]) {
 /// Installs a seccomp filter under which `rseq(2)` fails with `errno` (every other call is
 /// allowed). Affects the calling thread and the threads it creates afterwards.
 pub fn deny_rseq_with(errno: i32) -> std::io::Result<()> {
-    let nr = libc::SYS_rseq as u32;
-    let ret_errno = libc::SECCOMP_RET_ERRNO | (errno as u32 & libc::SECCOMP_RET_DATA);
-    // struct seccomp_data starts with the syscall number (u32).
-    let mut filter = [
-        libc::sock_filter {
-            code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
-            jt: 0,
-            jf: 0,
-            k: 0,
-        },
-        libc::sock_filter {
-            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
-            jt: 0,
-            jf: 1,
-            k: nr,
-        },
-        libc::sock_filter {
-            code: (libc::BPF_RET | libc::BPF_K) as u16,
-            jt: 0,
-            jf: 0,
-            k: ret_errno,
-        },
-        libc::sock_filter {
-            code: (libc::BPF_RET | libc::BPF_K) as u16,
-            jt: 0,
-            jf: 0,
-            k: libc::SECCOMP_RET_ALLOW,
-        },
-    ];
-    let prog = libc::sock_fprog {
-        len: filter.len() as u16,
-        filter: filter.as_mut_ptr(),
-    };
-    // SAFETY: `prog` points at a valid filter for the duration of the call.
-    unsafe {
-        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        if libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, &prog) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
+    deny_syscall_with(libc::SYS_rseq, errno)
+}
+
+/// Installs a seccomp filter under which `membarrier(2)` fails with `ENOSYS`, as on a kernel
+/// that has rseq but lacks membarrier's RSEQ commands (Linux 4.18–5.9 answer `EINVAL` to them;
+/// the library treats both alike). Affects the calling thread and the threads it creates
+/// afterwards, and programs it executes.
+pub fn deny_membarrier() -> std::io::Result<()> {
+    deny_syscall_with(libc::SYS_membarrier, libc::ENOSYS)
+}
+
+/// Installs a seccomp filter under which the system call `nr` fails with `errno` (every other
+/// call is allowed).
+pub fn deny_syscall_with(nr: libc::c_long, errno: i32) -> std::io::Result<()> {
+    rseq::test_support::deny_syscall_with(nr, errno)
 }
 
 /// How to run a probe in one of the three modes.

@@ -7,6 +7,7 @@ use rseq::__private::run_unprotected;
 use rseq::{critical_section, inject, PerCpu};
 use rseq_tests::{field, run_in, RunMode};
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Mutex, MutexGuard};
 
 const PROGRAM: &str = env!("CARGO_BIN_EXE_rseq-inject");
 
@@ -54,19 +55,74 @@ fn run(mode: RunMode) {
     }
 }
 
+/// The child runs one at a time: the fence check needs a CPU where its worker spins undisturbed,
+/// which the other runs' signal storms would not leave it.
+static ONE_CHILD_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_child_at_a_time() -> MutexGuard<'static, ()> {
+    ONE_CHILD_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 #[test]
 fn every_point_aborts_under_glibc_registration() {
+    let _serial = one_child_at_a_time();
     run(RunMode::Glibc);
 }
 
 #[test]
 fn every_point_aborts_under_own_registration() {
+    let _serial = one_child_at_a_time();
     run(RunMode::Own);
 }
 
 #[test]
 fn fallback_gives_the_same_end_states() {
+    let _serial = one_child_at_a_time();
     run(RunMode::Disabled);
+}
+
+/// `fence_cpu` and `fence_all` restart a section spinning on another CPU (`rseq-inject fence`,
+/// five trials each), with membarrier and with membarrier denied by a seccomp filter — as on
+/// Linux 4.18–5.9, where the fences move the thread to every CPU instead — in both
+/// registration modes.
+#[test]
+fn fences_restart_a_running_section_with_and_without_membarrier() {
+    let _serial = one_child_at_a_time();
+    if !matches!(rseq::mode(), rseq::Mode::Rseq(_)) || rseq_tests::emulator().is_some() {
+        eprintln!("no rseq here ({:?}): not applicable", rseq::mode());
+        return;
+    }
+    for mode in [RunMode::Glibc, RunMode::Own] {
+        for (args, mechanism) in [
+            (&["fence"][..], "Membarrier"),
+            (&["fence", "--deny-membarrier"][..], "Migration"),
+        ] {
+            let out = run_in(mode, PROGRAM, args);
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "rseq-inject {args:?} failed in {mode:?}"
+            );
+            assert_eq!(field(&stdout, "result"), Some("ok"));
+            let lines: Vec<&str> = stdout
+                .lines()
+                .filter(|l| l.starts_with("fence_check="))
+                .collect();
+            if lines.iter().any(|l| l.contains("not-applicable")) {
+                eprintln!("{lines:?}");
+                continue;
+            }
+            assert_eq!(lines.len(), 2, "fence_cpu and fence_all: {stdout}");
+            for line in lines {
+                assert!(
+                    line.contains(&format!("fence={mechanism} ")) && line.contains("trials=5"),
+                    "{args:?} in {mode:?}: {line}"
+                );
+            }
+        }
+    }
 }
 
 #[critical_section]

@@ -163,6 +163,36 @@ fn seccomp_denials_select_the_fallback_with_the_reason() {
     }
 }
 
+/// Without membarrier (a seccomp filter, as on Linux 4.18–5.9) both registration modes stay on
+/// rseq and fence by moving the thread to every CPU, restoring its affinity; without
+/// `sched_setaffinity` as well, the process takes the fallback with a reason that says so.
+#[test]
+fn without_membarrier_sections_stay_on_rseq() {
+    if without_rseq("there is no rseq to stay on") {
+        return;
+    }
+    for mode in [RunMode::Glibc, RunMode::Own] {
+        let out = probe(mode, &["seccomp-no-membarrier"]);
+        assert!(
+            field(&out, "mode").is_some_and(|m| m.starts_with("Rseq(")),
+            "{mode:?}: {out}"
+        );
+        assert_eq!(field(&out, "fence"), Some("Migration"), "{mode:?}");
+        assert_eq!(field(&out, "seccomp"), Some("ok"), "{mode:?}");
+        let out = probe(mode, &["seccomp-no-fences"]);
+        assert_eq!(
+            field(&out, "mode"),
+            Some("Fallback(Membarrier(Unsupported))"),
+            "{mode:?}"
+        );
+        assert_eq!(field(&out, "fence"), Some("SlotLocks"), "{mode:?}");
+        assert!(
+            field(&out, "message").is_some_and(|m| m.contains("sched_setaffinity")),
+            "the reason names both ways: {out}"
+        );
+    }
+}
+
 /// 10 000 threads use rseq and exit, in each mode: the probe checks that every own registration
 /// was undone, and resident memory may grow by 16 MiB at most. Where the kernel has no rseq
 /// (qemu-user) nothing registers: 1 000 threads check the counts, once per distinct mode, and

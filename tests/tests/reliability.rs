@@ -22,6 +22,10 @@
 //! feature (`cargo test -p rseq-tests --features inject --test reliability`), the matrix adds a
 //! perturbation with a delay loop at every injection point of every section and a signal
 //! storm, under which EVERY op must show aborts under rseq (and exact results in all modes).
+//! One more perturbation, `no-membarrier`, runs every op with a seccomp filter that denies
+//! `membarrier(2)` (as on Linux 4.18–5.9) under a signal storm: the rseq modes must stay on
+//! rseq with `fence=Migration`, and every result exact (not under qemu-user, which cannot
+//! install seccomp filters for its guest).
 //!
 //! A summary of operations, aborts, failures and the op's own figure per op and mode is printed
 //! (`--nocapture` to see it on success) and written to
@@ -236,6 +240,8 @@ struct Perturbation {
     aborts_every_op: bool,
     /// Divides the op's iterations.
     iters_divisor: usize,
+    /// Applies to every op, whatever the op's own subset says.
+    all_ops: bool,
 }
 
 const PERTURBATIONS: &[Perturbation] = &[
@@ -245,6 +251,7 @@ const PERTURBATIONS: &[Perturbation] = &[
         signals: false,
         aborts_every_op: false,
         iters_divisor: 1,
+        all_ops: false,
     },
     Perturbation {
         name: "yield",
@@ -252,6 +259,7 @@ const PERTURBATIONS: &[Perturbation] = &[
         signals: false,
         aborts_every_op: false,
         iters_divisor: 1,
+        all_ops: false,
     },
     Perturbation {
         name: "sleep",
@@ -259,6 +267,7 @@ const PERTURBATIONS: &[Perturbation] = &[
         signals: false,
         aborts_every_op: false,
         iters_divisor: 1,
+        all_ops: false,
     },
     Perturbation {
         name: "signal",
@@ -266,6 +275,7 @@ const PERTURBATIONS: &[Perturbation] = &[
         signals: true,
         aborts_every_op: false,
         iters_divisor: 1,
+        all_ops: false,
     },
     Perturbation {
         name: "storm",
@@ -273,6 +283,7 @@ const PERTURBATIONS: &[Perturbation] = &[
         signals: true,
         aborts_every_op: false,
         iters_divisor: 1,
+        all_ops: false,
     },
 ];
 
@@ -287,12 +298,29 @@ const INJECTED: Perturbation = Perturbation {
     signals: true,
     aborts_every_op: true,
     iters_divisor: 50,
+    all_ops: true,
 };
 
-/// The perturbations of this build: with the `inject` feature, also `INJECTED`.
+/// Membarrier denied by a seccomp filter before the mode is decided, as on Linux 4.18–5.9 (rseq
+/// without membarrier's RSEQ command), under a signal storm: the rseq modes must stay on rseq,
+/// fence by moving the fencing thread to every CPU (`fence=Migration`), and give exact results
+/// (the `membarrier` op checks that a retired target no longer changes after each fence).
+const NO_MEMBARRIER: Perturbation = Perturbation {
+    name: "no-membarrier",
+    args: &["--deny-membarrier", "--signals"],
+    signals: true,
+    aborts_every_op: false,
+    iters_divisor: 1,
+    all_ops: true,
+};
+
+/// The perturbations of this build: with the `inject` feature, also `INJECTED`; where seccomp
+/// filters can be installed (not under qemu-user, whose guests cannot), `NO_MEMBARRIER`.
 fn perturbations() -> Vec<&'static Perturbation> {
-    #[allow(unused_mut)]
     let mut all: Vec<&'static Perturbation> = PERTURBATIONS.iter().collect();
+    if rseq_tests::emulator().is_none() {
+        all.push(&NO_MEMBARRIER);
+    }
     #[cfg(feature = "inject")]
     all.push(&INJECTED);
     all
@@ -438,7 +466,7 @@ fn cases(scale: &Scale) -> Vec<Case> {
                         for perturbation in perturbations() {
                             // An op's own subset; the injected perturbation applies to all.
                             if op.perturbations.is_some_and(|names| {
-                                !perturbation.aborts_every_op && !names.contains(&perturbation.name)
+                                !perturbation.all_ops && !names.contains(&perturbation.name)
                             }) {
                                 continue;
                             }
@@ -552,6 +580,16 @@ fn run_case(case: &Case, iters: usize) -> Outcome {
             "ran in mode {:?}, the probe reports {expected_mode} for {:?}",
             field(&stdout, "mode"),
             case.mode
+        ));
+    }
+    if status.is_some()
+        && expected_mode.starts_with("Rseq")
+        && std::ptr::eq(case.perturbation, &NO_MEMBARRIER)
+        && field(&stdout, "fence") != Some("Migration")
+    {
+        problems.push(format!(
+            "membarrier denied: fences should move the thread between CPUs, fence={:?}",
+            field(&stdout, "fence")
         ));
     }
     for (key, want) in [("index", case.index), ("commit", case.commit)] {

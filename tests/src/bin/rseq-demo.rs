@@ -290,7 +290,18 @@ fn main() {
             rseq::current_mm_cid(),
             rseq::current_node()
         );
-        println!("  fence_all         {:?}", rseq::fence_all());
+        let fenced = std::time::Instant::now();
+        let fence = rseq::fence_all();
+        println!(
+            "  fence_all         {fence:?} in {:?}, by {}",
+            fenced.elapsed(),
+            match rseq::fence_mechanism() {
+                rseq::FenceMechanism::Membarrier => "membarrier(PRIVATE_EXPEDITED_RSEQ)",
+                rseq::FenceMechanism::Migration =>
+                    "running on every CPU in turn (no membarrier RSEQ command: Linux < 5.10)",
+                rseq::FenceMechanism::SlotLocks => "taking every slot lock (fallback)",
+            }
+        );
     }
 
     let mut groups = vec![accessors(&s)];

@@ -4,7 +4,12 @@
 //!
 //! ```text
 //! rseq-inject [--threads N] [--iters N] [--loops N] [--no-signals]
+//! rseq-inject fence [--deny-membarrier]
 //! ```
+//!
+//! `fence` checks instead that `fence_cpu` and `fence_all` restart a section that spins on
+//! another CPU (see `fence_check`), with membarrier, or with it denied by a seccomp filter (the
+//! fences then move the thread to every CPU).
 //!
 //! For each workload and each of its injection points, prints one line
 //! `workload=… point=k ops=… aborts=… result=ok|fail`, then `points=…`, `failures=…` and
@@ -101,6 +106,129 @@ fn take(slots: &PerCpu<AtomicUsize>) -> Option<usize> {
     }
     commit::store(slots[cpu], 0);
     Some(item)
+}
+
+static FENCED_ABORTS: AtomicUsize = AtomicUsize::new(0);
+
+/// The section `fence_check` holds a thread inside: point 1 spins before the add.
+#[critical_section(aborts = FENCED_ABORTS)]
+fn fenced_add(c: &PerCpu<AtomicUsize>) {
+    commit::add(c[cpu], 1);
+}
+
+/// How long the worker must spin inside the section without an abort before a trial fences.
+const QUIET: Duration = Duration::from_millis(100);
+/// How soon after the fence returns the section must have completed (a fence takes 0.1–4 ms
+/// here; the spin, seconds).
+const PROMPT: Duration = Duration::from_millis(20);
+/// Trials per fence: each must end promptly. Nothing else restarts the spinning section within
+/// `PROMPT` of a quiet `QUIET`, except by chance (a preemption by another task on its CPU, seen
+/// here about every 0.05–0.3 s on a busy machine), so a fence that restarted nothing would pass
+/// all five trials by chance only about once in 10⁴ runs.
+const TRIALS: usize = 5;
+
+/// A fence restarts a section that is running on another CPU: a worker pinned to one CPU spins
+/// at point 1 of `fenced_add` for `u32::MAX` iterations (seconds; the count is read once per
+/// attempt). Once it has spun `QUIET` without an abort, the count goes to 0 and the main thread,
+/// pinned to another CPU, fences (`fence_cpu` of the worker's CPU, or `fence_all`). Only a
+/// restart ends the spin early: the section must complete within `PROMPT`, after one more
+/// abort, in each of `TRIALS` trials. Prints `fence_check=<how> fence=<mechanism> trials=N
+/// slowest_us=N`.
+fn fence_check(all: bool) -> Result<(), String> {
+    let cpus = rseq_tests::allowed_cpus();
+    if cpus.len() < 2 {
+        println!("fence_check=not-applicable (one CPU allowed)");
+        return Ok(());
+    }
+    if !rseq::mode().is_rseq() {
+        println!("fence_check=not-applicable ({:?})", rseq::mode());
+        return Ok(());
+    }
+    let (worker_cpu, main_cpu) = (cpus[0], cpus[1]);
+    let mut slowest = Duration::ZERO;
+    let result = (|| -> Result<(), String> {
+        for trial in 0..TRIALS {
+            let elapsed = fence_trial(all, worker_cpu, main_cpu)
+                .map_err(|e| format!("trial {trial}: {e}"))?;
+            slowest = slowest.max(elapsed);
+        }
+        Ok(())
+    })();
+    rseq_tests::allow_cpus(&cpus);
+    inject::clear();
+    result?;
+    println!(
+        "fence_check={} fence={:?} trials={TRIALS} slowest_us={}",
+        if all { "fence_all" } else { "fence_cpu" },
+        rseq::fence_mechanism(),
+        slowest.as_micros()
+    );
+    Ok(())
+}
+
+/// One trial of `fence_check`: how long the section took to complete after the fence.
+fn fence_trial(all: bool, worker_cpu: usize, main_cpu: usize) -> Result<Duration, String> {
+    let counts: PerCpu<AtomicUsize> = PerCpu::default();
+    let started = AtomicBool::new(false);
+    let done = AtomicBool::new(false);
+    inject::clear();
+    inject::set_delay(1, u32::MAX);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            assert!(rseq_tests::pin_to_cpu(worker_cpu), "pin to {worker_cpu}");
+            started.store(true, SeqCst);
+            fenced_add(&counts);
+            done.store(true, SeqCst);
+        });
+        assert!(rseq_tests::pin_to_cpu(main_cpu), "pin to {main_cpu}");
+        while !started.load(SeqCst) {
+            std::thread::yield_now();
+        }
+        // Wait until the worker has spun inside the section for `QUIET` without a restart.
+        let mut before = FENCED_ABORTS.load(SeqCst);
+        let mut quiet = false;
+        for _ in 0..100 {
+            std::thread::sleep(QUIET);
+            let now = FENCED_ABORTS.load(SeqCst);
+            if now == before && !done.load(SeqCst) {
+                quiet = true;
+                break;
+            }
+            before = now;
+        }
+        // From here the retry finds a count of 0: only a restart ends the current spin early.
+        inject::clear();
+        if !quiet {
+            return Err("the worker never spun without an abort (machine too busy)".into());
+        }
+        let fenced = std::time::Instant::now();
+        let fence = if all {
+            rseq::fence_all()
+        } else {
+            rseq::fence_cpu(worker_cpu)
+        };
+        fence.map_err(|e| format!("the fence failed: {e}"))?;
+        while !done.load(SeqCst) && fenced.elapsed() < PROMPT {
+            std::thread::yield_now();
+        }
+        let elapsed = fenced.elapsed();
+        let aborts = FENCED_ABORTS.load(SeqCst) - before;
+        if !done.load(SeqCst) || aborts == 0 {
+            return Err(format!(
+                "the fence did not restart the spinning section: completed={}, {aborts} aborts, {elapsed:?} after the fence",
+                done.load(SeqCst)
+            ));
+        }
+        Ok(elapsed)
+    })
+    .and_then(|elapsed| {
+        let total: usize = counts.iter().map(|c| c.load(SeqCst)).sum();
+        if total == 1 {
+            Ok(elapsed)
+        } else {
+            Err(format!("the section committed {total} times, not once"))
+        }
+    })
 }
 
 struct Config {
@@ -322,7 +450,7 @@ const WORKLOADS: [Workload; 4] = [
     ("memcpy", 5, copy_run),
 ];
 
-const USAGE: &str = "usage: rseq-inject [--threads N] [--iters N] [--loops N] [--no-signals]";
+const USAGE: &str = "usage: rseq-inject [--threads N] [--iters N] [--loops N] [--no-signals]\n       rseq-inject fence [--deny-membarrier]";
 
 fn main() {
     let mut cfg = Config {
@@ -331,7 +459,39 @@ fn main() {
         loops: 20_000,
         signals: true,
     };
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("fence") {
+        // `rseq-inject fence [--deny-membarrier]`: the fence checks only.
+        args.next();
+        let deny = match args.next().as_deref() {
+            None => false,
+            Some("--deny-membarrier") => true,
+            Some(other) => {
+                eprintln!("unknown argument '{other}'\n{USAGE}");
+                exit(2)
+            }
+        };
+        if !inject::ENABLED {
+            eprintln!("rseq-inject: built without injection (build with --features inject)");
+            exit(2)
+        }
+        if deny {
+            rseq_tests::deny_membarrier().unwrap_or_else(|e| {
+                eprintln!("cannot deny membarrier: {e}");
+                exit(1)
+            });
+        }
+        println!("mode={:?}", rseq::mode());
+        for all in [false, true] {
+            if let Err(e) = fence_check(all) {
+                eprintln!("rseq-inject fence: {e}");
+                println!("result=fail");
+                exit(1)
+            }
+        }
+        println!("result=ok");
+        return;
+    }
     while let Some(arg) = args.next() {
         let mut number = |name: &str| -> usize {
             args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| {

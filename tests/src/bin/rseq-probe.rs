@@ -233,6 +233,45 @@ fn seccomp(errno: i32) {
     println!("seccomp=ok");
 }
 
+/// Membarrier denied (as on Linux 4.18–5.9): the process stays on rseq and fences by moving
+/// the thread between CPUs; with `sched_setaffinity` denied too, nothing can fence sections and
+/// the process takes the fallback, saying why.
+fn seccomp_fences(deny_affinity: bool) {
+    rseq_tests::deny_membarrier().unwrap_or_else(|e| fail(format!("seccomp: {e}")));
+    if deny_affinity {
+        rseq_tests::deny_syscall_with(libc::SYS_sched_setaffinity, libc::EPERM)
+            .unwrap_or_else(|e| fail(format!("seccomp: {e}")));
+    }
+    let mode = rseq::mode();
+    println!("mode={mode:?}");
+    println!("fence={:?}", rseq::fence_mechanism());
+    if deny_affinity {
+        check(
+            matches!(mode, Mode::Fallback(rseq::FallbackReason::Membarrier(_))),
+            "expected Fallback(Membarrier(..))",
+        );
+        if let Mode::Fallback(rseq::FallbackReason::Membarrier(e)) = mode {
+            println!("message={e}");
+        }
+    } else {
+        check(mode.is_rseq(), "expected an Rseq mode");
+        check(
+            rseq::fence_mechanism() == rseq::FenceMechanism::Migration,
+            "expected fences by migration",
+        );
+        let before = allowed_cpus();
+        rseq::fence_all().unwrap_or_else(|e| fail(format!("fence_all: {e}")));
+        for &cpu in &before {
+            rseq::fence_cpu(cpu).unwrap_or_else(|e| fail(format!("fence_cpu({cpu}): {e}")));
+        }
+        check(
+            allowed_cpus() == before,
+            "the fences must restore the thread's affinity",
+        );
+    }
+    println!("seccomp=ok");
+}
+
 /// Creates and joins `n` threads that each use rseq; every own registration must be undone.
 /// Prints how much resident memory grew, for the test to bound where it measures this library
 /// (under qemu-user it mostly measures the emulator's own per-thread memory).
@@ -463,12 +502,14 @@ fn main() {
         Some("errors") => errors(),
         Some("seccomp-enosys") => seccomp(libc::ENOSYS),
         Some("seccomp-eperm") => seccomp(libc::EPERM),
+        Some("seccomp-no-membarrier") => seccomp_fences(false),
+        Some("seccomp-no-fences") => seccomp_fences(true),
         Some("churn") => churn(args.get(1).and_then(|n| n.parse().ok()).unwrap_or(10_000)),
         Some("late-destructor") => late_destructor(),
         Some("fork") => fork_check(),
         Some("fences") => fences(),
         _ => {
-            eprintln!("usage: rseq-probe facts|pin-check|given-cpu|errors|seccomp-enosys|seccomp-eperm|churn [N]|late-destructor|fork|fences");
+            eprintln!("usage: rseq-probe facts|pin-check|given-cpu|errors|seccomp-enosys|seccomp-eperm|seccomp-no-membarrier|seccomp-no-fences|churn [N]|late-destructor|fork|fences");
             exit(2)
         }
     }

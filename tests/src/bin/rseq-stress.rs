@@ -9,7 +9,7 @@
 //! ```text
 //! rseq-stress <op> [--threads N] [--iters N] [--index cpu_id|mm_cid] [--commit relaxed|release]
 //!                  [--yield-every N] [--sleep-every N [--sleep-us U]] [--signal-every N]
-//!                  [--signals] [--delay K=N[,K=N...] | --delay-all N]
+//!                  [--signals] [--delay K=N[,K=N...] | --delay-all N] [--deny-membarrier]
 //! rseq-stress --list
 //! ```
 //!
@@ -41,7 +41,9 @@
 //! (a storm: faster would be slower, see `run_workers`). Fault injection, only when built with
 //! this package's `inject` feature (otherwise a usage error): `--delay K=N,…` makes every
 //! section spin N iterations at injection point K (`rseq::inject`), `--delay-all N` at every
-//! point.
+//! point. `--deny-membarrier` installs a seccomp filter under which `membarrier(2)` fails before
+//! the mode is decided, as on Linux 4.18–5.9: sections still run on rseq, and fences move the
+//! fencing thread to every CPU (`fence=Migration`).
 //!
 //! Prints `key=value` lines (`op`, `mode`, `index`, `commit`, `ops`, `aborts`, …; a forked
 //! child's start with `child_`) and `result=ok`; exits 1 with `result=fail` and a message on any
@@ -586,6 +588,8 @@ struct Config {
     storm_pause: Duration,
     /// `--delay`/`--delay-all`: loop counts per injection point (`inject` feature only).
     delays: Vec<(usize, u32)>,
+    /// `--deny-membarrier`: a seccomp filter makes `membarrier(2)` fail (Linux 4.18–5.9).
+    deny_membarrier: bool,
 }
 
 impl Config {
@@ -2214,7 +2218,7 @@ fn fork_child(
 const USAGE: &str = "usage: rseq-stress <op> [--threads N] [--iters N] [--index cpu_id|mm_cid] \
                      [--commit relaxed|release] [--yield-every N] [--sleep-every N \
                      [--sleep-us U]] [--signal-every N] [--signals] \
-                     [--delay K=N[,K=N...] | --delay-all N]\n       \
+                     [--delay K=N[,K=N...] | --delay-all N] [--deny-membarrier]\n       \
                      rseq-stress --list   (prints the ops)";
 
 fn usage(msg: &str) -> ! {
@@ -2256,6 +2260,7 @@ fn parse_args() -> (Config, &'static OpSpec) {
         signals: false,
         storm_pause: STORM_PAUSE,
         delays: Vec::new(),
+        deny_membarrier: false,
     };
     let mut index = None;
     while let Some(arg) = args.next() {
@@ -2272,6 +2277,7 @@ fn parse_args() -> (Config, &'static OpSpec) {
             "--sleep-us" => cfg.sleep = Duration::from_micros(number("--sleep-us") as u64),
             "--signal-every" => cfg.signal_every = number("--signal-every"),
             "--signals" => cfg.signals = true,
+            "--deny-membarrier" => cfg.deny_membarrier = true,
             "--index" => {
                 index = Some(match args.next().as_deref() {
                     Some("cpu_id") => Index::CpuId,
@@ -2368,6 +2374,14 @@ fn main() {
         exit(1)
     }));
     let (cfg, spec) = parse_args();
+    if cfg.deny_membarrier {
+        // Before the mode is decided: fences must then work without membarrier.
+        rseq_tests::deny_membarrier().unwrap_or_else(|e| {
+            println!("result=fail");
+            eprintln!("cannot install the seccomp filter that denies membarrier: {e}");
+            exit(1)
+        });
+    }
     if cfg.signals || cfg.signal_every != 0 {
         install_signal_handler();
     }
@@ -2383,6 +2397,7 @@ fn main() {
     let mode = rseq::mode();
     println!("op={}", cfg.op);
     println!("mode={mode:?}");
+    println!("fence={:?}", rseq::fence_mechanism());
     println!(
         "index={}",
         match (spec.name, cfg.index) {
