@@ -52,6 +52,15 @@
 //! ([`PerCpuAlloc::stats`] counts them). Blocks freed on another CPU than the one they were
 //! allocated on simply join that CPU's cache.
 //!
+//! # In the fallback
+//!
+//! Where sections take the fallback's slot locks (no rseq: valgrind, qemu-user, seccomp,
+//! `RSEQ_DISABLE=1`; or after a demotion), a cache would only add the locks' cost to every
+//! request: small requests then go straight to the inner allocator, with their class layout as
+//! always (so a block cached before a demotion and a block allocated after it go back the same
+//! way). The blocks still cached when the process was demoted stay there until the allocator is
+//! dropped. The check is one relaxed load ([`rseq_rt::sections_run_on_rseq`]).
+//!
 //! # Initialisation and reentrancy
 //!
 //! The per-CPU state (one `PerCpu` of caches per class) is created on the first small
@@ -471,8 +480,19 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
         }
     }
 
+    /// Whether small requests go straight to the inner allocator because the process runs its
+    /// sections through the fallback (decided, and not on rseq): a cache behind slot locks
+    /// would only add their cost to every request.
+    #[inline(always)]
+    fn passes_through(&self) -> bool {
+        !rseq_rt::sections_run_on_rseq() && !self.state.load(Ordering::Relaxed).is_null()
+    }
+
     #[inline(always)]
     unsafe fn alloc_small(&self, class: usize) -> *mut u8 {
+        if self.passes_through() {
+            return self.inner.alloc(class_layout(class));
+        }
         let Some(state) = self.enter(true) else {
             return self.alloc_bypass(class);
         };
@@ -487,6 +507,10 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
 
     #[inline(always)]
     unsafe fn dealloc_small(&self, block: *mut u8, class: usize) {
+        if self.passes_through() {
+            self.inner.dealloc(block, class_layout(class));
+            return;
+        }
         let Some(state) = self.enter(false) else {
             self.inner.dealloc(block, class_layout(class));
             return;

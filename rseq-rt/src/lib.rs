@@ -59,8 +59,8 @@ pub use error::{FenceError, RegistrationError};
 pub use membarrier::{fence_all, fence_cpu, fence_mechanism, FenceMechanism};
 pub use percpu::{CachePadded, PerCpu};
 pub use registration::{
-    features, mode, mode_if_decided, owner, register_current_thread, stats, FallbackReason,
-    Features, Mode, Owner, Stats, DISABLE_ENV,
+    features, mode, mode_if_decided, owner, register_current_thread, sections_run_on_rseq, stats,
+    FallbackReason, Features, Mode, Owner, Stats, DISABLE_ENV,
 };
 pub use sys::possible_cpus;
 

@@ -362,6 +362,21 @@ pub fn mode_if_decided() -> Option<Mode> {
     }
 }
 
+/// Whether critical sections run on rseq now: `false` before the mode is decided, in `Fallback`
+/// mode, and from the start of a demotion. One relaxed load (of the index limit the sections
+/// check), for structures that switch to another algorithm when sections would take the
+/// fallback's locks.
+///
+/// ```
+/// if rseq::mode().is_rseq() {
+///     assert!(rseq::sections_run_on_rseq());
+/// }
+/// ```
+#[inline]
+pub fn sections_run_on_rseq() -> bool {
+    INDEX_LIMIT.load(Ordering::Relaxed) != 0
+}
+
 /// Who registered this process's areas, or `None` in `Fallback` mode.
 pub fn owner() -> Option<Owner> {
     match mode() {
