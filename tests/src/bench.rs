@@ -68,29 +68,38 @@ pub fn print_table(title: &str, rows: &[Measured]) {
     }
 }
 
-/// Like [`compare`], with `threads` threads running each candidate at once: ns/op is the wall
-/// time of a round divided by the operations of one thread (the cost each thread sees while all
-/// run).
+/// Like [`compare`], with `threads` threads running each candidate at once: ns/op is the time
+/// of the slowest thread of a round, from the common start, divided by the operations of one
+/// thread (the cost each thread sees while all run).
 pub fn compare_threads(
     rounds: usize,
     threads: usize,
     ops_per_thread: u64,
     candidates: &[(&str, &(dyn Fn(u64) + Sync))],
 ) -> Vec<Measured> {
+    // Each thread times its own run from the common start; a round lasts until the slowest one
+    // is done. (Timing from the main thread undercounted: with as many workers as CPUs, the
+    // main thread could be descheduled past the start barrier while the workers ran, and read
+    // the clock only when they were nearly done — rounds of a tenth of a nanosecond per op.)
     let run = |f: &(dyn Fn(u64) + Sync), ops: u64| -> f64 {
-        let barrier = std::sync::Barrier::new(threads + 1);
+        let barrier = std::sync::Barrier::new(threads);
         std::thread::scope(|s| {
-            for _ in 0..threads {
-                s.spawn(|| {
-                    barrier.wait();
-                    f(ops);
-                    barrier.wait();
-                });
-            }
-            barrier.wait();
-            let start = Instant::now();
-            barrier.wait();
-            start.elapsed().as_nanos() as f64 / ops as f64
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    s.spawn(|| {
+                        barrier.wait();
+                        let start = Instant::now();
+                        f(ops);
+                        start.elapsed()
+                    })
+                })
+                .collect();
+            let slowest = workers
+                .into_iter()
+                .map(|w| w.join().expect("benchmark thread"))
+                .max()
+                .unwrap_or_default();
+            slowest.as_nanos() as f64 / ops as f64
         })
     };
     for (_, f) in candidates {

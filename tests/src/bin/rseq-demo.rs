@@ -29,6 +29,65 @@ fn counter_add(counters: &PerCpu<AtomicUsize>, n: usize) {
     commit::add(counters[cpu], n);
 }
 
+/// Two words of a slot: a bounded count and a running total.
+#[repr(C)]
+#[derive(Default)]
+struct Tally {
+    count: AtomicUsize,
+    total: AtomicUsize,
+}
+
+/// A multi-step section: two loads, a bound check, a speculative store and a commit.
+#[critical_section]
+fn tally(slots: &PerCpu<Tally>, n: usize) -> bool {
+    let count = load(slots[cpu].count);
+    if count >= { usize::MAX / 2 } {
+        fail(false)
+    }
+    let total = load(slots[cpu].total);
+    let grown = add(total, n);
+    store(slots[cpu].total, grown);
+    let next = add(count, 1);
+    commit::store(slots[cpu].count, next);
+    true
+}
+
+/// The same steps under an uncontended `Mutex` (one thread).
+fn tally_locked(slot: &Mutex<(usize, usize)>, n: usize) -> bool {
+    let mut slot = slot.lock().unwrap();
+    if slot.0 >= usize::MAX / 2 {
+        return false;
+    }
+    slot.1 = slot.1.wrapping_add(n);
+    slot.0 += 1;
+    true
+}
+
+fn multi_step(s: &Settings) -> Group {
+    let slots: PerCpu<Tally> = PerCpu::default();
+    let locked = Mutex::new((0usize, 0usize));
+    let rows = compare(
+        s.rounds,
+        s.ops,
+        &mut [
+            ("rseq tally (2 loads, check, store, commit)", &mut |n| {
+                for _ in 0..n {
+                    black_box(tally(black_box(&slots), 1));
+                }
+            }),
+            ("the same steps under a Mutex", &mut |n| {
+                for _ in 0..n {
+                    black_box(tally_locked(black_box(&locked), 1));
+                }
+            }),
+        ],
+    );
+    Group {
+        title: "Multi-step section, 1 thread".into(),
+        rows,
+    }
+}
+
 thread_local! {
     static LOCAL: Cell<usize> = const { Cell::new(0) };
     // A free list of separately allocated objects, like the pool's: the boxes are the point.
@@ -310,6 +369,7 @@ fn main() {
     }
     groups.push(pools(&s, cores));
     groups.extend(allocators(&s, 2 * cores));
+    groups.push(multi_step(&s));
 
     if rows_only {
         // Machine-readable, for the parent run: group<TAB>candidate<TAB>ns.
@@ -414,6 +474,52 @@ fn main() {
         "  GlobalAlloc front-end vs System, 256 B:         {large:6.2}× (goal > 1:   {})",
         verdict(large, 1.0 + f64::EPSILON)
     );
+    // The fallback's goals: its cost against what a user would write without the library.
+    if !fallback_groups.is_empty() {
+        let fallback = |t: &str| {
+            fallback_groups
+                .iter()
+                .find(|g| g.title.starts_with(t))
+                .map(|g| g.rows.as_slice())
+                .unwrap_or(&[])
+        };
+        // Time of the group's first row (ours) over the named row's.
+        let times = |rows: &[Measured], name: &str| 1.0 / ratio(rows, name);
+        println!("\nFallback goals (RSEQ_DISABLE=1; ours in multiples of the alternative's time)");
+        for threads in [1, cores, 2 * cores] {
+            let t = times(
+                fallback(&format!("Counter add, {threads} thread")),
+                "sched_getcpu + per-CPU fetch_add",
+            );
+            println!(
+                "  counter add, {threads} thread(s) vs sched_getcpu + fetch_add: {t:8.2}× (goal ≤ 2:   {})",
+                verdict(2.0, t)
+            );
+        }
+        let t = times(fallback("Object pool"), "per-CPU Mutex<Vec> (sched_getcpu)");
+        println!(
+            "  pool pair vs per-CPU Mutex<Vec>:                 {t:8.2}× (goal ≤ 1.5: {})",
+            verdict(1.5, t)
+        );
+        for size in [32, 256] {
+            let t = times(
+                fallback(&format!("GlobalAlloc churn, {size}-byte")),
+                "System (glibc malloc)",
+            );
+            println!(
+                "  PerCpuAlloc vs its inner allocator, {size:3} B:       {t:8.2}× (goal ≤ 1.2: {})",
+                verdict(1.2, t)
+            );
+        }
+        let t = times(
+            fallback("Multi-step section"),
+            "the same steps under a Mutex",
+        );
+        println!(
+            "  multi-step section vs the steps under a Mutex:   {t:8.2}× (goal ≤ 3:   {})",
+            verdict(3.0, t)
+        );
+    }
     println!("\n  runtime stats     {:?}", rseq::stats());
 
     let mut all = groups;
