@@ -649,7 +649,12 @@ mod tests {
             unsafe { a.dealloc(b, layout) };
         }
         let s = a.stats();
-        assert!(s.refills >= 1 && s.flushes >= 1, "{s:?}");
+        if rseq_rt::sections_run_on_rseq() {
+            assert!(s.refills >= 1 && s.flushes >= 1, "{s:?}");
+        } else {
+            // The fallback passes requests through: only the first one used a cache.
+            assert!(s.refills <= 1 && s.flushes == 0, "{s:?}");
+        }
         assert!(s.cached_blocks <= CLASSES * CACHE_CAPACITY * rseq_rt::possible_cpus());
         // Moved after use: the drop still frees through the inner allocator.
         let moved = a;
