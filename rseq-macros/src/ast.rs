@@ -141,3 +141,45 @@ pub enum PlaceBase {
     /// `(*ptr).field…`: a field through a pointer whose type is known.
     Field { ptr: Ident },
 }
+
+/// Stable numbering of `{ expr }` operands across the asm and the fallback.
+pub fn expr_operands(section: &Section) -> Vec<syn::ExprBlock> {
+    let mut out = Vec::new();
+    let mut push = |op: &Operand| {
+        if let Operand::Expr(e) = op {
+            out.push(e.clone());
+        }
+    };
+    for step in &section.steps {
+        match step {
+            Step::FailIf { a, b, .. } | Step::Add { a, b, .. } => {
+                push(a);
+                push(b);
+            }
+            Step::Store { place, value, .. } | Step::Commit { place, value, .. } => {
+                if let PlaceBase::Deref {
+                    offset: Some(o), ..
+                } = &place.base
+                {
+                    push(o);
+                }
+                push(value);
+            }
+            Step::Load { place, .. } => {
+                if let PlaceBase::Deref {
+                    offset: Some(o), ..
+                } = &place.base
+                {
+                    push(o);
+                }
+            }
+            Step::Memcpy { dst, src, len, .. } => {
+                push(dst);
+                push(src);
+                push(len);
+            }
+            Step::Other(_) => {}
+        }
+    }
+    out
+}

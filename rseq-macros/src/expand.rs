@@ -13,19 +13,54 @@ use rseq_arch::template::Cond;
 use syn::spanned::Spanned;
 use syn::Ident;
 
-pub fn expand(section: &Section, checked: &Checked) -> TokenStream {
+/// A section compiled for one architecture.
+struct Target {
+    name: &'static str,
+    codegen: rseq_arch::Codegen,
+    plan: Plan,
+}
+
+/// The section's function. Its success path is the section inline (area pointer, `asm!`, the
+/// result bindings) and nothing else: every cold path (retry after an abort, attaching the
+/// thread, a temporary registration, the fallback) is one out-of-line call made only after an
+/// abort, with the hoisted words as its arguments, so no value is kept in memory for it.
+pub fn expand(section: &Section, checked: &Checked) -> syn::Result<TokenStream> {
     let krate = &checked.krate;
-    // Hoists, checks and saved values do not depend on the architecture.
-    let plan = Plan::build(section, checked, "x86_64");
+    // One plan per architecture with a code generator, built once.
+    let targets: Vec<Target> = rseq_arch::ALL
+        .iter()
+        .filter(|a| a.supported)
+        .filter_map(|a| {
+            let codegen = rseq_arch::codegen(a.target_arch)?;
+            let plan = Plan::build(section, checked, a.target_arch);
+            Some(Target {
+                name: a.target_arch,
+                codegen,
+                plan,
+            })
+        })
+        .collect();
+    // x86_64 is the reference: hoists, checks and saved values do not depend on the
+    // architecture, and a section that does not fit its registers is rejected outright (other
+    // architectures report their own budget where the section is compiled for them).
+    let reference = targets
+        .iter()
+        .find(|t| t.name == "x86_64")
+        .expect("x86_64 generates sections");
+    if let Some(msg) = over_budget(reference) {
+        return Err(syn::Error::new(section.sig.ident.span(), msg));
+    }
+    let plan = &reference.plan;
     let Section {
         attrs, vis, sig, ..
     } = section;
     let hoists = &plan.hoists;
     let checks = &plan.checks;
     let slots = plan.saved.len();
-    let attempt = attempt_closure(section, checked, slots, krate);
-    let fallback = fallback_body(section, checked, &plan);
-    let finish = finish(section, checked, &plan);
+    let hot = attempts(section, &targets, slots, krate, Attempt::Inline);
+    let retry = attempts(section, &targets, slots, krate, Attempt::Closure);
+    let fallback = fallback_body(section, checked, plan);
+    let finish = finish(section, checked, plan);
     let mm_cid = matches!(checked.index, IndexMode::MmCid);
     let aborts_counter = checked.aborts.as_ref().map(|aborts| {
         quote_spanned!(aborts.span()=> let __rseq_aborts: &::core::sync::atomic::AtomicUsize = &#aborts;)
@@ -34,88 +69,140 @@ pub fn expand(section: &Section, checked: &Checked) -> TokenStream {
         .aborts
         .as_ref()
         .map(|_| quote!(__rseq_aborts.fetch_add(1, ::core::sync::atomic::Ordering::Relaxed);));
-    quote! {
+    // The success path is a few instructions: offered for inlining across crates (a
+    // collection's `add` calling its section, say) unless the function says otherwise.
+    let inline = (!attrs.iter().any(|a| a.path().is_ident("inline"))).then(|| quote!(#[inline]));
+    Ok(quote! {
         #(#attrs)*
+        #inline
         #[allow(clippy::needless_return, clippy::unnecessary_cast, clippy::unused_unit, unused_unsafe)]
         #vis #sig {
             #(#checks)*
             #aborts_counter
             #(#hoists)*
+            // The results of loaded values: written by the section (or the fallback) before the
+            // exit that reads them, never read otherwise (`finish` binds, per exit, only values
+            // loaded before it).
             #[allow(unused_mut)]
-            let mut __rseq_slots = [0usize; #slots];
-            #attempt
-            let mut __rseq_code: u8 = loop {
-                let __rseq_outcome = __rseq_attempt(&mut __rseq_slots);
-                if __rseq_outcome != #ABORTED {
-                    break __rseq_outcome;
-                }
-                match #krate::__private::after_abort(#mm_cid) {
-                    #krate::__private::AbortAction::Retry => { #count_abort }
-                    #krate::__private::AbortAction::Attached => {}
-                    #krate::__private::AbortAction::Fallback => break #ABORTED,
-                    #krate::__private::AbortAction::TemporaryRegistration => {
-                        break #krate::__private::with_temporary_registration(|| {
-                            let __rseq_outcome = __rseq_attempt(&mut __rseq_slots);
-                            (__rseq_outcome != #ABORTED).then_some(__rseq_outcome)
-                        })
-                        .unwrap_or(#ABORTED);
-                    }
-                }
-            };
+            let mut __rseq_slots: [::core::mem::MaybeUninit<usize>; #slots] =
+                [const { ::core::mem::MaybeUninit::uninit() }; #slots];
+            #hot
             if __rseq_code == #ABORTED {
-                __rseq_code = #krate::__private::cold(|| #fallback);
+                // Everything after an abort, out of line. The closure copies the hoisted words
+                // (it is built only here), so the success path keeps them in registers.
+                __rseq_code = #krate::__private::cold_with(
+                    &mut __rseq_slots,
+                    move |__rseq_slots: &mut [::core::mem::MaybeUninit<usize>; #slots]| -> u8 {
+                        #retry
+                        let __rseq_outcome: u8 = loop {
+                            match #krate::__private::after_abort(#mm_cid) {
+                                #krate::__private::AbortAction::Retry => { #count_abort }
+                                #krate::__private::AbortAction::Attached => {}
+                                #krate::__private::AbortAction::Fallback => break #ABORTED,
+                                #krate::__private::AbortAction::TemporaryRegistration => {
+                                    break #krate::__private::with_temporary_registration(|| {
+                                        let __rseq_outcome = __rseq_attempt(&mut *__rseq_slots);
+                                        (__rseq_outcome != #ABORTED).then_some(__rseq_outcome)
+                                    })
+                                    .unwrap_or(#ABORTED);
+                                }
+                            }
+                            let __rseq_outcome = __rseq_attempt(&mut *__rseq_slots);
+                            if __rseq_outcome != #ABORTED {
+                                break __rseq_outcome;
+                            }
+                        };
+                        if __rseq_outcome != #ABORTED {
+                            return __rseq_outcome;
+                        }
+                        #fallback
+                    },
+                );
             }
             #finish
         }
-    }
+    })
 }
 
-/// The closure that runs the section once and says how it ended: one version per architecture
-/// with a code generator (each under its `cfg`), and a compile error elsewhere.
-fn attempt_closure(
+/// The error for a plan that needs more registers than its target offers, if it does.
+fn over_budget(target: &Target) -> Option<String> {
+    let (plan, codegen, name) = (&target.plan, &target.codegen, target.name);
+    if plan.registers() <= codegen.available_registers {
+        return None;
+    }
+    let memory = if codegen.values_in_memory {
+        ", even with its values kept in memory"
+    } else {
+        ""
+    };
+    Some(format!(
+        "this critical section needs {} registers but {name} offers {} to a section{memory}: load fewer values, pass fewer parameters, or split it",
+        plan.registers(),
+        codegen.available_registers
+    ))
+}
+
+/// Where one run of the section goes.
+#[derive(Clone, Copy, PartialEq)]
+enum Attempt {
+    /// The first attempt, in the function's body: `let mut __rseq_code: u8 = ...;`.
+    Inline,
+    /// Retries on the cold path: `let mut __rseq_attempt = |slots| -> u8 { ... };`.
+    Closure,
+}
+
+/// One run of the section and how it ended (a `u8` outcome): one version per architecture with
+/// a code generator (each under its `cfg`), and a compile error elsewhere.
+fn attempts(
     section: &Section,
-    checked: &Checked,
+    targets: &[Target],
     slots: usize,
     krate: &TokenStream,
+    how: Attempt,
 ) -> TokenStream {
+    let slots_ty = quote!([::core::mem::MaybeUninit<usize>; #slots]);
+    let bind = |name: &str, body: TokenStream| {
+        let cfg = if name.is_empty() {
+            quote!()
+        } else {
+            quote!(#[cfg(target_arch = #name)])
+        };
+        match how {
+            Attempt::Inline => quote! {
+                #cfg
+                #[allow(unused_mut)]
+                let mut __rseq_code: u8 = #body;
+            },
+            Attempt::Closure => quote! {
+                #cfg
+                let mut __rseq_attempt = |__rseq_slots: &mut #slots_ty| -> u8 {
+                    let _ = &__rseq_slots;
+                    #body
+                };
+            },
+        }
+    };
     let mut out = TokenStream::new();
     let mut supported = Vec::new();
-    for arch in rseq_arch::ALL.iter().filter(|a| a.supported) {
-        let Some(codegen) = rseq_arch::codegen(arch.target_arch) else {
-            continue;
-        };
-        let name = arch.target_arch;
+    for target in targets {
+        let name = target.name;
         supported.push(name);
-        let plan = Plan::build(section, checked, name);
-        if plan.registers() > codegen.available_registers {
-            let memory = if codegen.values_in_memory {
-                ", even with its values kept in memory"
-            } else {
-                ""
-            };
-            let msg = format!(
-                "this critical section needs {} registers but {name} offers {} to a section{memory}: load fewer values, pass fewer parameters, or split it",
-                plan.registers(),
-                codegen.available_registers
-            );
-            let span = section.sig.ident.span();
-            out.extend(quote_spanned! {span=>
-                #[cfg(target_arch = #name)]
-                ::core::compile_error!(#msg);
-                #[cfg(target_arch = #name)]
-                let mut __rseq_attempt = |_: &mut [usize; #slots]| -> u8 { #ABORTED };
-            });
+        if let Some(msg) = over_budget(target) {
+            // Reported once, by the first attempt.
+            if how == Attempt::Inline {
+                let span = section.sig.ident.span();
+                out.extend(quote_spanned! {span=>
+                    #[cfg(target_arch = #name)]
+                    ::core::compile_error!(#msg);
+                });
+            }
+            out.extend(bind(name, quote!(#ABORTED)));
             continue;
         }
-        let asm = asm_block(&plan, &codegen);
-        if let Some(words) = &plan.frame {
-            out.extend(attempt_with_frame(words, slots, &asm, name, krate));
-            continue;
-        }
-        out.extend(quote! {
-            #[cfg(target_arch = #name)]
-            let mut __rseq_attempt = |__rseq_slots: &mut [usize; #slots]| -> u8 {
-                let _ = &__rseq_slots;
+        let asm = asm_block(&target.plan, &target.codegen);
+        let body = match &target.plan.frame {
+            Some(words) => attempt_with_frame(words, slots, &asm, krate),
+            None => quote! {{
                 let __rseq_area = #krate::__private::area_ptr();
                 'attempt: {
                     // SAFETY:
@@ -127,33 +214,39 @@ fn attempt_closure(
                     //   for the pointers.
                     // - the commit is one instruction, the last of [start, post-commit); the abort
                     //   handler sits in `__rseq_failure` behind the signature, never fallen into.
-                    // - `slots` points at `[usize; N]` with one entry per saved value.
+                    // - `slots` points at `[MaybeUninit<usize>; N]` with one entry per saved
+                    //   value.
                     unsafe { #asm }
                     #COMMITTED
                 }
-            };
-        });
+            }},
+        };
+        out.extend(bind(name, body));
     }
     let msg = format!(
         "rseq critical sections are not supported on this target architecture yet (supported: {})",
         supported.join(", ")
     );
+    let unsupported = bind("", quote!(#ABORTED));
+    if how == Attempt::Inline {
+        out.extend(quote! {
+            #[cfg(not(any(#(target_arch = #supported),*)))]
+            ::core::compile_error!(#msg);
+        });
+    }
     out.extend(quote! {
         #[cfg(not(any(#(target_arch = #supported),*)))]
-        ::core::compile_error!(#msg);
-        #[cfg(not(any(#(target_arch = #supported),*)))]
-        let mut __rseq_attempt = |_: &mut [usize; #slots]| -> u8 { #ABORTED };
+        #unsupported
     });
     out
 }
 
-/// The attempt closure of a plan that keeps values in memory: the asm gets a frame array that
-/// starts with the result slots (copied out afterwards), then parameters, then spill room.
+/// One run of a plan that keeps values in memory: the asm gets a frame array that starts with
+/// the result slots (copied out afterwards), then parameters, then spill room.
 fn attempt_with_frame(
     words: &[FrameWord],
     slots: usize,
     asm: &TokenStream,
-    name: &str,
     krate: &TokenStream,
 ) -> TokenStream {
     let init = words.iter().enumerate().map(|(i, word)| match word {
@@ -165,26 +258,27 @@ fn attempt_with_frame(
         FrameWord::Spill => quote!(0usize),
     });
     let len = words.len();
-    let copy_out =
-        (slots > 0).then(|| quote!(__rseq_slots.copy_from_slice(&__rseq_frame[..#slots]);));
-    quote! {
-        #[cfg(target_arch = #name)]
-        let mut __rseq_attempt = |__rseq_slots: &mut [usize; #slots]| -> u8 {
-            let _ = &__rseq_slots;
-            let __rseq_area = #krate::__private::area_ptr();
-            let mut __rseq_frame: [usize; #len] = [#(#init),*];
-            let __rseq_code: u8 = 'attempt: {
-                // SAFETY: as in the attempt closure without a frame, and
-                // - `frame` points at `__rseq_frame`, which lives until after the block; the
-                //   section reads parameters from it and writes results and spilled values into
-                //   it (thread-private memory, so a restarted attempt just writes it again).
-                unsafe { #asm }
-                #COMMITTED
-            };
-            #copy_out
-            __rseq_code
+    let copy_out = (slots > 0).then(|| {
+        quote! {
+            for (__rseq_slot, __rseq_word) in __rseq_slots.iter_mut().zip(&__rseq_frame[..#slots]) {
+                *__rseq_slot = ::core::mem::MaybeUninit::new(*__rseq_word);
+            }
+        }
+    });
+    quote! {{
+        let __rseq_area = #krate::__private::area_ptr();
+        let mut __rseq_frame: [usize; #len] = [#(#init),*];
+        let __rseq_code: u8 = 'attempt: {
+            // SAFETY: as in the attempt without a frame, and
+            // - `frame` points at `__rseq_frame`, which lives until after the block; the
+            //   section reads parameters from it and writes results and spilled values into
+            //   it (thread-private memory, so a restarted attempt just writes it again).
+            unsafe { #asm }
+            #COMMITTED
         };
-    }
+        #copy_out
+        __rseq_code
+    }}
 }
 
 fn asm_block(plan: &Plan, codegen: &rseq_arch::Codegen) -> TokenStream {
@@ -342,7 +436,7 @@ fn fallback_body(section: &Section, checked: &Checked, plan: &Plan) -> TokenStre
                 let save = plan
                     .saved
                     .get(&name.to_string())
-                    .map(|slot| quote!(__rseq_slots[#slot] = #v;));
+                    .map(|slot| quote!(__rseq_slots[#slot] = ::core::mem::MaybeUninit::new(#v);));
                 quote! {
                     let #v: usize = #krate::__private::load_word(#addr);
                     #save
@@ -362,7 +456,7 @@ fn fallback_body(section: &Section, checked: &Checked, plan: &Plan) -> TokenStre
                 let save = plan
                     .saved
                     .get(&name.to_string())
-                    .map(|slot| quote!(__rseq_slots[#slot] = #v;));
+                    .map(|slot| quote!(__rseq_slots[#slot] = ::core::mem::MaybeUninit::new(#v);));
                 quote! {
                     let #v: usize = #a.#sum(#b);
                     #save
@@ -431,38 +525,46 @@ fn fallback_body(section: &Section, checked: &Checked, plan: &Plan) -> TokenStre
     }}
 }
 
-/// Evaluates the success, failure or moved expression for the outcome code.
+/// Evaluates the success, failure or moved expression for the outcome code. Each exit binds the
+/// values loaded before it (the only ones it may use, and the only slots written on its way).
 fn finish(section: &Section, checked: &Checked, plan: &Plan) -> TokenStream {
     let krate = &checked.krate;
-    let bindings: Vec<TokenStream> = plan
-        .saved
-        .iter()
-        .map(|(name, slot)| {
-            let ident = format_ident!("{}", name);
-            match &checked.values[name].1 {
-                Some(ty) => {
-                    let convert = quote_spanned!(ty.span()=> <#ty as #krate::__private::WordValue>::from_word);
-                    quote!(#[allow(unused_variables)] let #ident: #ty = #convert(__rseq_slots[#slot]);)
+    let bindings = |before: usize| -> Vec<TokenStream> {
+        plan.saved
+            .iter()
+            .filter(|(name, _)| checked.values[*name].0 < before)
+            .map(|(name, slot)| {
+                let ident = format_ident!("{}", name);
+                // SAFETY: the section (or the fallback) wrote this slot right after loading the
+                // value, which comes before the exit taken (`before`).
+                let word = quote!(unsafe { __rseq_slots[#slot].assume_init() });
+                match &checked.values[name].1 {
+                    Some(ty) => {
+                        let convert = quote_spanned!(ty.span()=> <#ty as #krate::__private::WordValue>::from_word);
+                        quote!(#[allow(unused_variables)] let #ident: #ty = #convert(#word);)
+                    }
+                    None => quote!(#[allow(unused_variables)] let #ident: usize = #word;),
                 }
-                None => quote!(#[allow(unused_variables)] let #ident: usize = __rseq_slots[#slot];),
-            }
-        })
-        .collect();
+            })
+            .collect()
+    };
     let tail = section
         .tail
         .as_ref()
         .map(|t| quote!(#t))
         .unwrap_or_else(|| quote!(()));
-    let mut arms = vec![quote!(#COMMITTED => { #(#bindings)* #tail })];
+    let all = bindings(usize::MAX);
+    let mut arms = vec![quote!(#COMMITTED => { #(#all)* #tail })];
     let mut fail = 0u8;
-    for step in &section.steps {
+    for (position, step) in section.steps.iter().enumerate() {
         if let Step::FailIf { value, .. } = step {
             fail += 1;
             let value = value
                 .as_ref()
                 .map(|v| quote!(#v))
                 .unwrap_or_else(|| quote!(()));
-            arms.push(quote!(#fail => { #(#bindings)* #value }));
+            let earlier = bindings(position);
+            arms.push(quote!(#fail => { #(#earlier)* #value }));
         }
     }
     if let Some(moved) = &checked.moved {

@@ -28,7 +28,7 @@ fn expand_critical_section(
     let options = parse::parse_options(attr);
     let section = options.and_then(|options| parse::parse_section(options, item.clone()));
     let result = section.and_then(|section| {
-        valid::validate(&section).map(|checked| expand::expand(&section, &checked))
+        valid::validate(&section).and_then(|checked| expand::expand(&section, &checked))
     });
     match result {
         Ok(tokens) => tokens,

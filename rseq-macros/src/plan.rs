@@ -172,48 +172,6 @@ fn collect(tokens: TokenStream, out: &mut HashSet<String>) {
     }
 }
 
-/// Stable numbering of `{ expr }` operands across the asm and the fallback.
-pub fn expr_operands(section: &Section) -> Vec<syn::ExprBlock> {
-    let mut out = Vec::new();
-    let mut push = |op: &crate::ast::Operand| {
-        if let crate::ast::Operand::Expr(e) = op {
-            out.push(e.clone());
-        }
-    };
-    for step in &section.steps {
-        match step {
-            Step::FailIf { a, b, .. } | Step::Add { a, b, .. } => {
-                push(a);
-                push(b);
-            }
-            Step::Store { place, value, .. } | Step::Commit { place, value, .. } => {
-                if let PlaceBase::Deref {
-                    offset: Some(o), ..
-                } = &place.base
-                {
-                    push(o);
-                }
-                push(value);
-            }
-            Step::Load { place, .. } => {
-                if let PlaceBase::Deref {
-                    offset: Some(o), ..
-                } = &place.base
-                {
-                    push(o);
-                }
-            }
-            Step::Memcpy { dst, src, len, .. } => {
-                push(dst);
-                push(src);
-                push(len);
-            }
-            Step::Other(_) => {}
-        }
-    }
-    out
-}
-
 /// The number of a `{ expr }` operand: the position of the first operand with the same tokens
 /// (equal expressions are evaluated once).
 pub fn expr_number(section: &Section, e: &syn::ExprBlock) -> usize {

@@ -218,3 +218,60 @@ fn given_cpu() {
         },
     );
 }
+
+/// The whole generated function of the counter add, as a reviewer would read the wrapper: the
+/// x86_64 parts only (the other architectures' `cfg`-gated statements are dropped), pretty-printed,
+/// in `rseq-macros/snapshots/counter_add.expanded.rs`.
+#[test]
+fn counter_add_whole_function() {
+    use syn::visit_mut::VisitMut;
+    struct KeepX86_64;
+    impl KeepX86_64 {
+        fn kept(attrs: &[syn::Attribute]) -> bool {
+            attrs.iter().all(|a| {
+                if !a.path().is_ident("cfg") {
+                    return true;
+                }
+                let text = a.meta.to_token_stream().to_string();
+                !text.contains("target_arch") || text == "cfg (target_arch = \"x86_64\")"
+            })
+        }
+    }
+    impl VisitMut for KeepX86_64 {
+        fn visit_block_mut(&mut self, block: &mut syn::Block) {
+            block.stmts.retain(|stmt| match stmt {
+                syn::Stmt::Local(l) => Self::kept(&l.attrs),
+                syn::Stmt::Macro(m) => Self::kept(&m.attrs),
+                syn::Stmt::Item(syn::Item::Macro(m)) => Self::kept(&m.attrs),
+                _ => true,
+            });
+            syn::visit_mut::visit_block_mut(self, block);
+        }
+    }
+    use quote::ToTokens;
+    let tokens = crate::expand_critical_section(
+        quote!(),
+        quote! {
+            fn counter_add(counters: &PerCpu<AtomicUsize>, n: usize) {
+                commit::add(counters[cpu], n);
+            }
+        },
+    );
+    let mut file: syn::File = syn::parse2(tokens).expect("the expansion parses");
+    KeepX86_64.visit_file_mut(&mut file);
+    let actual = format!(
+        "// The whole function `#[critical_section]` generates for the README's counter add, x86_64\n// parts only (rseq-macros/src/snapshots.rs: counter_add_whole_function).\n\n{}",
+        prettyplease::unparse(&file)
+    );
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("snapshots/counter_add.expanded.rs");
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&path, &actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("missing snapshot {}: run with UPDATE_SNAPSHOTS=1", path.display()));
+    assert_eq!(
+        actual, expected,
+        "the generated counter add function changed; review, then UPDATE_SNAPSHOTS=1"
+    );
+}

@@ -113,7 +113,6 @@ pub fn validate(section: &Section) -> Result<Checked> {
     errors.check(exprs_do_not_escape(section, &checked));
     errors.check(fail_values_use_earlier_loads(section, &checked));
     errors.finish()?;
-    registers_fit(section, &checked)?;
     Ok(checked)
 }
 
@@ -677,7 +676,7 @@ fn subtrahends_are_not_loaded(section: &Section, checked: &Checked) -> Result<()
 /// `{ expression }` runs before the section starts, when no value is loaded yet.
 fn expressions_use_no_loaded_values(section: &Section, checked: &Checked) -> Result<()> {
     let mut errors = Errors::default();
-    for expr in crate::plan::expr_operands(section) {
+    for expr in expr_operands(section) {
         let mut found = Vec::new();
         idents(expr.to_token_stream(), &mut found);
         for ident in found {
@@ -875,24 +874,4 @@ fn fail_values_use_earlier_loads(section: &Section, checked: &Checked) -> Result
         }
     }
     errors.finish()
-}
-
-/// The section's operands fit the registers the target offers to inline asm.
-fn registers_fit(section: &Section, checked: &Checked) -> Result<()> {
-    // x86_64 is the reference: a section that does not fit there is rejected outright. Other
-    // architectures check their own budget where the section is compiled for them (expand).
-    let plan = crate::plan::Plan::build(section, checked, "x86_64");
-    let available = rseq_arch::x86_64::CODEGEN
-        .expect("x86_64 generates sections")
-        .available_registers;
-    let needed = plan.registers();
-    if needed > available {
-        return Err(Error::new_spanned(
-            &section.sig.ident,
-            format!(
-                "this critical section needs {needed} registers but x86_64 offers {available} to a section: load fewer values, pass fewer parameters, or split it"
-            ),
-        ));
-    }
-    Ok(())
 }

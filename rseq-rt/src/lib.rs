@@ -211,11 +211,13 @@ pub mod __private {
         }
     }
 
-    /// Runs a slow path (the fallback body) out of line, so the fast path's frame stays small.
+    /// Runs a section's cold path (retries, temporary registration, the fallback) out of line:
+    /// the call, and the closure's copies of the section's words, exist only on the abort path,
+    /// so the success path keeps no value in memory for it.
     #[cold]
     #[inline(never)]
-    pub fn cold<R>(f: impl FnOnce() -> R) -> R {
-        f()
+    pub fn cold_with<A, R>(arg: A, f: impl FnOnce(A) -> R) -> R {
+        f(arg)
     }
 
     /// Whether a `PerCpu` stride is a power of two (then the index is scaled by a shift).

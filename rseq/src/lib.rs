@@ -176,6 +176,13 @@ pub use rseq_collections as collections;
 /// `RSEQ_DISABLE=1`), the same steps run in plain Rust under a per-slot lock, with the same
 /// results.
 ///
+/// The success path is the section and nothing else: retries, registration and the fallback are
+/// one out-of-line call made only after an abort, so no value is kept in memory for them. The
+/// function is `#[inline]` unless it carries an `inline` attribute of its own, so a section
+/// called from another crate inlines into its caller's loop. A counter add inlined so costs no
+/// more than the same loop written by hand in `asm!` the way librseq's helpers work (the demo
+/// and `cargo bench` measure both side by side).
+///
 /// # Examples: librseq's operations
 ///
 /// ```

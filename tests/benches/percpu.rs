@@ -1,13 +1,15 @@
 //! criterion benchmarks of the per-CPU structures, one thread (for statistics over time; the
 //! side-by-side, multi-threaded comparison is `cargo run --release -p rseq-tests --bin rseq-demo`).
 //!
-//! `cargo bench -p rseq-tests --bench percpu`
+//! `cargo bench -p rseq-tests --bench percpu` (ends with the zero-overhead ratios: generated
+//! sections against hand-written references, side by side)
 
-use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use criterion::{black_box, criterion_group, Criterion};
 use rseq::collections::alloc::PerCpuAlloc;
 use rseq::collections::counter::PerCpuCounter;
 use rseq::collections::pool::PerCpuPool;
 use rseq::{critical_section, PerCpu};
+use rseq_tests::reference;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -69,5 +71,40 @@ fn allocators(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, counters, accessors, pools, allocators);
-criterion_main!(benches);
+/// The generated sections against the hand-written references (librseq's loops), each in
+/// criterion's statistics here; the ratios come from a side-by-side run printed at the end.
+fn zero_overhead(c: &mut Criterion) {
+    if !reference::available() {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        let counters: PerCpu<AtomicUsize> = PerCpu::default();
+        let mut g = c.benchmark_group("zero overhead");
+        g.bench_function(reference::ROWS[0], |b| {
+            b.iter(|| reference::counter_add(black_box(&counters), 1))
+        });
+        g.bench_function(reference::ROWS[1], |b| {
+            b.iter(|| reference::dsl_counter_add(black_box(&counters), 1))
+        });
+        g.finish();
+    }
+}
+
+criterion_group!(benches, counters, accessors, pools, allocators, zero_overhead);
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    // Ratios measured side by side in one run (criterion's groups run one after the other).
+    // Skipped when cargo runs the bench as a test (`--test`, `cargo test --benches`).
+    if !std::env::args().any(|a| a == "--test") {
+        if let Some(rows) = reference::side_by_side(9, 2_000_000) {
+            rseq_tests::bench::print_table(
+                "Zero overhead, side by side (1 thread)",
+                &rows,
+            );
+            reference::print_goals(&rows);
+        }
+    }
+}

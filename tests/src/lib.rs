@@ -211,3 +211,4 @@ pub fn ops_divisor(under_emulator: usize) -> (usize, String) {
 
 pub mod bench;
 pub mod chart;
+pub mod reference;

@@ -15,6 +15,7 @@ use rseq::sys::sched_getcpu;
 use rseq::{critical_section, PerCpu};
 use rseq_tests::bench::{compare, compare_threads, print_table, Measured};
 use rseq_tests::chart::{write_png, Group};
+use rseq_tests::reference;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::{Cell, RefCell};
 use std::hint::black_box;
@@ -86,6 +87,16 @@ fn multi_step(s: &Settings) -> Group {
         title: "Multi-step section, 1 thread".into(),
         rows,
     }
+}
+
+/// The generated code against hand-written `asm!` doing what librseq's loops do (see
+/// `rseq_tests::reference`). `None` where the references cannot run.
+fn zero_overhead(s: &Settings) -> Option<Group> {
+    let rows = reference::side_by_side(s.rounds, s.ops)?;
+    Some(Group {
+        title: "Zero overhead: generated vs hand-written (librseq's loops), 1 thread".into(),
+        rows,
+    })
 }
 
 thread_local! {
@@ -370,6 +381,7 @@ fn main() {
     groups.push(pools(&s, cores));
     groups.extend(allocators(&s, 2 * cores));
     groups.push(multi_step(&s));
+    groups.extend(zero_overhead(&s));
 
     if rows_only {
         // Machine-readable, for the parent run: group<TAB>candidate<TAB>ns.
@@ -474,6 +486,11 @@ fn main() {
         "  GlobalAlloc front-end vs System, 256 B:         {large:6.2}× (goal > 1:   {})",
         verdict(large, 1.0 + f64::EPSILON)
     );
+    // The wrapper's cost: generated code in multiples of the hand-written reference's time.
+    let zero = by_title("Zero overhead");
+    if !zero.is_empty() {
+        reference::print_goals(zero);
+    }
     // The fallback's goals: its cost against what a user would write without the library.
     if !fallback_groups.is_empty() {
         let fallback = |t: &str| {
