@@ -263,13 +263,18 @@ fn counter_add_whole_function() {
         "// The whole function `#[critical_section]` generates for the README's counter add, x86_64\n// parts only (rseq-macros/src/snapshots.rs: counter_add_whole_function).\n\n{}",
         prettyplease::unparse(&file)
     );
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("snapshots/counter_add.expanded.rs");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("snapshots/counter_add.expanded.rs");
     if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
         std::fs::write(&path, &actual).unwrap();
         return;
     }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|_| panic!("missing snapshot {}: run with UPDATE_SNAPSHOTS=1", path.display()));
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!(
+            "missing snapshot {}: run with UPDATE_SNAPSHOTS=1",
+            path.display()
+        )
+    });
     assert_eq!(
         actual, expected,
         "the generated counter add function changed; review, then UPDATE_SNAPSHOTS=1"

@@ -75,6 +75,7 @@ fn allocators(c: &mut Criterion) {
 /// criterion's statistics here; the ratios come from a side-by-side run printed at the end.
 fn zero_overhead(c: &mut Criterion) {
     if !reference::available() {
+        let _ = c;
         return;
     }
     #[cfg(target_arch = "x86_64")]
@@ -91,7 +92,14 @@ fn zero_overhead(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, counters, accessors, pools, allocators, zero_overhead);
+criterion_group!(
+    benches,
+    counters,
+    accessors,
+    pools,
+    allocators,
+    zero_overhead
+);
 
 fn main() {
     benches();
@@ -100,10 +108,7 @@ fn main() {
     // Skipped when cargo runs the bench as a test (`--test`, `cargo test --benches`).
     if !std::env::args().any(|a| a == "--test") {
         if let Some(rows) = reference::side_by_side(9, 2_000_000) {
-            rseq_tests::bench::print_table(
-                "Zero overhead, side by side (1 thread)",
-                &rows,
-            );
+            rseq_tests::bench::print_table("Zero overhead, side by side (1 thread)", &rows);
             reference::print_goals(&rows);
         }
     }

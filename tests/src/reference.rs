@@ -10,11 +10,9 @@
 //! `cpu_id_start` to index the `PerCpu` (it is below the number of possible CPUs, which every
 //! `PerCpu` has slots for).
 
-use crate::bench::{compare, Measured};
-use rseq::collections::counter::PerCpuCounter;
+use crate::bench::Measured;
 use rseq::{critical_section, PerCpu};
-use std::hint::black_box;
-use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicUsize};
 
 /// A node of the reference lists (the generated sections use the same layout: `next` first).
 #[repr(C)]
@@ -124,7 +122,9 @@ mod imp {
             let cpu = cpu_start(area);
             let slot = slot(heads, cpu);
             // SAFETY: `slot` is an `AtomicPtr` slot of `heads`; `node` is the caller's.
-            let expect = unsafe { (*(slot as *const AtomicPtr<Node>)).load(core::sync::atomic::Ordering::Relaxed) };
+            let expect = unsafe {
+                (*(slot as *const AtomicPtr<Node>)).load(core::sync::atomic::Ordering::Relaxed)
+            };
             // SAFETY: `node` is the caller's and in no list yet.
             unsafe { (*node).next = expect };
             // SAFETY: as in `counter_add`; the commit writes `cpu_id_start`'s head.
@@ -300,6 +300,10 @@ pub fn side_by_side(rounds: usize, ops: u64) -> Option<Vec<Measured>> {
     }
     #[cfg(target_arch = "x86_64")]
     {
+        use crate::bench::compare;
+        use rseq::collections::counter::PerCpuCounter;
+        use std::hint::black_box;
+        use std::sync::atomic::Ordering;
         let counters: PerCpu<AtomicUsize> = PerCpu::default();
         let counter = PerCpuCounter::new();
         let heads: PerCpu<AtomicPtr<Node>> = PerCpu::default();
@@ -366,7 +370,11 @@ pub fn side_by_side(rounds: usize, ops: u64) -> Option<Vec<Measured>> {
             .iter()
             .fold(0u64, |sum, c| sum + c.load(Ordering::Relaxed) as u64);
         assert_eq!(total, adds, "a counter add was lost or invented");
-        assert_eq!(counter.sum() as u64, adds / 2, "PerCpuCounter lost or invented adds");
+        assert_eq!(
+            counter.sum() as u64,
+            adds / 2,
+            "PerCpuCounter lost or invented adds"
+        );
         let mut seen = 0;
         for head in heads.iter() {
             let mut p = head.load(Ordering::Relaxed);
@@ -381,7 +389,10 @@ pub fn side_by_side(rounds: usize, ops: u64) -> Option<Vec<Measured>> {
         Some(rows)
     }
     #[cfg(not(target_arch = "x86_64"))]
-    None
+    {
+        let _ = (rounds, ops);
+        None
+    }
 }
 
 /// Prints the zero-overhead goals from [`side_by_side`]'s rows: each generated section's time
