@@ -38,7 +38,7 @@ pub fn write_png(
     let bar_h = 26u32;
     let panel_heights: Vec<u32> = groups
         .iter()
-        .map(|g| 60 + bar_h * g.rows.len() as u32)
+        .map(|g| 76 + bar_h * g.rows.len() as u32)
         .collect();
     let height = 70 + panel_heights.iter().sum::<u32>();
     let root = BitMapBackend::new(path, (1100, height)).into_drawing_area();
@@ -59,7 +59,10 @@ pub fn write_png(
         let mut chart = ChartBuilder::on(&panel)
             .caption(&group.title, ("sans-serif", 18))
             .margin(8)
-            .x_label_area_size(24)
+            // Room for the last tick label at the right edge.
+            .margin_right(36)
+            // Tick labels, then the axis caption below them (not over them).
+            .x_label_area_size(40)
             .y_label_area_size(330)
             // Segments 0..=n-1: one per candidate.
             .build_cartesian_2d(0.0..max, (0..n.saturating_sub(1)).into_segmented())?;
@@ -75,6 +78,13 @@ pub fn write_png(
             .light_line_style(TRANSPARENT)
             .y_labels(n)
             .y_label_formatter(&label)
+            .x_label_formatter(&|v: &f64| {
+                if max >= 20.0 {
+                    format!("{v:.0}")
+                } else {
+                    format!("{v:.1}")
+                }
+            })
             .x_desc("ns/op (shorter is better)")
             .label_style(("sans-serif", 14))
             .draw()?;
