@@ -172,10 +172,13 @@ fn deref_add_with_fenced_pointer_moves() {
     assert!(number(&out, "rotations") > 0);
 }
 
-/// Signals sent to the workers at a high rate land inside sections: the kernel aborts them, the
-/// wrapper retries, and the total is still exact.
+/// Signals sent to the workers at a high rate: whatever they interrupt, the total is exact and the
+/// aborts the wrapper counted are the runtime's. How many sections a signal lands in is luck (a
+/// handful per run here, sometimes none on a busy machine), so nothing is asserted on it: the
+/// injection tests (`tests/injection.rs`, a delay loop inside the section makes every signal an
+/// abort) and the every-instruction harness (`tests/abort_everywhere.rs`) make aborts certain.
 #[test]
-fn sections_abort_under_signals_and_stay_exact() {
+fn sections_under_signals_stay_exact() {
     let (threads, iters) = (threads() + 2, iters(5_000_000));
     let args = [
         "counter",
@@ -188,35 +191,15 @@ fn sections_abort_under_signals_and_stay_exact() {
     .map(String::from);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     for mode in distinct_modes(&[RunMode::Glibc, RunMode::Own]) {
-        let rseq = !probe_mode(mode).starts_with("Fallback");
-        // A run that happens to see no abort is retried (aborts are likely, not certain).
-        let mut seen = Vec::new();
-        for _ in 0..3 {
-            let out = stress(mode, &args);
-            assert_eq!(number(&out, "ops"), (threads * iters) as u64);
-            let aborts = number(&out, "aborts");
-            assert_eq!(aborts, number(&out, "stats_aborts"));
-            eprintln!(
-                "{mode:?}: {aborts} aborts, {} signals sent, {} ms",
-                number(&out, "signals_sent"),
-                number(&out, "elapsed_ms")
-            );
-            seen.push(aborts);
-            if aborts > 0 || !rseq {
-                break;
-            }
-        }
-        if rseq {
-            assert!(
-                seen.iter().any(|&a| a > 0),
-                "{mode:?}: no section aborted in {} runs",
-                seen.len()
-            );
-        } else {
-            not_applicable(format_args!(
-                "the abort assertion in {mode:?}: the probe reports {}",
-                probe_mode(mode)
-            ));
-        }
+        let out = stress(mode, &args);
+        assert_eq!(number(&out, "ops"), (threads * iters) as u64);
+        let aborts = number(&out, "aborts");
+        assert_eq!(aborts, number(&out, "stats_aborts"));
+        eprintln!(
+            "{mode:?} ({}): {aborts} aborts, {} signals sent, {} ms",
+            probe_mode(mode),
+            number(&out, "signals_sent"),
+            number(&out, "elapsed_ms")
+        );
     }
 }
