@@ -5,26 +5,28 @@
 //! same steps in plain Rust (the macro generates that body from the same syntax tree as the
 //! asm). Results are the same as with rseq; only the speed differs.
 //!
-//! Signal handlers may run critical sections. A thread therefore holds a slot lock with the
-//! asynchronous signals blocked (they are delivered when it unlocks): a handler that ran a
-//! section while its thread held a lock would have to wait for another slot, and once every
-//! slot is held by a thread whose handler waits so, none can go on. Blocking costs two
-//! `pthread_sigmask` calls per fallback section — the price of never hanging. Synchronous
-//! signals (`SIGSEGV`, `SIGBUS`, `SIGFPE`, `SIGILL`, `SIGTRAP`, `SIGSYS`) stay unblocked, as the
-//! kernel would kill the process rather than hold them; a handler of one of those that runs a
-//! section is given another free slot (any slot is as good as another under a lock).
-//! Locks held by other threads at `fork` stay held in the child, as for any mutex.
+//! Signal handlers may run critical sections. A handler that interrupts its own thread's
+//! fallback section cannot wait for the lock its thread holds, so it takes another free slot
+//! (any slot is as good as another under a lock) and waits until one is free. That wait ends
+//! as long as some slot is free or held by a thread that no handler can hold up. Were every
+//! slot held by a thread whose handler waits so, none would ever be released. So at most
+//! `slots − 1` slot locks are held with signals deliverable, process-wide (a counter). A thread
+//! that would exceed that holds its lock with the asynchronous signals blocked: two
+//! `pthread_sigmask` calls, most of a fallback section's cost when paid. With one thread
+//! running sections it never pays it; with one slot (one possible CPU) it always does.
+//! Synchronous signals (`SIGSEGV`, `SIGBUS`, `SIGFPE`, `SIGILL`, `SIGTRAP`, `SIGSYS`) are never
+//! blocked, as the kernel would kill the process rather than hold them. Locks held by other
+//! threads at `fork` stay held in the child, as for any mutex.
 //!
-//! The two `pthread_sigmask` calls are most of a fallback section's cost (measured on a 2-core
-//! VM: about 630 of 750 ns). A program whose signal handlers never run sections can say so with
-//! [`assume_no_sections_in_signal_handlers`], and its fallback sections then hold the locks
-//! without blocking signals; a handler that still runs a section and waits in vain for a slot
-//! (its interrupted thread holds one, the others are held) aborts the process with a message
-//! after a second, rather than hang.
+//! A program whose signal handlers never run sections can say so with
+//! [`assume_no_sections_in_signal_handlers`]: its fallback sections then hold the locks
+//! without counting or blocking; a handler that still runs a section and waits in vain for a
+//! slot (its interrupted thread holds one, the others are held) aborts the process with a
+//! message after a second, rather than hang.
 
 use crate::percpu::CachePadded;
 use core::cell::Cell;
-use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, TryLockError};
 
 type LockTable = [CachePadded<Mutex<()>>];
@@ -33,6 +35,10 @@ static TABLE: AtomicPtr<Box<LockTable>> = AtomicPtr::new(core::ptr::null_mut());
 
 /// Set by [`assume_no_sections_in_signal_handlers`].
 static SIGNALS_UNBLOCKED: AtomicBool = AtomicBool::new(false);
+
+/// Slot locks held (or about to be) with asynchronous signals deliverable, all threads
+/// together, without the promise: kept below the number of slots (module docs).
+static UNMASKED_HOLDS: AtomicUsize = AtomicUsize::new(0);
 
 /// Promises that no signal handler of this process runs a critical section (nor a structure
 /// built on them, such as the collections or the allocator): from now on the fallback holds its
@@ -62,10 +68,46 @@ pub fn signals_unblocked() -> bool {
     SIGNALS_UNBLOCKED.load(Ordering::Relaxed)
 }
 
-/// Asynchronous signals blocked for a slot lock, unless the program promised that its handlers
-/// run no sections.
-fn block_signals() -> Option<SignalsBlocked> {
-    (!signals_unblocked()).then(SignalsBlocked::new)
+/// How a slot lock about to be taken keeps handlers from deadlocking.
+enum Signals {
+    /// The program promised that no handler runs a section: nothing to do.
+    Promised,
+    /// Signals stay deliverable: one of the at most `slots − 1` such holds (counted in
+    /// [`UNMASKED_HOLDS`], uncounted when the guard drops).
+    Counted,
+    /// Asynchronous signals blocked until the guard drops (its drop restores the mask).
+    Blocked(#[allow(dead_code)] SignalsBlocked),
+}
+
+impl Signals {
+    /// Before taking a lock of a table with `slots` locks: count a hold with signals
+    /// deliverable if fewer than `slots − 1` are, else block the asynchronous signals.
+    fn for_hold(slots: usize) -> Signals {
+        if signals_unblocked() {
+            return Signals::Promised;
+        }
+        // Every increment is ordered with the others, so the holds it admits stay below the
+        // limit; a refused one is taken back (a later caller may block needlessly meanwhile).
+        if UNMASKED_HOLDS.fetch_add(1, Ordering::AcqRel) < slots - 1 {
+            return Signals::Counted;
+        }
+        UNMASKED_HOLDS.fetch_sub(1, Ordering::AcqRel);
+        Signals::Blocked(SignalsBlocked::new())
+    }
+}
+
+impl Drop for Signals {
+    fn drop(&mut self) {
+        if let Signals::Counted = self {
+            UNMASKED_HOLDS.fetch_sub(1, Ordering::AcqRel);
+        }
+        // `Blocked` restores the mask in its own drop: pending signals are delivered then.
+    }
+}
+
+/// Slot locks held with signals deliverable right now (for tests and diagnostics).
+pub fn unmasked_holds() -> usize {
+    UNMASKED_HOLDS.load(Ordering::Relaxed)
 }
 
 /// How long a handler that interrupted its thread's section waits for a free slot, signals
@@ -139,8 +181,9 @@ pub fn slots() -> usize {
 pub struct SlotGuard {
     index: usize,
     guard: Option<MutexGuard<'static, ()>>,
-    /// The thread's signal mask before the lock was taken, restored after unlocking.
-    signals: Option<SignalsBlocked>,
+    /// How signals are kept from deadlocking this hold; dropped after unlocking (restoring the
+    /// mask, or uncounting the hold).
+    signals: Option<Signals>,
 }
 
 /// Asynchronous signals blocked on this thread until it is dropped.
@@ -190,7 +233,7 @@ impl Drop for SlotGuard {
         // as a holder and picks a free slot instead of waiting on one we hold.
         drop(self.guard.take());
         HELD.with(|h| h.set(h.get().saturating_sub(1)));
-        // Pending signals are delivered here, with this lock released.
+        // Pending signals are delivered here, with this lock released (or the hold uncounted).
         drop(self.signals.take());
     }
 }
@@ -222,9 +265,11 @@ pub fn lock_slot(preferred: usize) -> SlotGuard {
     FALLBACK_SECTIONS.with(|n| n.set(n.get() + 1));
     let table = table();
     let preferred = preferred % table.len();
-    // Block first, then count: no asynchronous handler runs from here to the unlock, and a
-    // synchronous one that runs a section sees the nesting.
-    let signals = block_signals();
+    // Decide (and block, when it must) first, then count the hold: a handler that runs before
+    // this thread holds anything may wait like any thread; one that runs after sees the
+    // nesting and never waits for a lock this thread holds.
+    let signals = Signals::for_hold(table.len());
+    let promised = matches!(signals, Signals::Promised);
     let nested = HELD.with(|h| {
         h.set(h.get() + 1);
         h.get() > 1
@@ -232,7 +277,7 @@ pub fn lock_slot(preferred: usize) -> SlotGuard {
     let mut waiting_since = None;
     loop {
         if let Some(mut guard) = any_free_slot(table, preferred) {
-            guard.signals = signals;
+            guard.signals = Some(signals);
             return guard;
         }
         if !nested {
@@ -240,12 +285,13 @@ pub fn lock_slot(preferred: usize) -> SlotGuard {
             return SlotGuard {
                 index: preferred,
                 guard: Some(guard),
-                signals,
+                signals: Some(signals),
             };
         }
-        // Nested, every slot busy. With signals unblocked the other holders may be interrupted
-        // by handlers that wait as this one does: after a second without a free slot, stop.
-        if signals.is_none()
+        // Nested, every slot busy. At most `slots − 1` holders can be held up by a handler like
+        // this one, so some holder finishes and a slot comes free. Under the promise nothing
+        // bounds them: after a second without a free slot, stop.
+        if promised
             && waiting_since
                 .get_or_insert_with(std::time::Instant::now)
                 .elapsed()
@@ -266,13 +312,13 @@ pub fn lock_slot_exact(index: usize) -> Option<SlotGuard> {
         return None;
     }
     FALLBACK_SECTIONS.with(|n| n.set(n.get() + 1));
-    let signals = block_signals();
+    let signals = Signals::for_hold(table.len());
     HELD.with(|h| h.set(h.get() + 1));
     let guard = table[index].lock().unwrap_or_else(|p| p.into_inner());
     Some(SlotGuard {
         index,
         guard: Some(guard),
-        signals,
+        signals: Some(signals),
     })
 }
 

@@ -1,10 +1,13 @@
-//! The fallback's signal masking, and `assume_no_sections_in_signal_handlers`: by default a
-//! thread holds a slot lock with asynchronous signals blocked; after the promise it does not; a
+//! The fallback's signal handling, and `assume_no_sections_in_signal_handlers`: by default at
+//! most `slots − 1` slot locks are held with signals deliverable and a thread past that holds
+//! its lock with asynchronous signals blocked, so a handler that interrupts its own thread's
+//! section always finds a slot in the end; after the promise nothing is counted or blocked; a
 //! handler that breaks the promise and waits in vain for a slot aborts the process with a
 //! message (run in child processes: the promise is process-wide, and the last case aborts).
 
 use rseq_rt::fallback::{
-    assume_no_sections_in_signal_handlers, lock_slot_exact, signals_unblocked, slots, with_slot,
+    assume_no_sections_in_signal_handlers, lock_slot_exact, signals_unblocked, slots,
+    unmasked_holds, with_slot,
 };
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
@@ -47,10 +50,52 @@ fn child(test: &str, case: &str) -> std::process::Output {
     child.wait_with_output().unwrap()
 }
 
+/// Threads holding slots `1..n` until dropped.
+struct Holders {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Holders {
+    fn hold(n: usize) -> Holders {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let threads = (1..n)
+            .map(|i| {
+                let (tx, stop) = (tx.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let _g = lock_slot_exact(i).expect("slot");
+                    tx.send(()).unwrap();
+                    while !stop.load(SeqCst) {
+                        std::thread::park();
+                    }
+                })
+            })
+            .collect::<Vec<_>>();
+        for _ in 1..n {
+            rx.recv().unwrap();
+        }
+        Holders { stop, threads }
+    }
+}
+
+impl Drop for Holders {
+    fn drop(&mut self) {
+        self.stop.store(true, SeqCst);
+        for t in self.threads.drain(..) {
+            t.thread().unpark();
+            t.join().unwrap();
+        }
+    }
+}
+
 #[test]
-fn slot_locks_block_signals_until_the_promise() {
+fn slot_locks_count_or_block_signals_until_the_promise() {
     if std::env::var_os(CHILD_ENV).is_none() {
-        let out = child("slot_locks_block_signals_until_the_promise", "mask");
+        let out = child(
+            "slot_locks_count_or_block_signals_until_the_promise",
+            "mask",
+        );
         assert!(
             out.status.success(),
             "child failed: {}\n{}",
@@ -64,22 +109,41 @@ fn slot_locks_block_signals_until_the_promise() {
         !blocked(libc::SIGUSR1),
         "SIGUSR1 blocked before any section"
     );
-    let inside = with_slot(0, |_| (blocked(libc::SIGUSR1), blocked(libc::SIGSEGV)));
+    let n = slots();
+    if n >= 2 {
+        // Alone, a hold leaves signals deliverable and is counted.
+        let inside = with_slot(0, |_| (blocked(libc::SIGUSR1), unmasked_holds()));
+        assert_eq!(inside, (false, 1), "one hold: SIGUSR1 deliverable, counted");
+        assert_eq!(unmasked_holds(), 0, "uncounted after the unlock");
+    }
+    // With the other n − 1 slots held (counted: the limit), the next hold blocks.
+    let holders = Holders::hold(n);
+    assert_eq!(unmasked_holds(), n - 1);
+    let inside = with_slot(0, |_| {
+        (
+            blocked(libc::SIGUSR1),
+            blocked(libc::SIGSEGV),
+            unmasked_holds(),
+        )
+    });
     assert_eq!(
         inside,
-        (true, false),
-        "under a slot lock: SIGUSR1 blocked, SIGSEGV not"
+        (true, false, n - 1),
+        "past the limit: SIGUSR1 blocked, SIGSEGV not, the hold not counted"
     );
     assert!(
         !blocked(libc::SIGUSR1),
         "the mask is restored after the unlock"
     );
+    drop(holders);
+    assert_eq!(unmasked_holds(), 0);
     assume_no_sections_in_signal_handlers();
     assert!(signals_unblocked());
-    let inside = with_slot(0, |_| blocked(libc::SIGUSR1));
-    assert!(
-        !inside,
-        "after the promise a slot lock leaves the mask alone"
+    let inside = with_slot(0, |_| (blocked(libc::SIGUSR1), unmasked_holds()));
+    assert_eq!(
+        inside,
+        (false, 0),
+        "after the promise a slot lock leaves the mask alone and counts nothing"
     );
 }
 
@@ -170,5 +234,36 @@ fn a_handler_after_the_promise_takes_a_free_slot_or_aborts_instead_of_hanging() 
             panic!("the handler returned without a slot");
         }
         other => panic!("unknown case {other}"),
+    }
+}
+
+/// Without the promise, the case that aborts above cannot arise: every other slot is held for
+/// good (counted: the limit), so this thread's hold blocks SIGUSR1, whose handler runs after the
+/// unlock and finds slot 0 free.
+#[test]
+fn without_the_promise_a_handler_in_its_threads_section_gets_a_slot() {
+    if std::env::var_os(CHILD_ENV).is_none() {
+        let out = child(
+            "without_the_promise_a_handler_in_its_threads_section_gets_a_slot",
+            "all-busy",
+        );
+        assert!(
+            out.status.success(),
+            "child failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    let holders = Holders::hold(slots());
+    interrupt_own_section(0);
+    assert_eq!(HANDLER_SLOT.load(SeqCst), 0, "the handler ran on slot 0");
+    drop(holders);
+    if slots() >= 2 {
+        // With a slot free, a counted hold: the handler interrupts it and takes the free one.
+        HANDLER_SLOT.store(usize::MAX, SeqCst);
+        interrupt_own_section(0);
+        let got = HANDLER_SLOT.load(SeqCst);
+        assert!(got != 0 && got < slots(), "the handler ran on slot {got}");
     }
 }

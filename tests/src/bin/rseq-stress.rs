@@ -771,9 +771,10 @@ extern "C" fn on_signal(_: libc::c_int) {
 }
 
 /// The handler's section (`signal-handler`). In the fallback every handler runs its section
-/// too: the runtime holds slot locks with asynchronous signals blocked, so a handler never
-/// waits for a lock while its own thread holds one (with 4 threads on 2 slots, that wait was a
-/// deadlock before the runtime blocked them).
+/// too: one that interrupts its own thread's section takes another slot, and the runtime keeps
+/// enough holds signal-free (at most `slots − 1` with signals deliverable) that such a wait
+/// always ends (with 4 threads on 2 slots, that wait was a deadlock before the runtime bounded
+/// it).
 fn run_handler_section(words: *mut PerCpu<AtomicUsize>) {
     // SAFETY: both are published before the workers start and stay valid until every worker
     // has joined (`signal_handler` clears them only then); `Ops` tables are constants.
