@@ -226,6 +226,8 @@ struct Builder<'a> {
     plan: Plan,
     /// Hoisted parameters (asm name by parameter name).
     args: BTreeMap<String, String>,
+    /// Parameters whose word (`__rseq_arg_NAME`) is already hoisted.
+    arg_words: std::collections::BTreeSet<String>,
     /// `{ expr }` operands already declared, by their index in `expr_operands`.
     exprs: BTreeMap<usize, String>,
     next_const: usize,
@@ -260,6 +262,7 @@ impl<'a> Builder<'a> {
                 frame: None,
             },
             args: BTreeMap::new(),
+            arg_words: Default::default(),
             exprs: BTreeMap::new(),
             next_const: 0,
             next_literal: 0,
@@ -279,15 +282,23 @@ impl<'a> Builder<'a> {
         self.operand(name, Operand::Const(value))
     }
 
+    /// The local holding a parameter's word, hoisted (cast once) on first use.
+    fn arg_word(&mut self, name: &Ident) -> Ident {
+        let local = arg_ident(name);
+        if self.arg_words.insert(name.to_string()) {
+            self.plan
+                .hoists
+                .push(quote_spanned!(name.span()=> let #local: usize = #name as usize;));
+        }
+        local
+    }
+
     /// A parameter as a register operand (hoisted once, cast to a word).
     fn arg(&mut self, name: &Ident) -> String {
         if let Some(asm) = self.args.get(&name.to_string()) {
             return asm.clone();
         }
-        let local = arg_ident(name);
-        self.plan
-            .hoists
-            .push(quote_spanned!(name.span()=> let #local: usize = #name as usize;));
+        let local = self.arg_word(name);
         let asm = self.operand(format!("a_{name}"), Operand::In(quote!(#local)));
         self.args.insert(name.to_string(), asm.clone());
         asm
@@ -332,12 +343,8 @@ impl<'a> Builder<'a> {
     fn negated(&mut self, op: &crate::ast::Operand) -> Value {
         let word = match op {
             crate::ast::Operand::Name(name) => {
-                // The fallback body reads the parameter's word from this local too; a second
-                // hoist of it (when the parameter is also a register operand) only shadows.
-                let local = arg_ident(name);
-                self.plan
-                    .hoists
-                    .push(quote_spanned!(name.span()=> let #local: usize = #name as usize;));
+                // The fallback body reads the parameter's word from this local too.
+                let local = self.arg_word(name);
                 quote!(#local)
             }
             crate::ast::Operand::Null(_) => return Value::Imm(0),
