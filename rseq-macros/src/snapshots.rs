@@ -74,13 +74,21 @@ fn check_one(
     item: proc_macro2::TokenStream,
 ) {
     let actual = render(target_arch, attr, item);
-    let path = dir.join(format!("{name}.asm"));
+    compare_or_update(
+        &dir.join(format!("{name}.asm")),
+        &actual,
+        &format!("generated {target_arch} asm for `{name}`"),
+    );
+}
+
+/// Compares `actual` with the snapshot at `path`, or rewrites it under `UPDATE_SNAPSHOTS=1`.
+fn compare_or_update(path: &std::path::Path, actual: &str, what: &str) {
     if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, &actual).unwrap();
+        std::fs::write(path, actual).unwrap();
         return;
     }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+    let expected = std::fs::read_to_string(path).unwrap_or_else(|_| {
         panic!(
             "missing snapshot {}: run with UPDATE_SNAPSHOTS=1",
             path.display()
@@ -88,7 +96,7 @@ fn check_one(
     });
     assert_eq!(
         actual, expected,
-        "generated {target_arch} asm for `{name}` changed; review, then UPDATE_SNAPSHOTS=1"
+        "{what} changed; review, then UPDATE_SNAPSHOTS=1"
     );
 }
 
@@ -265,18 +273,5 @@ fn counter_add_whole_function() {
     );
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("snapshots/counter_add.expanded.rs");
-    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
-        std::fs::write(&path, &actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
-        panic!(
-            "missing snapshot {}: run with UPDATE_SNAPSHOTS=1",
-            path.display()
-        )
-    });
-    assert_eq!(
-        actual, expected,
-        "the generated counter add function changed; review, then UPDATE_SNAPSHOTS=1"
-    );
+    compare_or_update(&path, &actual, "the generated counter add function");
 }

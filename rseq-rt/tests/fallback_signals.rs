@@ -89,18 +89,24 @@ impl Drop for Holders {
     }
 }
 
+/// Runs a child case (as `child`) that must exit successfully; `what` names it on failure.
+fn child_succeeds(test: &str, case: &str, what: &str) {
+    let out = child(test, case);
+    assert!(
+        out.status.success(),
+        "{what}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn slot_locks_count_or_block_signals_until_the_promise() {
     if std::env::var_os(CHILD_ENV).is_none() {
-        let out = child(
+        child_succeeds(
             "slot_locks_count_or_block_signals_until_the_promise",
             "mask",
-        );
-        assert!(
-            out.status.success(),
-            "child failed: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            "child failed",
         );
         return;
     }
@@ -176,15 +182,10 @@ fn a_handler_after_the_promise_takes_a_free_slot_or_aborts_instead_of_hanging() 
         if slots() < 2 {
             eprintln!("note: one fallback slot here: the free-slot case needs two");
         } else {
-            let out = child(
+            child_succeeds(
                 "a_handler_after_the_promise_takes_a_free_slot_or_aborts_instead_of_hanging",
                 "free",
-            );
-            assert!(
-                out.status.success(),
-                "the free-slot case failed: {}\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
+                "the free-slot case failed",
             );
         }
         let t0 = Instant::now();
@@ -243,15 +244,10 @@ fn a_handler_after_the_promise_takes_a_free_slot_or_aborts_instead_of_hanging() 
 #[test]
 fn without_the_promise_a_handler_in_its_threads_section_gets_a_slot() {
     if std::env::var_os(CHILD_ENV).is_none() {
-        let out = child(
+        child_succeeds(
             "without_the_promise_a_handler_in_its_threads_section_gets_a_slot",
             "all-busy",
-        );
-        assert!(
-            out.status.success(),
-            "child failed: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            "child failed",
         );
         return;
     }

@@ -33,6 +33,55 @@ mod imp {
     use super::*;
     use core::arch::asm;
 
+    // The parts every reference shares. Labels: 30 the descriptor, 31 the start, 32 the end
+    // of the commit, 33 the abort handler; operands `area`, `cpu`, `tmp` and label `abort`.
+
+    /// The descriptor in `__rseq_cs` and its entry in `__rseq_cs_ptr_array`.
+    macro_rules! descriptor {
+        () => {
+            concat!(
+                ".pushsection __rseq_cs, \"aw\"\n",
+                ".balign 32\n",
+                "30:\n",
+                ".long 0, 0\n",
+                ".quad 31f, (32f - 31f), 33f\n",
+                ".popsection\n",
+                ".pushsection __rseq_cs_ptr_array, \"awR\"\n",
+                ".balign 8\n",
+                ".quad 30b\n",
+                ".popsection",
+            )
+        };
+    }
+
+    /// Arms the descriptor, starts the section and checks it runs on `cpu` (librseq's
+    /// `RSEQ_ASM_STORE_RSEQ_CS` and `RSEQ_ASM_CMP_CPU_ID`).
+    macro_rules! start_on_cpu {
+        () => {
+            concat!(
+                "lea {tmp}, [rip + 30b]\n",
+                "mov qword ptr [{area} + 8], {tmp}\n",
+                "31:\n",
+                "cmp dword ptr [{area} + 4], {cpu:e}\n",
+                "jnz 33f",
+            )
+        };
+    }
+
+    /// The signed abort handler, out of line, jumping to label `abort`.
+    macro_rules! abort_handler {
+        () => {
+            concat!(
+                ".pushsection __rseq_failure, \"ax\"\n",
+                ".byte 0x0f, 0xb9, 0x3d\n",
+                ".long 0x53053053\n",
+                "33:\n",
+                "jmp {abort}\n",
+                ".popsection",
+            )
+        };
+    }
+
     /// The area's `cpu_id_start`, read before the section (librseq's `rseq_cpu_start()`).
     #[inline(always)]
     fn cpu_start(area: *mut rseq::abi::RseqArea) -> usize {
@@ -71,29 +120,11 @@ mod imp {
             // instruction; the abort handler is behind the signature in `__rseq_failure`.
             unsafe {
                 asm!(
-                    ".pushsection __rseq_cs, \"aw\"",
-                    ".balign 32",
-                    "30:",
-                    ".long 0, 0",
-                    ".quad 31f, (32f - 31f), 33f",
-                    ".popsection",
-                    ".pushsection __rseq_cs_ptr_array, \"awR\"",
-                    ".balign 8",
-                    ".quad 30b",
-                    ".popsection",
-                    "lea {tmp}, [rip + 30b]",
-                    "mov qword ptr [{area} + 8], {tmp}",
-                    "31:",
-                    "cmp dword ptr [{area} + 4], {cpu:e}",
-                    "jnz 33f",
+                    descriptor!(),
+                    start_on_cpu!(),
                     "add qword ptr [{slot}], {n}",
                     "32:",
-                    ".pushsection __rseq_failure, \"ax\"",
-                    ".byte 0x0f, 0xb9, 0x3d",
-                    ".long 0x53053053",
-                    "33:",
-                    "jmp {abort}",
-                    ".popsection",
+                    abort_handler!(),
                     area = in(reg) area,
                     cpu = in(reg) cpu,
                     slot = in(reg) slot,
@@ -130,35 +161,17 @@ mod imp {
             // SAFETY: as in `counter_add`; the commit writes `cpu_id_start`'s head.
             unsafe {
                 asm!(
-                    ".pushsection __rseq_cs, \"aw\"",
-                    ".balign 32",
-                    "30:",
-                    ".long 0, 0",
-                    ".quad 31f, (32f - 31f), 33f",
-                    ".popsection",
-                    ".pushsection __rseq_cs_ptr_array, \"awR\"",
-                    ".balign 8",
-                    ".quad 30b",
-                    ".popsection",
+                    descriptor!(),
                     ".pushsection __rseq_exit_point_array, \"awR\"",
                     ".balign 8",
                     ".quad 31f, {changed}",
                     ".popsection",
-                    "lea {tmp}, [rip + 30b]",
-                    "mov qword ptr [{area} + 8], {tmp}",
-                    "31:",
-                    "cmp dword ptr [{area} + 4], {cpu:e}",
-                    "jnz 33f",
+                    start_on_cpu!(),
                     "cmp qword ptr [{slot}], {expect}",
                     "jnz {changed}",
                     "mov qword ptr [{slot}], {node}",
                     "32:",
-                    ".pushsection __rseq_failure, \"ax\"",
-                    ".byte 0x0f, 0xb9, 0x3d",
-                    ".long 0x53053053",
-                    "33:",
-                    "jmp {abort}",
-                    ".popsection",
+                    abort_handler!(),
                     area = in(reg) area,
                     cpu = in(reg) cpu,
                     slot = in(reg) slot,
@@ -195,25 +208,12 @@ mod imp {
             // operand, as librseq's `load` pointer); the nodes are the caller's.
             unsafe {
                 asm!(
-                    ".pushsection __rseq_cs, \"aw\"",
-                    ".balign 32",
-                    "30:",
-                    ".long 0, 0",
-                    ".quad 31f, (32f - 31f), 33f",
-                    ".popsection",
-                    ".pushsection __rseq_cs_ptr_array, \"awR\"",
-                    ".balign 8",
-                    ".quad 30b",
-                    ".popsection",
+                    descriptor!(),
                     ".pushsection __rseq_exit_point_array, \"awR\"",
                     ".balign 8",
                     ".quad 31f, {empty}",
                     ".popsection",
-                    "lea {tmp}, [rip + 30b]",
-                    "mov qword ptr [{area} + 8], {tmp}",
-                    "31:",
-                    "cmp dword ptr [{area} + 4], {cpu:e}",
-                    "jnz 33f",
+                    start_on_cpu!(),
                     "mov {tmp}, qword ptr [{slot}]",
                     "test {tmp}, {tmp}",
                     "jz {empty}",
@@ -221,12 +221,7 @@ mod imp {
                     "mov {tmp}, qword ptr [{tmp}]",
                     "mov qword ptr [{slot}], {tmp}",
                     "32:",
-                    ".pushsection __rseq_failure, \"ax\"",
-                    ".byte 0x0f, 0xb9, 0x3d",
-                    ".long 0x53053053",
-                    "33:",
-                    "jmp {abort}",
-                    ".popsection",
+                    abort_handler!(),
                     area = in(reg) area,
                     cpu = in(reg) cpu,
                     slot = in(reg) slot,
