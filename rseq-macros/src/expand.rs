@@ -57,8 +57,7 @@ pub fn expand(section: &Section, checked: &Checked) -> syn::Result<TokenStream> 
     let hoists = &plan.hoists;
     let checks = &plan.checks;
     let slots = plan.saved.len();
-    let hot = attempts(section, &targets, slots, krate, Attempt::Inline);
-    let retry = attempts(section, &targets, slots, krate, Attempt::Closure);
+    let (hot, retry) = attempts(section, &targets, slots, krate);
     let fallback = fallback_body(section, checked, plan);
     let finish = finish(section, checked, plan);
     let mm_cid = matches!(checked.index, IndexMode::MmCid);
@@ -142,61 +141,46 @@ fn over_budget(target: &Target) -> Option<String> {
     ))
 }
 
-/// Where one run of the section goes.
-#[derive(Clone, Copy, PartialEq)]
-enum Attempt {
-    /// The first attempt, in the function's body: `let mut __rseq_code: u8 = ...;`.
-    Inline,
-    /// Retries on the cold path: `let mut __rseq_attempt = |slots| -> u8 { ... };`.
-    Closure,
-}
-
-/// One run of the section and how it ended (a `u8` outcome): one version per architecture with
-/// a code generator (each under its `cfg`), and a compile error elsewhere.
+/// One run of the section and how it ended (a `u8` outcome), twice from one pass over the
+/// targets: the first attempt, in the function's body (`let mut __rseq_code: u8 = ...;`), and
+/// the retries' closure on the cold path (`let mut __rseq_attempt = |slots| -> u8 { ... };`).
+/// Each has one version per architecture with a code generator (under its `cfg`) and one for
+/// every other target; the compile errors are reported once, with the first attempt.
 fn attempts(
     section: &Section,
     targets: &[Target],
     slots: usize,
     krate: &TokenStream,
-    how: Attempt,
-) -> TokenStream {
+) -> (TokenStream, TokenStream) {
     let slots_ty = quote!([::core::mem::MaybeUninit<usize>; #slots]);
-    let bind = |name: &str, body: TokenStream| {
-        let cfg = if name.is_empty() {
-            quote!()
-        } else {
-            quote!(#[cfg(target_arch = #name)])
-        };
-        match how {
-            Attempt::Inline => quote! {
-                #cfg
-                #[allow(unused_mut)]
-                let mut __rseq_code: u8 = #body;
-            },
-            Attempt::Closure => quote! {
-                #cfg
-                let mut __rseq_attempt = |__rseq_slots: &mut #slots_ty| -> u8 {
-                    let _ = &__rseq_slots;
-                    #body
-                };
-            },
-        }
+    let (mut hot, mut retry) = (TokenStream::new(), TokenStream::new());
+    let mut bind = |cfg: TokenStream, body: TokenStream| {
+        hot.extend(quote! {
+            #cfg
+            #[allow(unused_mut)]
+            let mut __rseq_code: u8 = #body;
+        });
+        retry.extend(quote! {
+            #cfg
+            let mut __rseq_attempt = |__rseq_slots: &mut #slots_ty| -> u8 {
+                let _ = &__rseq_slots;
+                #body
+            };
+        });
     };
-    let mut out = TokenStream::new();
+    let mut errors = TokenStream::new();
     let mut supported = Vec::new();
     for target in targets {
         let name = target.name;
         supported.push(name);
+        let cfg = quote!(#[cfg(target_arch = #name)]);
         if let Some(msg) = over_budget(target) {
-            // Reported once, by the first attempt.
-            if how == Attempt::Inline {
-                let span = section.sig.ident.span();
-                out.extend(quote_spanned! {span=>
-                    #[cfg(target_arch = #name)]
-                    ::core::compile_error!(#msg);
-                });
-            }
-            out.extend(bind(name, quote!(#ABORTED)));
+            let span = section.sig.ident.span();
+            errors.extend(quote_spanned! {span=>
+                #cfg
+                ::core::compile_error!(#msg);
+            });
+            bind(cfg, quote!(#ABORTED));
             continue;
         }
         let asm = asm_block(&target.plan, &target.codegen);
@@ -221,24 +205,20 @@ fn attempts(
                 }
             }},
         };
-        out.extend(bind(name, body));
+        bind(cfg, body);
     }
     let msg = format!(
         "rseq critical sections are not supported on this target architecture yet (supported: {})",
         supported.join(", ")
     );
-    let unsupported = bind("", quote!(#ABORTED));
-    if how == Attempt::Inline {
-        out.extend(quote! {
-            #[cfg(not(any(#(target_arch = #supported),*)))]
-            ::core::compile_error!(#msg);
-        });
-    }
-    out.extend(quote! {
-        #[cfg(not(any(#(target_arch = #supported),*)))]
-        #unsupported
+    let cfg = quote!(#[cfg(not(any(#(target_arch = #supported),*)))]);
+    errors.extend(quote! {
+        #cfg
+        ::core::compile_error!(#msg);
     });
-    out
+    bind(cfg, quote!(#ABORTED));
+    errors.extend(hot);
+    (errors, retry)
 }
 
 /// One run of a plan that keeps values in memory: the asm gets a frame array that starts with
