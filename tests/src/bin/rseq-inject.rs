@@ -19,7 +19,7 @@
 use rseq::{critical_section, inject, PerCpu};
 use std::process::exit;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize};
 use std::sync::Barrier;
 use std::time::Duration;
 
@@ -116,24 +116,92 @@ fn fenced_add(c: &PerCpu<AtomicUsize>) {
     commit::add(c[cpu], 1);
 }
 
-/// How long the worker must spin inside the section without an abort before a trial fences.
-const QUIET: Duration = Duration::from_millis(100);
+/// The window in which the worker must run on its CPU without a switch or an abort before a
+/// trial fences.
+const WINDOW: Duration = Duration::from_millis(1);
+/// How long a trial waits for such a window (a loaded machine shares the worker's CPU with other
+/// tasks in slices of a few milliseconds; it finds one within tens of milliseconds).
+const PATIENCE: Duration = Duration::from_secs(20);
 /// How soon after the fence returns the section must have completed (a fence takes 0.1–4 ms
-/// here; the spin, seconds).
-const PROMPT: Duration = Duration::from_millis(20);
-/// Trials per fence: each must end promptly. Nothing else restarts the spinning section within
-/// `PROMPT` of a quiet `QUIET`, except by chance (a preemption by another task on its CPU, seen
-/// here about every 0.05–0.3 s on a busy machine), so a fence that restarted nothing would pass
-/// all five trials by chance only about once in 10⁴ runs.
+/// here; the spin, seconds; a worker switched out by a migration fence may wait for its CPU).
+const PROMPT: Duration = Duration::from_millis(500);
+/// Conclusive trials per fence, and attempts allowed to reach them.
 const TRIALS: usize = 5;
+const ATTEMPTS: usize = 200;
+
+/// What the main thread sees of the worker thread: its context switches
+/// (`/proc/self/task/<tid>/status`) and its CPU time (its thread CPU clock, which the kernel
+/// brings up to date when read, even while the thread runs).
+struct Worker {
+    tid: libc::pid_t,
+    clock: libc::clockid_t,
+}
+
+impl Worker {
+    /// The calling thread.
+    fn this_thread() -> Worker {
+        let mut clock: libc::clockid_t = 0;
+        // SAFETY: gettid has no preconditions; pthread_getcpuclockid writes the clock id of a
+        // live thread (this one) to our local.
+        unsafe {
+            assert_eq!(
+                libc::pthread_getcpuclockid(libc::pthread_self(), &mut clock),
+                0
+            );
+            Worker {
+                tid: libc::gettid(),
+                clock,
+            }
+        }
+    }
+
+    /// Voluntary plus involuntary context switches so far (`None` once the thread has exited).
+    fn switches(&self) -> Option<u64> {
+        let status =
+            std::fs::read_to_string(format!("/proc/self/task/{}/status", self.tid)).ok()?;
+        Some(
+            status
+                .lines()
+                .filter_map(|l| {
+                    l.strip_prefix("voluntary_ctxt_switches:")
+                        .or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+                })
+                .map(|n| n.trim().parse::<u64>().expect("a switch count"))
+                .sum(),
+        )
+    }
+
+    /// CPU time so far (`None` once the thread has exited).
+    fn cpu_time(&self) -> Option<Duration> {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes to our local (and fails with EINVAL for a thread that
+        // has exited).
+        (unsafe { libc::clock_gettime(self.clock, &mut ts) } == 0)
+            .then(|| Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+    }
+}
 
 /// A fence restarts a section that is running on another CPU: a worker pinned to one CPU spins
 /// at point 1 of `fenced_add` for `u32::MAX` iterations (seconds; the count is read once per
-/// attempt). Once it has spun `QUIET` without an abort, the count goes to 0 and the main thread,
-/// pinned to another CPU, fences (`fence_cpu` of the worker's CPU, or `fence_all`). Only a
-/// restart ends the spin early: the section must complete within `PROMPT`, after one more
-/// abort, in each of `TRIALS` trials. Prints `fence_check=<how> fence=<mechanism> trials=N
-/// slowest_us=N`.
+/// attempt), and the main thread, pinned to another CPU, fences it (`fence_cpu` of the worker's
+/// CPU, or `fence_all`). Only a restart ends the spin early, so the section must complete within
+/// `PROMPT` of the fence, after one more abort.
+///
+/// What else could restart it is ruled out per trial rather than hoped away, so a busy machine
+/// makes trials inconclusive (and repeated), not failed:
+/// - the worker ran during the last `WINDOW` before the fence (its CPU time grew) and was not
+///   switched out since, so it is spinning on its CPU when the delay is cleared;
+/// - it is still not switched out, and not done, just before the fence call;
+/// - with membarrier, it is still not switched out when the section has completed: nothing but
+///   the fence's interrupt can have restarted it. With migration, it must have been switched
+///   out by the time the fence returns (the fencing thread took its CPU); a preemption by
+///   another task between the last check and the fencing thread's arrival on that CPU would
+///   pass for the fence (a fence that does nothing fails every trial).
+///
+/// Prints `fence_check=<how> fence=<mechanism> trials=N inconclusive=N slowest_us=N`.
 fn fence_check(all: bool) -> Result<(), String> {
     let cpus = rseq_tests::allowed_cpus();
     if cpus.len() < 2 {
@@ -146,19 +214,32 @@ fn fence_check(all: bool) -> Result<(), String> {
     }
     let (worker_cpu, main_cpu) = (cpus[0], cpus[1]);
     let mut slowest = Duration::ZERO;
+    let mut inconclusive = 0;
     let result = (|| -> Result<(), String> {
-        for trial in 0..TRIALS {
-            let elapsed = fence_trial(all, worker_cpu, main_cpu)
-                .map_err(|e| format!("trial {trial}: {e}"))?;
-            slowest = slowest.max(elapsed);
+        let mut trials = 0;
+        for attempt in 0..ATTEMPTS {
+            match fence_trial(all, worker_cpu, main_cpu)
+                .map_err(|e| format!("attempt {attempt}: {e}"))?
+            {
+                Some(elapsed) => {
+                    slowest = slowest.max(elapsed);
+                    trials += 1;
+                    if trials == TRIALS {
+                        return Ok(());
+                    }
+                }
+                None => inconclusive += 1,
+            }
         }
-        Ok(())
+        Err(format!(
+            "only {trials} of {ATTEMPTS} trials were conclusive: in the others the worker was switched out before its section completed (which restarts it too)"
+        ))
     })();
     rseq_tests::allow_cpus(&cpus);
     inject::clear();
     result?;
     println!(
-        "fence_check={} fence={:?} trials={TRIALS} slowest_us={}",
+        "fence_check={} fence={:?} trials={TRIALS} inconclusive={inconclusive} slowest_us={}",
         if all { "fence_all" } else { "fence_cpu" },
         rseq::fence_mechanism(),
         slowest.as_micros()
@@ -166,40 +247,81 @@ fn fence_check(all: bool) -> Result<(), String> {
     Ok(())
 }
 
-/// One trial of `fence_check`: how long the section took to complete after the fence.
-fn fence_trial(all: bool, worker_cpu: usize, main_cpu: usize) -> Result<Duration, String> {
+/// One trial of `fence_check`: how long the section took to complete after the fence, or `None`
+/// if something other than the fence may have restarted it.
+fn fence_trial(all: bool, worker_cpu: usize, main_cpu: usize) -> Result<Option<Duration>, String> {
     let counts: PerCpu<AtomicUsize> = PerCpu::default();
-    let started = AtomicBool::new(false);
+    let worker: std::sync::OnceLock<Worker> = std::sync::OnceLock::new();
     let done = AtomicBool::new(false);
+    // The worker's switch count when its section completed, read by itself (it may exit before
+    // the main thread looks).
+    let switches_at_end = AtomicU64::new(u64::MAX);
+    // Keeps the worker alive (spinning, after its section) until the main thread has looked.
+    let release = AtomicBool::new(false);
+    let migration = rseq::fence_mechanism() == rseq::FenceMechanism::Migration;
     inject::clear();
     inject::set_delay(1, u32::MAX);
     std::thread::scope(|s| {
         s.spawn(|| {
             assert!(rseq_tests::pin_to_cpu(worker_cpu), "pin to {worker_cpu}");
-            started.store(true, SeqCst);
+            let _ = worker.set(Worker::this_thread());
             fenced_add(&counts);
+            let own = worker.get().and_then(Worker::switches);
+            switches_at_end.store(own.unwrap_or(u64::MAX), SeqCst);
             done.store(true, SeqCst);
-        });
-        assert!(rseq_tests::pin_to_cpu(main_cpu), "pin to {main_cpu}");
-        while !started.load(SeqCst) {
-            std::thread::yield_now();
-        }
-        // Wait until the worker has spun inside the section for `QUIET` without a restart.
-        let mut before = FENCED_ABORTS.load(SeqCst);
-        let mut quiet = false;
-        for _ in 0..100 {
-            std::thread::sleep(QUIET);
-            let now = FENCED_ABORTS.load(SeqCst);
-            if now == before && !done.load(SeqCst) {
-                quiet = true;
-                break;
+            while !release.load(SeqCst) {
+                core::hint::spin_loop();
             }
-            before = now;
-        }
+        });
+        let _release = Release(&release);
+        assert!(rseq_tests::pin_to_cpu(main_cpu), "pin to {main_cpu}");
+        let worker = loop {
+            match worker.get() {
+                Some(w) => break w,
+                None => std::thread::yield_now(),
+            }
+        };
+        // Wait for a window in which the worker ran and was neither switched out nor restarted.
+        let waited = std::time::Instant::now();
+        let (mut time, mut switches, mut aborts) = (
+            worker.cpu_time(),
+            worker.switches(),
+            FENCED_ABORTS.load(SeqCst),
+        );
+        let mut start = std::time::Instant::now();
+        let running = loop {
+            std::thread::sleep(WINDOW);
+            let (t, sw, a) = (
+                worker.cpu_time(),
+                worker.switches(),
+                FENCED_ABORTS.load(SeqCst),
+            );
+            let ran = match (time, t) {
+                (Some(before), Some(now)) => now.saturating_sub(before) * 2 >= start.elapsed(),
+                _ => false,
+            };
+            if ran && sw.is_some() && sw == switches && a == aborts && !done.load(SeqCst) {
+                break true;
+            }
+            if done.load(SeqCst) || waited.elapsed() > PATIENCE {
+                break false;
+            }
+            (time, switches, aborts, start) = (t, sw, a, std::time::Instant::now());
+        };
         // From here the retry finds a count of 0: only a restart ends the current spin early.
         inject::clear();
-        if !quiet {
-            return Err("the worker never spun without an abort (machine too busy)".into());
+        if !running && done.load(SeqCst) {
+            // It spun its whole count without a switch: nothing to fence any more.
+            return Ok(None);
+        }
+        if !running {
+            return Err(format!(
+                "the worker never ran {WINDOW:?} undisturbed on its CPU in {PATIENCE:?}"
+            ));
+        }
+        if done.load(SeqCst) || worker.switches() != switches {
+            // Completed or switched out already (restarted by its scheduler, not the fence).
+            return Ok(None);
         }
         let fenced = std::time::Instant::now();
         let fence = if all {
@@ -208,18 +330,23 @@ fn fence_trial(all: bool, worker_cpu: usize, main_cpu: usize) -> Result<Duration
             rseq::fence_cpu(worker_cpu)
         };
         fence.map_err(|e| format!("the fence failed: {e}"))?;
+        let switched_by_fence = worker.switches() != switches;
         while !done.load(SeqCst) && fenced.elapsed() < PROMPT {
             std::thread::yield_now();
         }
         let elapsed = fenced.elapsed();
-        let aborts = FENCED_ABORTS.load(SeqCst) - before;
-        if !done.load(SeqCst) || aborts == 0 {
+        let restarts = FENCED_ABORTS.load(SeqCst) - aborts;
+        let finished = done.load(SeqCst);
+        let switched = finished && Some(switches_at_end.load(SeqCst)) != switches;
+        if !finished || restarts == 0 {
             return Err(format!(
-                "the fence did not restart the spinning section: completed={}, {aborts} aborts, {elapsed:?} after the fence",
-                done.load(SeqCst)
+                "the fence did not restart the spinning section: completed={finished}, {restarts} aborts, {elapsed:?} after the fence"
             ));
         }
-        Ok(elapsed)
+        if migration && !switched_by_fence {
+            return Err("the migration fence returned without having switched the worker out".into());
+        }
+        Ok((migration || !switched).then_some(elapsed))
     })
     .and_then(|elapsed| {
         let total: usize = counts.iter().map(|c| c.load(SeqCst)).sum();
@@ -229,6 +356,15 @@ fn fence_trial(all: bool, worker_cpu: usize, main_cpu: usize) -> Result<Duration
             Err(format!("the section committed {total} times, not once"))
         }
     })
+}
+
+/// Sets its flag when dropped: lets a `fence_trial` worker exit however the trial ends.
+struct Release<'a>(&'a AtomicBool);
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, SeqCst);
+    }
 }
 
 struct Config {
