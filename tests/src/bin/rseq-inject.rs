@@ -358,6 +358,208 @@ fn fence_trial(all: bool, worker_cpu: usize, main_cpu: usize) -> Result<Option<D
     })
 }
 
+/// Signals handled by `count_signal` (the `abort-rate` measurement).
+static HANDLED: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn count_signal(_: libc::c_int) {
+    HANDLED.fetch_add(1, Relaxed);
+}
+
+/// The delays (spins at point 1 of `add`) that `abort-rate` measures.
+const RATE_DELAYS: [u32; 6] = [0, 10, 100, 1_000, 10_000, 100_000];
+/// How long each delay runs under signals.
+const RATE_RUN: Duration = Duration::from_millis(400);
+
+/// `rseq-inject abort-rate`: how often a signal or a preemption lands inside a section, against
+/// the share of its time the thread spends there. One worker, pinned to a CPU, calls `add` in a
+/// loop with a delay of `d` spins at point 1 (inside the section, before the add):
+/// - a timing pass without signals gives ns per call, `t(d)`, and so the share of time in the
+///   delay, `(t(d) - t(0)) / t(d)` (a lower bound of the time inside the section);
+/// - a signal pass: another thread, on another CPU, sends SIGUSR1 to the worker every 20 µs
+///   (a handler counts them) while the section's `aborts` counter counts restarts;
+/// - the same with a second thread spinning on the worker's CPU, so that signals often find the
+///   worker switched out: such a signal is delivered when it runs again, at the point where it
+///   was switched out (a section there restarts once, for both);
+/// - a preemption pass: a second thread spins on the worker's CPU, so the scheduler switches
+///   between them every few milliseconds; restarts against involuntary switches.
+///
+/// If signals and preemptions land uniformly in the thread's time, the aborts per handled signal
+/// and per involuntary switch equal the share (measured: they do). Prints one line per delay.
+fn abort_rate() -> Result<(), String> {
+    let cpus = rseq_tests::allowed_cpus();
+    if cpus.len() < 2 || !rseq::mode().is_rseq() {
+        println!(
+            "abort_rate=not-applicable ({} CPUs, {:?})",
+            cpus.len(),
+            rseq::mode()
+        );
+        return Ok(());
+    }
+    let (worker_cpu, sender_cpu) = (cpus[0], cpus[1]);
+    // SAFETY: the handler only increments an atomic.
+    unsafe {
+        libc::signal(
+            libc::SIGUSR1,
+            count_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        )
+    };
+    let counter: PerCpu<AtomicUsize> = PerCpu::default();
+    let per_call = |delay: u32| -> f64 {
+        inject::clear();
+        inject::set_delay(1, delay);
+        let calls = (20_000_000 / (u64::from(delay) + 50)).clamp(200, 2_000_000);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                assert!(rseq_tests::pin_to_cpu(worker_cpu));
+                let start = std::time::Instant::now();
+                for _ in 0..calls {
+                    add(&counter);
+                }
+                start.elapsed().as_nanos() as f64 / calls as f64
+            })
+            .join()
+            .expect("timing worker")
+        })
+    };
+    // The fastest of a few runs: the first runs also warm the caches and the CPU's clock.
+    let fastest = |delay: u32| (0..3).map(|_| per_call(delay)).fold(f64::MAX, f64::min);
+    let base = fastest(0);
+    println!(
+        "abort_rate build={} base_ns_per_call={base:.1}",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+    );
+    for delay in RATE_DELAYS {
+        let ns = fastest(delay);
+        let share = ((ns - base) / ns).max(0.0);
+        let signals = under_signals(&counter, delay, worker_cpu, sender_cpu, false);
+        let crowded = under_signals(&counter, delay, worker_cpu, sender_cpu, true);
+        let preemption = under_preemption(&counter, delay, worker_cpu);
+        let per = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+        println!(
+            "delay={delay} ns_per_call={ns:.1} share={share:.4} handled={} signal_aborts={} aborts_per_signal={:.4} shared_cpu_aborts_per_signal={:.4} switches={} preemption_aborts={} aborts_per_switch={:.4}",
+            signals.0,
+            signals.1,
+            per(signals.1, signals.0),
+            per(crowded.1, crowded.0),
+            preemption.0,
+            preemption.1,
+            per(preemption.1, preemption.0),
+        );
+    }
+    inject::clear();
+    Ok(())
+}
+
+/// The worker's involuntary context switches so far (from `/proc/thread-self/status`).
+fn involuntary_switches() -> usize {
+    std::fs::read_to_string("/proc/thread-self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+                .and_then(|n| n.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The signal pass of `abort_rate`: (signals handled, aborts) in `RATE_RUN`; `crowded`: with a
+/// spinning thread sharing the worker's CPU, so that signals often find the worker switched out.
+fn under_signals(
+    counter: &PerCpu<AtomicUsize>,
+    delay: u32,
+    worker_cpu: usize,
+    sender_cpu: usize,
+    crowded: bool,
+) -> (usize, usize) {
+    inject::clear();
+    inject::set_delay(1, delay);
+    let stop = AtomicBool::new(false);
+    let tid = AtomicUsize::new(0);
+    let result = std::thread::scope(|s| {
+        if crowded {
+            s.spawn(|| {
+                assert!(rseq_tests::pin_to_cpu(worker_cpu));
+                while !stop.load(Relaxed) {
+                    core::hint::spin_loop();
+                }
+            });
+        }
+        let worker = s.spawn(|| {
+            assert!(rseq_tests::pin_to_cpu(worker_cpu));
+            // SAFETY: pthread_self has no preconditions.
+            tid.store(unsafe { libc::pthread_self() } as usize, SeqCst);
+            let (handled, aborts) = (HANDLED.load(SeqCst), ADD_ABORTS.load(SeqCst));
+            while !stop.load(Relaxed) {
+                add(counter);
+            }
+            // Only this thread gets the signals: count before it exits, then let the sender stop.
+            (
+                HANDLED.load(SeqCst) - handled,
+                ADD_ABORTS.load(SeqCst) - aborts,
+            )
+        });
+        s.spawn(|| {
+            assert!(rseq_tests::pin_to_cpu(sender_cpu));
+            while tid.load(SeqCst) == 0 {
+                std::thread::yield_now();
+            }
+            let start = std::time::Instant::now();
+            while start.elapsed() < RATE_RUN {
+                // SAFETY: the worker runs until `stop`, which only this thread sets, below.
+                unsafe { libc::pthread_kill(tid.load(SeqCst) as libc::pthread_t, libc::SIGUSR1) };
+                std::thread::sleep(Duration::from_micros(20));
+            }
+            stop.store(true, SeqCst);
+        });
+        worker.join().expect("signal worker")
+    });
+    inject::clear();
+    result
+}
+
+/// The preemption pass of `abort_rate`: (involuntary switches, aborts) in `RATE_RUN`, with a
+/// spinning thread sharing the worker's CPU.
+fn under_preemption(
+    counter: &PerCpu<AtomicUsize>,
+    delay: u32,
+    worker_cpu: usize,
+) -> (usize, usize) {
+    inject::clear();
+    inject::set_delay(1, delay);
+    let stop = AtomicBool::new(false);
+    let result = std::thread::scope(|s| {
+        s.spawn(|| {
+            assert!(rseq_tests::pin_to_cpu(worker_cpu));
+            while !stop.load(Relaxed) {
+                core::hint::spin_loop();
+            }
+        });
+        let worker = s.spawn(|| {
+            assert!(rseq_tests::pin_to_cpu(worker_cpu));
+            let (switches, aborts) = (involuntary_switches(), ADD_ABORTS.load(SeqCst));
+            let start = std::time::Instant::now();
+            while start.elapsed() < RATE_RUN {
+                for _ in 0..64 {
+                    add(counter);
+                }
+            }
+            (
+                involuntary_switches() - switches,
+                ADD_ABORTS.load(SeqCst) - aborts,
+            )
+        });
+        let result = worker.join().expect("preemption worker");
+        stop.store(true, SeqCst);
+        result
+    });
+    inject::clear();
+    result
+}
+
 /// Sets its flag when dropped: lets a `fence_trial` worker exit however the trial ends.
 struct Release<'a>(&'a AtomicBool);
 
@@ -586,7 +788,7 @@ const WORKLOADS: [Workload; 4] = [
     ("memcpy", 5, copy_run),
 ];
 
-const USAGE: &str = "usage: rseq-inject [--threads N] [--iters N] [--loops N] [--no-signals]\n       rseq-inject fence [--deny-membarrier]";
+const USAGE: &str = "usage: rseq-inject [--threads N] [--iters N] [--loops N] [--no-signals]\n       rseq-inject fence [--deny-membarrier]\n       rseq-inject abort-rate";
 
 fn main() {
     let mut cfg = Config {
@@ -596,6 +798,18 @@ fn main() {
         signals: true,
     };
     let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("abort-rate") {
+        if !inject::ENABLED {
+            eprintln!("rseq-inject: built without injection (build with --features inject)");
+            exit(2)
+        }
+        println!("mode={:?}", rseq::mode());
+        if let Err(e) = abort_rate() {
+            eprintln!("rseq-inject abort-rate: {e}");
+            exit(1)
+        }
+        return;
+    }
     if args.peek().map(String::as_str) == Some("fence") {
         // `rseq-inject fence [--deny-membarrier]`: the fence checks only.
         args.next();
