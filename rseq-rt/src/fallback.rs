@@ -144,9 +144,13 @@ pub fn thread_fallback_sections() -> u64 {
 
 /// Creates the table (once; racing callers agree on one).
 pub(crate) fn init(slots: usize) {
-    if !TABLE.load(Ordering::Acquire).is_null() {
-        return;
+    if TABLE.load(Ordering::Acquire).is_null() {
+        let _ = init_with(slots);
     }
+}
+
+/// Creates the table with `slots` locks, or fails with the size of the one that exists.
+pub(crate) fn init_with(slots: usize) -> Result<(), usize> {
     let table: Box<LockTable> = (0..slots.max(1))
         .map(|_| CachePadded::new(Mutex::new(())))
         .collect();
@@ -162,7 +166,9 @@ pub(crate) fn init(slots: usize) {
     {
         // SAFETY: we made `fresh` and lost the race; nobody else has seen it.
         drop(unsafe { Box::from_raw(fresh) });
+        return Err(self::table().len());
     }
+    Ok(())
 }
 
 fn table() -> &'static LockTable {

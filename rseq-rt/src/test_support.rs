@@ -48,3 +48,10 @@ pub fn deny_syscall_with(nr: libc::c_long, errno: i32) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// Makes the fallback use `slots` slot locks instead of one per possible CPU, as on a machine
+/// (or a container) with that many CPUs; call it before the first section or fence. Fails with
+/// the current count if the table exists already.
+pub fn set_fallback_slots(slots: usize) -> Result<(), usize> {
+    crate::fallback::init_with(slots.max(1))
+}

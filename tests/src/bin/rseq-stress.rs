@@ -10,6 +10,7 @@
 //! rseq-stress <op> [--threads N] [--iters N] [--index cpu_id|mm_cid] [--commit relaxed|release]
 //!                  [--yield-every N] [--sleep-every N [--sleep-us U]] [--signal-every N]
 //!                  [--signals] [--delay K=N[,K=N...] | --delay-all N] [--deny-membarrier]
+//!                  [--slots N]
 //! rseq-stress --list
 //! ```
 //!
@@ -43,7 +44,9 @@
 //! section spin N iterations at injection point K (`rseq::inject`), `--delay-all N` at every
 //! point. `--deny-membarrier` installs a seccomp filter under which `membarrier(2)` fails before
 //! the mode is decided, as on Linux 4.18–5.9: sections still run on rseq, and fences move the
-//! fencing thread to every CPU (`fence=Migration`).
+//! fencing thread to every CPU (`fence=Migration`). `--slots N` gives the fallback N slot locks
+//! instead of one per possible CPU, as on a machine or container with N CPUs (`--slots 1`: a
+//! handler that interrupts its own thread has no other slot to take).
 //!
 //! Prints `key=value` lines (`op`, `mode`, `index`, `commit`, `ops`, `aborts`, …; a forked
 //! child's start with `child_`) and `result=ok`; exits 1 with `result=fail` and a message on any
@@ -590,6 +593,8 @@ struct Config {
     delays: Vec<(usize, u32)>,
     /// `--deny-membarrier`: a seccomp filter makes `membarrier(2)` fail (Linux 4.18–5.9).
     deny_membarrier: bool,
+    /// `--slots N`: the fallback's slot locks (0: one per possible CPU).
+    slots: usize,
 }
 
 impl Config {
@@ -2219,7 +2224,7 @@ fn fork_child(
 const USAGE: &str = "usage: rseq-stress <op> [--threads N] [--iters N] [--index cpu_id|mm_cid] \
                      [--commit relaxed|release] [--yield-every N] [--sleep-every N \
                      [--sleep-us U]] [--signal-every N] [--signals] \
-                     [--delay K=N[,K=N...] | --delay-all N] [--deny-membarrier]\n       \
+                     [--delay K=N[,K=N...] | --delay-all N] [--deny-membarrier] [--slots N]\n       \
                      rseq-stress --list   (prints the ops)";
 
 fn usage(msg: &str) -> ! {
@@ -2262,6 +2267,7 @@ fn parse_args() -> (Config, &'static OpSpec) {
         storm_pause: STORM_PAUSE,
         delays: Vec::new(),
         deny_membarrier: false,
+        slots: 0,
     };
     let mut index = None;
     while let Some(arg) = args.next() {
@@ -2279,6 +2285,7 @@ fn parse_args() -> (Config, &'static OpSpec) {
             "--signal-every" => cfg.signal_every = number("--signal-every"),
             "--signals" => cfg.signals = true,
             "--deny-membarrier" => cfg.deny_membarrier = true,
+            "--slots" => cfg.slots = number("--slots").max(1),
             "--index" => {
                 index = Some(match args.next().as_deref() {
                     Some("cpu_id") => Index::CpuId,
@@ -2383,6 +2390,16 @@ fn main() {
             exit(1)
         });
     }
+    if cfg.slots != 0 {
+        if let Err(current) = rseq::test_support::set_fallback_slots(cfg.slots) {
+            println!("result=fail");
+            eprintln!(
+                "--slots {}: the fallback has {current} slots already",
+                cfg.slots
+            );
+            exit(1)
+        }
+    }
     if cfg.signals || cfg.signal_every != 0 {
         install_signal_handler();
     }
@@ -2399,6 +2416,7 @@ fn main() {
     println!("op={}", cfg.op);
     println!("mode={mode:?}");
     println!("fence={:?}", rseq::fence_mechanism());
+    println!("fallback_slots={}", rseq::fallback::slots());
     println!(
         "index={}",
         match (spec.name, cfg.index) {
