@@ -76,7 +76,7 @@ use core::fmt;
 use core::sync::atomic::{compiler_fence, fence, AtomicI32, AtomicU8, Ordering};
 
 /// A `membarrier(2)` command (one bit of `enum membarrier_cmd`, `linux/membarrier.h`). The
-/// numbers are in [`abi`](crate::abi), with the kernel version that added each.
+/// numbers are in [`crate::abi`], with the kernel version that added each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Command {
@@ -402,8 +402,8 @@ pub enum HeavyMechanism {
     /// same effect.
     ///
     /// It is a property of the kernel's implementation, not an ABI promise: a kernel that
-    /// flushes remote TLBs without interrupting the CPUs (AMD's broadcast `INVLPGB`, which
-    /// recent kernels use for some processes; arm64's `TLBI` broadcasts, which is why the
+    /// flushes remote TLBs without interrupting the CPUs (AMD's broadcast `INVLPGB`, which a
+    /// kernel may use where the processor has it; arm64's `TLBI` broadcasts, which is why the
     /// mechanism is not offered there) gives no such barrier. Prefer membarrier; this exists
     /// for seccomp sandboxes and kernels before 4.14.
     Mprotect,
@@ -445,10 +445,11 @@ pub fn heavy_mechanism() -> Result<HeavyMechanism, BarrierError> {
     }
     let chosen = match prepare(HeavyMechanism::Membarrier) {
         Ok(()) => HeavyMechanism::Membarrier,
+        // Where the shootdown fails too (not x86, or mprotect denied), the membarrier error
+        // says what to fix first.
         Err(membarrier) => match prepare(HeavyMechanism::Mprotect) {
             Ok(()) => HeavyMechanism::Mprotect,
-            Err(BarrierError::Unsupported(_)) => return Err(membarrier),
-            Err(e) => return Err(e),
+            Err(_) => return Err(membarrier),
         },
     };
     // Racing first callers may choose differently (a registration failing transiently); both
@@ -525,10 +526,10 @@ pub fn heavy() -> Result<(), BarrierError> {
 /// - **powerpc**: the writer runs `dcbst`, `sync`, `icbi`, `sync`, `isync` over the range; this
 ///   call gives the other cores the `isync` (context synchronisation on return from the
 ///   interrupt).
-/// - **riscv**: the kernel implements the command on recent kernels (check [`query`]); it makes
-///   each interrupted hart execute `fence.i` before it returns to user space, which is how
-///   other harts' instruction fetch is made to see the stores. The writer runs `fence.i`
-///   itself.
+/// - **riscv**: recent kernels implement the command (check [`query`]); each interrupted hart
+///   executes `fence.i` before it returns to user space, which makes its instruction fetch see
+///   the stores. The writer makes its own fetch see them (`fence.i`, or the
+///   `riscv_flush_icache` system call, which also covers a writer that migrates).
 /// - **elsewhere** (s390x, loongarch64, and kernels before 4.16): the kernel does not select
 ///   `ARCH_HAS_MEMBARRIER_SYNC_CORE`, [`query`] does not report the command, and this returns
 ///   [`BarrierError::Unsupported`].

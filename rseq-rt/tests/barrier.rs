@@ -110,6 +110,10 @@ fn store_buffering(iterations: u64, fence_b: impl Fn() + Sync) -> u64 {
 }
 
 /// Runs the litmus with `heavy()` on B's side and asserts the forbidden outcome never appears.
+/// The iteration counts keep each run to a few seconds on a loaded two-CPU machine; without the
+/// heavy fence the control sees the outcome about once per 250–1 100 iterations here, so a
+/// `heavy()` reduced to a compiler fence would show within the smallest count (10 000). (A
+/// broken heavy fence that is still a slow system call narrows the window and may hide.)
 fn heavy_litmus(what: &str, iterations: u64) {
     let t0 = Instant::now();
     let forbidden = store_buffering(iterations, || barrier::heavy().expect("heavy fence"));
@@ -134,7 +138,7 @@ fn heavy_membarrier_forbids_store_buffering() {
     assert_eq!(case, "membarrier");
     barrier::set_heavy_mechanism(HeavyMechanism::Membarrier).expect("PRIVATE_EXPEDITED here");
     assert_eq!(barrier::heavy_mechanism(), Ok(HeavyMechanism::Membarrier));
-    heavy_litmus("membarrier", 100_000);
+    heavy_litmus("membarrier", 50_000);
 }
 
 /// The mprotect fallback, forced, forbids the outcome too (x86 only: the only architectures
@@ -149,7 +153,7 @@ fn heavy_mprotect_forbids_store_buffering() {
     assert_eq!(case, "mprotect");
     barrier::set_heavy_mechanism(HeavyMechanism::Mprotect).expect("mprotect");
     assert_eq!(barrier::heavy_mechanism(), Ok(HeavyMechanism::Mprotect));
-    heavy_litmus("mprotect", 50_000);
+    heavy_litmus("mprotect", 30_000);
 }
 
 /// The control: `light()` on both sides. On x86 (TSO: a store may wait in the store buffer past
@@ -193,7 +197,7 @@ fn without_membarrier_heavy_falls_back_to_mprotect() {
     assert_eq!(barrier::global(), Err(BarrierError::NoMembarrier));
     if cfg!(any(target_arch = "x86_64", target_arch = "x86")) {
         assert_eq!(barrier::heavy_mechanism(), Ok(HeavyMechanism::Mprotect));
-        heavy_litmus("seccomp, mprotect fallback", 20_000);
+        heavy_litmus("seccomp, mprotect fallback", 10_000);
     } else {
         // No fallback is offered off x86: the error says why the membarrier is missing.
         assert_eq!(barrier::heavy(), Err(BarrierError::NoMembarrier));
