@@ -186,7 +186,7 @@ impl Commands {
     }
 
     /// The set with these bits, known or not.
-    pub const fn from_bits(bits: u32) -> Commands {
+    pub const fn from_bits_retain(bits: u32) -> Commands {
         Commands(bits)
     }
 
@@ -406,6 +406,11 @@ pub enum HeavyMechanism {
     /// kernel may use where the processor has it; arm64's `TLBI` broadcasts, which is why the
     /// mechanism is not offered there) gives no such barrier. Prefer membarrier; this exists
     /// for seccomp sandboxes and kernels before 4.14.
+    ///
+    /// Shootdowns are serialised by a lock (the page must not turn read-only between another
+    /// call's `mprotect` and its write). As with any lock, a child forked while another thread
+    /// held it waits forever in its first shootdown: programs that fork from a multi-threaded
+    /// process should fence with membarrier.
     Mprotect,
 }
 
@@ -704,7 +709,7 @@ mod tests {
 
     #[test]
     fn command_sets_keep_unknown_bits() {
-        let set = Commands::from_bits(0x3ff | 0x1000);
+        let set = Commands::from_bits_retain(0x3ff | 0x1000);
         assert_eq!(set.iter().count(), 10);
         assert!(set.contains(Command::GetRegistrations));
         assert_eq!(set.bits() & 0x1000, 0x1000);
