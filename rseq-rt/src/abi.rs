@@ -93,13 +93,40 @@ pub const FEATURE_SIZE_NODE_ID: usize = OFFSET_NODE_ID + 4;
 /// Feature size from which `mm_cid` is filled in.
 pub const FEATURE_SIZE_MM_CID: usize = OFFSET_MM_CID + 4;
 
-/// `MEMBARRIER_CMD_QUERY` (`linux/membarrier.h`).
+// `membarrier(2)` commands: `enum membarrier_cmd` in the UAPI header `linux/membarrier.h`.
+// Each is one bit, so that `MEMBARRIER_CMD_QUERY` can answer with the set it supports.
+
+/// `MEMBARRIER_CMD_QUERY` (Linux 4.3): the bit set of supported commands.
 pub const MEMBARRIER_CMD_QUERY: libc::c_int = 0;
-/// `MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ` (Linux 5.10).
+/// `MEMBARRIER_CMD_GLOBAL` (Linux 4.3, named `MEMBARRIER_CMD_SHARED` until 4.16): a barrier on
+/// every running thread of every process, through `synchronize_rcu` (slow, blocks).
+pub const MEMBARRIER_CMD_GLOBAL: libc::c_int = 1 << 0;
+/// `MEMBARRIER_CMD_GLOBAL_EXPEDITED` (Linux 4.16): IPIs the CPUs running a process that
+/// registered with [`MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED`].
+pub const MEMBARRIER_CMD_GLOBAL_EXPEDITED: libc::c_int = 1 << 1;
+/// `MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED` (Linux 4.16).
+pub const MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED: libc::c_int = 1 << 2;
+/// `MEMBARRIER_CMD_PRIVATE_EXPEDITED` (Linux 4.14): IPIs the CPUs running this process's
+/// threads; `EPERM` until the process registered.
+pub const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_int = 1 << 3;
+/// `MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED` (Linux 4.14).
+pub const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 1 << 4;
+/// `MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE` (Linux 4.16): as `PRIVATE_EXPEDITED`, and each
+/// interrupted CPU executes a core-serialising instruction before returning to user space.
+/// Only on architectures that select `ARCH_HAS_MEMBARRIER_SYNC_CORE`.
+pub const MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE: libc::c_int = 1 << 5;
+/// `MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE` (Linux 4.16).
+pub const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE: libc::c_int = 1 << 6;
+/// `MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ` (Linux 5.10): restarts the rseq critical sections
+/// running on the interrupted CPUs.
 pub const MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ: libc::c_int = 1 << 7;
 /// `MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ` (Linux 5.10).
 pub const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ: libc::c_int = 1 << 8;
-/// `MEMBARRIER_CMD_FLAG_CPU`: target the CPU given as the third argument.
+/// `MEMBARRIER_CMD_GET_REGISTRATIONS` (Linux 6.3): the bit set of commands this process
+/// registered for.
+pub const MEMBARRIER_CMD_GET_REGISTRATIONS: libc::c_int = 1 << 9;
+/// `MEMBARRIER_CMD_FLAG_CPU` (`enum membarrier_cmd_flag`, Linux 5.10): target the CPU given as
+/// the third argument (only with `PRIVATE_EXPEDITED_RSEQ`; other commands answer `EINVAL`).
 pub const MEMBARRIER_CMD_FLAG_CPU: libc::c_uint = 1;
 
 #[cfg(test)]
@@ -137,5 +164,21 @@ mod tests {
         assert_eq!(CPU_ID_UNINITIALIZED, 0xffff_ffff);
         assert_eq!(CPU_ID_REGISTRATION_FAILED, 0xffff_fffe);
         assert_eq!(RseqArea::UNREGISTERED.cpu_id, CPU_ID_UNINITIALIZED);
+    }
+
+    #[test]
+    fn membarrier_commands_are_the_uapi_numbers() {
+        assert_eq!(MEMBARRIER_CMD_QUERY, 0);
+        assert_eq!(MEMBARRIER_CMD_GLOBAL, 0x1);
+        assert_eq!(MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0x2);
+        assert_eq!(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0x4);
+        assert_eq!(MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0x8);
+        assert_eq!(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0x10);
+        assert_eq!(MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE, 0x20);
+        assert_eq!(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE, 0x40);
+        assert_eq!(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ, 0x80);
+        assert_eq!(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ, 0x100);
+        assert_eq!(MEMBARRIER_CMD_GET_REGISTRATIONS, 0x200);
+        assert_eq!(MEMBARRIER_CMD_FLAG_CPU, 1);
     }
 }

@@ -140,3 +140,70 @@ impl fmt::Display for FenceError {
 }
 
 impl std::error::Error for FenceError {}
+
+/// Why a `membarrier(2)` command of [`barrier`](crate::barrier) failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BarrierError {
+    /// `ENOSYS`: the kernel has no membarrier at all (Linux < 4.3, `CONFIG_MEMBARRIER=n`, or
+    /// an emulator), or a seccomp filter answers `ENOSYS`.
+    NoMembarrier,
+    /// The kernel does not offer this command (`MEMBARRIER_CMD_QUERY` leaves it out, or the
+    /// command answers `EINVAL`): an older kernel, an architecture without it, or (for
+    /// `GLOBAL`) a `nohz_full` kernel.
+    Unsupported(crate::barrier::Command),
+    /// `EPERM`: the process has not registered for this expedited command (a seccomp filter
+    /// that answers `EPERM` looks the same).
+    NotRegistered(crate::barrier::Command),
+    /// The CPU number is not a possible CPU of this machine.
+    InvalidCpu(usize),
+    /// Any other error number (for example the one a seccomp filter chose).
+    Os(i32),
+}
+
+impl fmt::Display for BarrierError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use crate::barrier::Command;
+        match self {
+            Self::NoMembarrier => f.write_str(
+                "membarrier is not available (ENOSYS): the kernel predates Linux 4.3 or was built without CONFIG_MEMBARRIER, the program runs under an emulator, or a seccomp filter denies it; allow membarrier in the filter, or use a mechanism that needs no system call (barrier::heavy falls back to mprotect on x86)",
+            ),
+            Self::Unsupported(Command::PrivateExpeditedSyncCore) => f.write_str(
+                "membarrier(PRIVATE_EXPEDITED_SYNC_CORE) is not offered by this kernel: it needs Linux 4.16 on an architecture that implements it (x86, arm, arm64, powerpc, recent riscv); elsewhere synchronise the other threads' instruction streams yourself (for example by stopping them)",
+            ),
+            Self::Unsupported(cmd) => write!(
+                f,
+                "membarrier({}) is not offered by this kernel: it needs Linux {} or later (and GLOBAL is left out on nohz_full kernels); check barrier::query() and choose another command",
+                cmd.name(),
+                cmd.since()
+            ),
+            Self::NotRegistered(cmd) => write!(
+                f,
+                "membarrier({}) refused (EPERM): the process has not registered for it; call barrier::register first (the barrier functions register lazily), or a seccomp filter answers EPERM",
+                cmd.name()
+            ),
+            Self::InvalidCpu(cpu) => write!(
+                f,
+                "cpu {cpu} is not a possible CPU of this machine (see /sys/devices/system/cpu/possible)"
+            ),
+            Self::Os(e) => write!(
+                f,
+                "membarrier failed with errno {e} (a seccomp filter may have chosen it); allow membarrier, or check the command's arguments"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for BarrierError {}
+
+impl From<BarrierError> for FenceError {
+    /// The rseq fences report every way the command is missing as `Unsupported`.
+    fn from(e: BarrierError) -> Self {
+        match e {
+            BarrierError::NoMembarrier | BarrierError::Unsupported(_) => FenceError::Unsupported,
+            BarrierError::NotRegistered(_) => FenceError::Os(libc::EPERM),
+            BarrierError::InvalidCpu(cpu) => FenceError::InvalidCpu(cpu),
+            BarrierError::Os(e) => FenceError::Os(e),
+        }
+    }
+}

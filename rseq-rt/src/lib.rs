@@ -9,6 +9,8 @@
 //! - Accessors: [`current_cpu`], [`current_mm_cid`], [`current_node`].
 //! - Fences: [`fence_all`] and [`fence_cpu`] (membarrier; on kernels without its RSEQ command,
 //!   running on every CPU in turn; or the fallback locks): see [`fence_mechanism`].
+//! - [`barrier`]: typed `membarrier(2)`: asymmetric light/heavy fences, `sync_core`, the global
+//!   barriers.
 //! - [`PerCpu<T>`] storage, and the [`fallback`] lock table.
 //! - [`word`]: which place types a section may load, and which it may write.
 //! - [`inject`]: delay loops inside sections for stress tests (off unless asked for).
@@ -42,6 +44,7 @@ compile_error!("rseq-rt supports Linux only: restartable sequences are a Linux k
 compile_error!("rseq-rt is not supported on this target architecture");
 
 pub mod abi;
+pub mod barrier;
 mod cpu;
 mod error;
 pub mod fallback;
@@ -55,7 +58,7 @@ pub mod sys;
 pub mod test_support;
 
 pub use cpu::{current_cpu, current_mm_cid, current_node};
-pub use error::{FenceError, RegistrationError};
+pub use error::{BarrierError, FenceError, RegistrationError};
 pub use membarrier::{fence_all, fence_cpu, fence_mechanism, FenceMechanism};
 pub use percpu::{CachePadded, PerCpu};
 pub use registration::{

@@ -22,11 +22,11 @@
 //! milliseconds; and a CPU kept busy by a higher-priority real-time thread delays the fence
 //! until that thread lets the CPU go.
 
-use crate::abi;
+use crate::barrier::{self, Expedited};
 use crate::error::FenceError;
 use crate::registration::{mode, Mode};
 use crate::sys::{self, CpuMask};
-use core::sync::atomic::{AtomicI32, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU8, Ordering};
 
 /// How fences make the critical sections running on other CPUs commit or restart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,32 +125,10 @@ fn migration_fence(cpu: Option<usize>) -> Result<(), FenceError> {
     result
 }
 
-/// The process that registered for `PRIVATE_EXPEDITED_RSEQ`. The registration belongs to the
-/// address space, so a forked child (another pid) must register again.
-static REGISTERED_PID: AtomicI32 = AtomicI32::new(0);
-
-/// Registers the process for `MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ` once (per process id).
+/// Registers the process for `MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ` once per process id (a
+/// forked child registers again): the registration every expedited command shares.
 pub(crate) fn ensure_registered() -> Result<(), FenceError> {
-    // SAFETY: getpid has no preconditions.
-    let pid = unsafe { libc::getpid() };
-    if REGISTERED_PID.load(Ordering::Acquire) == pid {
-        return Ok(());
-    }
-    let needed = abi::MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ
-        | abi::MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ;
-    match sys::membarrier(abi::MEMBARRIER_CMD_QUERY, 0, 0) {
-        Ok(mask) if mask as libc::c_int & needed == needed => {}
-        Ok(_) | Err(libc::ENOSYS) | Err(libc::EINVAL) => return Err(FenceError::Unsupported),
-        Err(e) => return Err(FenceError::Os(e)),
-    }
-    sys::membarrier(abi::MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ, 0, 0).map_err(
-        |e| match e {
-            libc::ENOSYS | libc::EINVAL => FenceError::Unsupported,
-            e => FenceError::Os(e),
-        },
-    )?;
-    REGISTERED_PID.store(pid, Ordering::Release);
-    Ok(())
+    barrier::register(Expedited::PrivateRseq).map_err(FenceError::from)
 }
 
 /// The rseq fence alone (membarrier or migration, as chosen), whatever the mode: used by
@@ -159,10 +137,7 @@ pub(crate) fn rseq_fence_all() -> Result<(), FenceError> {
     if MECHANISM.load(Ordering::Acquire) == 2 {
         return migration_fence(None);
     }
-    ensure_registered()?;
-    sys::membarrier(abi::MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ, 0, 0)
-        .map(drop)
-        .map_err(FenceError::Os)
+    barrier::private_expedited(Expedited::PrivateRseq, None).map_err(FenceError::from)
 }
 
 /// The rseq fence of one CPU.
@@ -170,17 +145,7 @@ fn rseq_fence_cpu(cpu: usize) -> Result<(), FenceError> {
     if MECHANISM.load(Ordering::Acquire) == 2 {
         return migration_fence(Some(cpu));
     }
-    ensure_registered()?;
-    sys::membarrier(
-        abi::MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ,
-        abi::MEMBARRIER_CMD_FLAG_CPU,
-        cpu as libc::c_int,
-    )
-    .map(drop)
-    .map_err(|e| match e {
-        libc::EINVAL => FenceError::InvalidCpu(cpu),
-        e => FenceError::Os(e),
-    })
+    barrier::private_expedited(Expedited::PrivateRseq, Some(cpu)).map_err(FenceError::from)
 }
 
 /// Waits until no critical section of this process that started before the call is still
