@@ -14,7 +14,7 @@
 //! ```
 
 use rseq_rt::barrier;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering::*};
 
 /// The value readers see: `b` is always `2 * a`, and `a` only grows.
 struct Config {
@@ -90,15 +90,15 @@ fn main() {
     const READERS: usize = 3;
     let shared = ReadMostly::<Config, READERS>::new(Config { a: 0, b: 0 });
     let done = AtomicBool::new(false);
-    let reads = AtomicU64::new(0);
-    let started = AtomicU64::new(0);
+    let reads = AtomicUsize::new(0);
+    let started = AtomicUsize::new(0);
     println!("heavy fences use {:?}", barrier::heavy_mechanism());
     std::thread::scope(|s| {
         for slot in 0..READERS {
             let (shared, done, reads, started) = (&shared, &done, &reads, &started);
             s.spawn(move || {
                 started.fetch_add(1, Relaxed);
-                let (mut last, mut n) = (0, 0u64);
+                let (mut last, mut n) = (0, 0usize);
                 while !done.load(Relaxed) {
                     let (a, b) = shared.read(slot, |c| (c.a, c.b));
                     assert_eq!(b, 2 * a, "a torn or freed value");
@@ -111,7 +111,7 @@ fn main() {
         }
         // Every reader runs before the first replacement, so that reads and replacements
         // interleave.
-        while started.load(Relaxed) < READERS as u64 {
+        while started.load(Relaxed) < READERS {
             std::thread::yield_now();
         }
         for a in 1..=2_000 {
