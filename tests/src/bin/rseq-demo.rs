@@ -7,6 +7,7 @@
 //!
 //! Ratios come from the same run on a noisy shared machine: compare them, don't quote the ns.
 
+use arc_swap::ArcSwap;
 use crossbeam_queue::ArrayQueue;
 use rseq::collections::alloc::PerCpuAlloc;
 use rseq::collections::counter::PerCpuCounter;
@@ -20,8 +21,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::{Cell, RefCell};
 use std::hint::black_box;
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use std::sync::{Mutex, RwLock};
 
 /// The showcase: a per-CPU counter add, no atomic instruction. Words are `usize`, the word a
 /// section commits on every target (64-bit on 64-bit targets).
@@ -97,6 +98,85 @@ fn zero_overhead(s: &Settings) -> Option<Group> {
         title: "Zero overhead: generated vs hand-written (librseq's loops), 1 thread".into(),
         rows,
     })
+}
+
+/// The value behind the read-mostly cells of `read_mostly`.
+struct Config {
+    a: usize,
+    b: usize,
+}
+
+/// Reader slots of the hazard-pointer cell (`read_mostly`): more than the threads that read.
+const READER_SLOTS: usize = 64;
+
+/// Gives each thread its own announcement slot (`read_mostly`).
+static NEXT_READER: AtomicUsize = AtomicUsize::new(0);
+
+/// The read side of a read-mostly value whose readers pay no atomic read-modify-write: a reader
+/// announces the pointer it read with a plain store to its own cache line and a compiler fence
+/// (`rseq::barrier::light`), re-reads the pointer to check it was not replaced meanwhile, reads
+/// the value, and clears its slot. A writer (not measured here; see `cargo run -p rseq-rt
+/// --example read_mostly`) would swap the pointer, call `rseq::barrier::heavy()` and free the
+/// old value once no slot announces it. Measured against `RwLock` and `arc_swap::ArcSwap::load`
+/// with every thread reading at once.
+fn read_mostly(s: &Settings, threads: usize) -> Group {
+    #[repr(align(128))]
+    struct Slot(AtomicPtr<Config>);
+    let value = Box::into_raw(Box::new(Config { a: 1, b: 2 }));
+    let current = AtomicPtr::new(value);
+    let slots: Vec<Slot> = (0..READER_SLOTS)
+        .map(|_| Slot(AtomicPtr::new(std::ptr::null_mut())))
+        .collect();
+    let locked = RwLock::new(Config { a: 1, b: 2 });
+    let swapped = ArcSwap::from_pointee(Config { a: 1, b: 2 });
+    let rows = compare_threads(
+        s.rounds,
+        threads,
+        s.ops,
+        &[
+            ("announce + light() + check (rseq::barrier)", &|n| {
+                thread_local! {
+                    static SLOT: usize = NEXT_READER.fetch_add(1, Ordering::Relaxed) % READER_SLOTS;
+                }
+                let slot = &slots[SLOT.with(|s| *s)].0;
+                for _ in 0..n {
+                    let mut p = current.load(Ordering::Acquire);
+                    loop {
+                        slot.store(p, Ordering::Relaxed);
+                        rseq::barrier::light();
+                        let now = current.load(Ordering::Acquire);
+                        if now == p {
+                            break;
+                        }
+                        p = now;
+                    }
+                    // SAFETY: `p` is announced and was current after the announcement, so a
+                    // writer's heavy fence would see it before freeing it; here none frees.
+                    let v = unsafe { &*p };
+                    black_box(v.a + v.b);
+                    slot.store(std::ptr::null_mut(), Ordering::Relaxed);
+                }
+            }),
+            ("RwLock::read", &|n| {
+                for _ in 0..n {
+                    let v = black_box(&locked).read().unwrap();
+                    black_box(v.a + v.b);
+                }
+            }),
+            ("ArcSwap::load (arc-swap 1)", &|n| {
+                for _ in 0..n {
+                    let v = black_box(&swapped).load();
+                    black_box(v.a + v.b);
+                }
+            }),
+        ],
+    );
+    // SAFETY: made above by Box::into_raw; the readers have finished.
+    drop(unsafe { Box::from_raw(value) });
+    Group {
+        title: format!("Read-mostly value, read side, {threads} thread(s)"),
+        rows,
+    }
 }
 
 thread_local! {
@@ -382,6 +462,12 @@ fn main() {
     groups.extend(allocators(&s, 2 * cores));
     groups.push(multi_step(&s));
     groups.extend(zero_overhead(&s));
+    if !rows_only {
+        // Not rseq: the fallback's child run leaves it out.
+        for threads in [1, cores] {
+            groups.push(read_mostly(&s, threads));
+        }
+    }
 
     if rows_only {
         // Machine-readable, for the parent run: group<TAB>candidate<TAB>ns.
@@ -486,6 +572,16 @@ fn main() {
         "  GlobalAlloc front-end vs System, 256 B:         {large:6.2}× (goal > 1:   {})",
         verdict(large, 1.0 + f64::EPSILON)
     );
+    for threads in [1, cores] {
+        let rows = by_title(&format!(
+            "Read-mostly value, read side, {threads} thread(s)"
+        ));
+        println!(
+            "  read-mostly read, {threads} thread(s): light() {:5.2}× faster than RwLock::read, {:5.2}× than ArcSwap::load",
+            ratio(rows, "RwLock::read"),
+            ratio(rows, "ArcSwap::load (arc-swap 1)")
+        );
+    }
     // The wrapper's cost: generated code in multiples of the hand-written reference's time.
     let zero = by_title("Zero overhead");
     if !zero.is_empty() {
