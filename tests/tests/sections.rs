@@ -203,3 +203,24 @@ fn sections_under_signals_stay_exact() {
         );
     }
 }
+
+/// `rseq-stress barrier`: the typed membarrier API next to sections, in every mode (the
+/// barriers do not depend on the mode): the store-buffering outcome never appears with
+/// `heavy()`, the counts are exact, `sync_core()` answers ok or the typed `Unsupported`.
+#[test]
+fn asymmetric_fences_next_to_sections() {
+    for mode in distinct_modes(&RunMode::ALL) {
+        let out = stress(mode, &["barrier", "--iters", "20000"]);
+        assert_eq!(field(&out, "forbidden"), Some("0"), "{mode:?}");
+        assert_eq!(field(&out, "ops"), Some("4000"), "{mode:?}");
+        assert!(
+            matches!(field(&out, "heavy"), Some("Membarrier" | "Mprotect")),
+            "{mode:?}: {:?}",
+            field(&out, "heavy")
+        );
+        assert!(
+            matches!(field(&out, "sync_core"), Some("ok" | "unsupported")),
+            "{mode:?}"
+        );
+    }
+}

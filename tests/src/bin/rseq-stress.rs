@@ -26,6 +26,7 @@
 //! | `memcpy-buffer` | bounded per-CPU buffers of 64-byte items copied in and out inside the sections; every item once, intact | `param_test -T m` |
 //! | `double-cmp` | double compare, single store; an invariant per slot and an exact sum | |
 //! | `membarrier` (alias `deref-add`) | adds through per-CPU pointers while the main thread swaps a pointer, fences (`fence_cpu`/`fence_all`) and checks that the retired target no longer changes; the sum is exact | `param_test -T r` |
+//! | `barrier` | two threads run the store-buffering litmus with `rseq::barrier::light()` against `heavy()`, between counter sections: the forbidden outcome never appears, the counts are exact; prints the heavy fence's mechanism, `sync_core()`'s answer and the kernel's membarrier commands | membarrier selftests |
 //! | `migration` | the main thread hops each worker from CPU to CPU (`sched_setaffinity`) under a sequence count; between two hops `current_cpu()` = `getcpu(2)` = the pinned CPU, a section touches that CPU's slot, `given(cpu)` commits; a minimum of checks across migrations; exact per-slot sums | KVM selftest `rseq_test` |
 //! | `signal-handler` | a fast storm (always on) whose SIGUSR1 handler runs the workers' load-add-store section on the interrupted thread; the sum is the workers' plus the handler's increments exactly | |
 //! | `churn` | per lane, 64 short-lived threads one after the other; exact sums; the runtime registered and unregistered each thread once (own registration), or none | |
@@ -548,6 +549,11 @@ const OP_SPECS: &[OpSpec] = &[
     OpSpec {
         name: "membarrier",
         run: membarrier,
+        commit: None,
+    },
+    OpSpec {
+        name: "barrier",
+        run: barrier,
         commit: None,
     },
     OpSpec {
@@ -1533,6 +1539,119 @@ fn memcpy_buffer(cfg: &Config) -> Report {
             ("in_hands", in_hands.to_string()),
             ("full_pushes", sum(results.iter().map(|r| r.2)).to_string()),
             ("empty_pops", sum(results.iter().map(|r| r.3)).to_string()),
+        ],
+    }
+}
+
+/// Cache lines the `barrier` litmus threads store to before their `x`/`y` store (each one a
+/// line the other thread wrote last: the misses hold the litmus store back in the store buffer,
+/// which widens the window in which a missing fence would show).
+#[repr(align(128))]
+#[derive(Default)]
+struct PadLine(AtomicUsize);
+
+/// Asymmetric fences (`rseq::barrier`) on this kernel: two workers run the store-buffering
+/// litmus `--iters / 10` times (at least 1000), `x = 1; light(); r1 = y` against `y = 1; heavy(); r2 = x`, each round between two
+/// per-CPU counter adds (sections), and `r1 == r2 == 0` must never appear. Also reports the
+/// supported commands, the heavy fence's mechanism and what `sync_core()` answers (ok, or the
+/// typed `Unsupported` where the architecture has no core-serialising command). The op checks
+/// the API on each kernel the system test boots; the ordering check bites only while the two
+/// threads run at once (with `light()` in place of `heavy()`, three runs on this loaded 2-CPU
+/// machine saw no forbidden outcome): `rseq-rt`'s litmus tests are the ones that catch a weak
+/// heavy fence.
+fn barrier(cfg: &Config) -> Report {
+    use rseq::barrier::{self as b, BarrierError, Command};
+    let ops = cfg.ops();
+    let query = b::query().unwrap_or_else(|e| fail(format!("barrier::query: {e}")));
+    b::heavy().unwrap_or_else(|e| fail(format!("barrier::heavy: {e}")));
+    let mechanism = b::heavy_mechanism().unwrap_or_else(|e| fail(format!("heavy_mechanism: {e}")));
+    let sync_core = match b::sync_core() {
+        Ok(()) => "ok".to_string(),
+        Err(BarrierError::Unsupported(Command::PrivateExpeditedSyncCore)) => "unsupported".into(),
+        Err(e) => fail(format!("barrier::sync_core: {e}")),
+    };
+    let counters: PerCpu<AtomicUsize> = PerCpu::default();
+    // One pair: the two sides must run at once on two CPUs for a missing fence to show (more
+    // pairs than CPUs would mostly take turns).
+    let pairs = 1;
+    let rounds = (cfg.iters / 10).max(1000);
+    let forbidden = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..pairs {
+            let (counters, forbidden) = (&counters, &forbidden);
+            s.spawn(move || {
+                let (x, y, r2) = (
+                    AtomicUsize::new(0),
+                    AtomicUsize::new(0),
+                    AtomicUsize::new(0),
+                );
+                let (a, bb) = (AtomicUsize::new(0), AtomicUsize::new(0));
+                let pads: [PadLine; 8] = Default::default();
+                let stall = || pads.iter().for_each(|p| p.0.store(1, Relaxed));
+                let wait = |c: &AtomicUsize, v: usize| {
+                    let mut spins = 0u32;
+                    while c.load(Acquire) < v {
+                        spins += 1;
+                        if spins < 1024 {
+                            core::hint::spin_loop();
+                        } else {
+                            std::thread::yield_now();
+                        }
+                    }
+                };
+                std::thread::scope(|s| {
+                    s.spawn(|| {
+                        for i in 0..rounds {
+                            bb.store(2 * i + 1, Release);
+                            wait(&a, 2 * i + 1);
+                            stall();
+                            y.store(1, Relaxed);
+                            b::heavy().unwrap_or_else(|e| fail(format!("barrier::heavy: {e}")));
+                            r2.store(x.load(Relaxed), Relaxed);
+                            (ops.counter_add)(counters, 1);
+                            bb.store(2 * i + 2, Release);
+                            wait(&a, 2 * i + 2);
+                        }
+                    });
+                    for i in 0..rounds {
+                        a.store(2 * i + 1, Release);
+                        wait(&bb, 2 * i + 1);
+                        stall();
+                        x.store(1, Relaxed);
+                        b::light();
+                        let r1 = y.load(Relaxed);
+                        (ops.counter_add)(counters, 1);
+                        a.store(2 * i + 2, Release);
+                        wait(&bb, 2 * i + 2);
+                        if r1 == 0 && r2.load(Relaxed) == 0 {
+                            forbidden.fetch_add(1, Relaxed);
+                        }
+                        x.store(0, Relaxed);
+                        y.store(0, Relaxed);
+                    }
+                });
+            });
+        }
+    });
+    let forbidden = forbidden.load(SeqCst);
+    check(forbidden == 0, || {
+        format!(
+            "the store-buffering outcome appeared {forbidden} times with heavy() ({mechanism:?})"
+        )
+    });
+    let total = sum(counters.iter().map(|c| c.load(SeqCst) as u64));
+    let expected = (2 * pairs * rounds) as u64;
+    check(total == expected, || {
+        format!("counter total {total}, expected {expected}")
+    });
+    Report {
+        ops: expected,
+        extra: vec![
+            ("litmus_rounds", (pairs * rounds).to_string()),
+            ("forbidden", forbidden.to_string()),
+            ("heavy", format!("{mechanism:?}")),
+            ("sync_core", sync_core),
+            ("membarrier_commands", format!("{query:?}").replace(' ', "")),
         ],
     }
 }
