@@ -55,3 +55,35 @@ pub fn deny_syscall_with(nr: libc::c_long, errno: i32) -> std::io::Result<()> {
 pub fn set_fallback_slots(slots: usize) -> Result<(), usize> {
     crate::fallback::init_with(slots.max(1))
 }
+
+/// Runs `test` of the calling test binary again, alone, in a child process with `env=case` in
+/// its environment, and returns its output. A child still running after `timeout` is killed and
+/// the call panics with its stderr: a hang fails the test instead of hanging it.
+pub fn run_test_in_child(
+    test: &str,
+    env: &str,
+    case: &str,
+    timeout: std::time::Duration,
+) -> std::process::Output {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(std::env::current_exe().expect("the test binary's path"))
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(env, case)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the test binary");
+    let t0 = std::time::Instant::now();
+    while child.try_wait().expect("wait for the child").is_none() {
+        if t0.elapsed() > timeout {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("the killed child's output");
+            panic!(
+                "the {case} child hung (killed after {timeout:?}):\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("the child's output")
+}

@@ -7,7 +7,7 @@
 //! case), one child at a time.
 
 use rseq_rt::barrier::{self, BarrierError, Command, Expedited, HeavyMechanism};
-use std::process::{Command as Process, Stdio};
+use rseq_rt::test_support::run_test_in_child;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::*};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -21,26 +21,7 @@ static CHILDREN: Mutex<()> = Mutex::new(());
 /// the child fails, or hangs for more than two minutes (killed).
 fn run_child(test: &str, case: &str) -> String {
     let _one = CHILDREN.lock().unwrap_or_else(|e| e.into_inner());
-    let mut child = Process::new(std::env::current_exe().unwrap())
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, case)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if t0.elapsed() > Duration::from_secs(120) {
-            child.kill().unwrap();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "the {case} child hung (killed after 120 s):\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
+    let out = run_test_in_child(test, CHILD_ENV, case, Duration::from_secs(120));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),

@@ -9,7 +9,7 @@ use rseq_rt::fallback::{
     assume_no_sections_in_signal_handlers, lock_slot_exact, signals_unblocked, slots,
     unmasked_holds, with_slot,
 };
-use std::process::{Command, Stdio};
+use rseq_rt::test_support::run_test_in_child;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
@@ -25,29 +25,10 @@ fn blocked(sig: libc::c_int) -> bool {
     }
 }
 
-/// Runs this test binary's `test` in a child with `CHILD_ENV=case`; kills it (and fails) if it
-/// is still running after a minute, so that a hang fails the test instead of hanging it.
+/// Runs this test binary's `test` in a child with `CHILD_ENV=case` (killed, and failing, after
+/// a minute: a hang fails the test instead of hanging it).
 fn child(test: &str, case: &str) -> std::process::Output {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, case)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if t0.elapsed() > Duration::from_secs(60) {
-            child.kill().unwrap();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "the {case} child hung (killed after 60 s):\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
+    run_test_in_child(test, CHILD_ENV, case, Duration::from_secs(60))
 }
 
 /// Threads holding slots `1..n` until dropped.

@@ -481,12 +481,7 @@ fn under_signals(
     let tid = AtomicUsize::new(0);
     let result = std::thread::scope(|s| {
         if crowded {
-            s.spawn(|| {
-                assert!(rseq_tests::pin_to_cpu(worker_cpu));
-                while !stop.load(Relaxed) {
-                    core::hint::spin_loop();
-                }
-            });
+            crowd(s, worker_cpu, &stop);
         }
         let worker = s.spawn(|| {
             assert!(rseq_tests::pin_to_cpu(worker_cpu));
@@ -521,6 +516,17 @@ fn under_signals(
     result
 }
 
+/// Starts a thread that spins on `cpu` until `stop`, sharing that CPU with the worker of an
+/// `abort_rate` pass.
+fn crowd<'scope>(s: &'scope std::thread::Scope<'scope, '_>, cpu: usize, stop: &'scope AtomicBool) {
+    s.spawn(move || {
+        assert!(rseq_tests::pin_to_cpu(cpu));
+        while !stop.load(Relaxed) {
+            core::hint::spin_loop();
+        }
+    });
+}
+
 /// The preemption pass of `abort_rate`: (involuntary switches, aborts) in `RATE_RUN`, with a
 /// spinning thread sharing the worker's CPU.
 fn under_preemption(
@@ -532,12 +538,7 @@ fn under_preemption(
     inject::set_delay(1, delay);
     let stop = AtomicBool::new(false);
     let result = std::thread::scope(|s| {
-        s.spawn(|| {
-            assert!(rseq_tests::pin_to_cpu(worker_cpu));
-            while !stop.load(Relaxed) {
-                core::hint::spin_loop();
-            }
-        });
+        crowd(s, worker_cpu, &stop);
         let worker = s.spawn(|| {
             assert!(rseq_tests::pin_to_cpu(worker_cpu));
             let (switches, aborts) = (involuntary_switches(), ADD_ABORTS.load(SeqCst));
