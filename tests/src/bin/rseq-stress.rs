@@ -827,6 +827,11 @@ fn pause(cfg: &Config, idle: Duration) {
 /// `lanes` is given, to every thread whose kernel id is in `lanes` (`churn`'s short-lived
 /// threads) — and calls `background` repeatedly (which then paces the loop, see [`pause`]),
 /// until every worker is done.
+/// Sections the workers of `run_workers` ran through the fallback (printed as
+/// `fallback_sections`): all of them in `Fallback` mode, and in `Rseq` mode those whose index
+/// the kernel lacks (`mm_cid` before Linux 6.3).
+static WORKER_FALLBACK_SECTIONS: AtomicUsize = AtomicUsize::new(0);
+
 fn run_workers<R: Send>(
     cfg: &Config,
     work: &(dyn Fn(usize, &Pacer) -> R + Sync),
@@ -848,7 +853,12 @@ fn run_workers<R: Send>(
                     tids[t].store(unsafe { libc::pthread_self() } as usize, SeqCst);
                     barrier.wait();
                     let peer = Peer::Thread(tids[(t + 1) % cfg.threads].load(SeqCst));
+                    let before = rseq::fallback::thread_fallback_sections();
                     let r = work(t, &Pacer::new(cfg, peer));
+                    WORKER_FALLBACK_SECTIONS.fetch_add(
+                        (rseq::fallback::thread_fallback_sections() - before) as usize,
+                        SeqCst,
+                    );
                     done.fetch_add(1, SeqCst);
                     // Stay alive until the signals stop: pthread_kill needs a live thread.
                     while !release.load(SeqCst) {
@@ -2593,6 +2603,10 @@ fn main() {
     }
     println!("aborts={aborts}");
     println!("stats_aborts={}", stats.aborts);
+    println!(
+        "fallback_sections={}",
+        WORKER_FALLBACK_SECTIONS.load(SeqCst)
+    );
     println!("elapsed_ms={}", elapsed.as_millis());
     // Every section of this program counts its aborts, as the runtime does.
     check(aborts == stats.aborts, || {
