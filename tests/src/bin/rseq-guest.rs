@@ -471,13 +471,19 @@ fn run_op(plan: &Plan, op: &str) -> OpOutcome {
         let get = |key: &str| field(&stdout, key).unwrap_or("?");
         let aborts: u64 = get("aborts").parse().unwrap_or(0);
         aborts_total += aborts;
-        let details = format!(
+        let mut details = format!(
             " mode={} aborts={aborts} signals_sent={} ops={} iters={iters} elapsed_ms={}",
             get("mode"),
             get("signals_sent"),
             get("ops"),
             get("elapsed_ms"),
         );
+        // What `barrier` found out about this kernel's membarrier.
+        for key in ["heavy", "sync_core", "forbidden"] {
+            if let Some(value) = field(&stdout, key) {
+                details.push_str(&format!(" {key}={value}"));
+            }
+        }
         let reason = if !success || get("result") != "ok" {
             format!(
                 "rseq-stress failed: {}",
