@@ -36,7 +36,7 @@
 //! Output: lines that start with `rseq-guest: ` (the host reads these from the console):
 //!
 //! ```text
-//! rseq-guest: boot kernel=6.12.107+deb13-arm64 machine=aarch64 cpus=0-1 uptime_s=4.02 expect=glibc GLIBC_TUNABLES=<unset>
+//! rseq-guest: boot kernel=6.12.107+deb13-arm64 machine=aarch64 cpus=0-1 uptime_s=4.02 expect=glibc GLIBC_TUNABLES=<unset> rseq_debug=-
 //! rseq-guest: probe mode=Rseq(Glibc) feature_size=28 …
 //! rseq-guest: ops counter counter-mm-cid … (from rseq-stress --list)
 //! rseq-guest: op=counter status=ok mode=Rseq(Glibc) aborts=12 signals_sent=56 ops=600000 iters=100000 elapsed_ms=900 tries=1
@@ -107,7 +107,7 @@ fn run() -> Result<bool, String> {
     let plan = plan_from_env()?;
     let uname = uname();
     say(format!(
-        "boot kernel={} machine={} cpus={} uptime_s={} expect={} GLIBC_TUNABLES={}",
+        "boot kernel={} machine={} cpus={} uptime_s={} expect={} GLIBC_TUNABLES={} rseq_debug={}",
         uname.0,
         uname.1,
         read_trimmed("/sys/devices/system/cpu/online").unwrap_or_else(|| "?".into()),
@@ -116,6 +116,8 @@ fn run() -> Result<bool, String> {
             .unwrap_or_else(|| "?".into()),
         plan.expect_name,
         std::env::var("GLIBC_TUNABLES").unwrap_or_else(|_| "<unset>".into()),
+        // Linux 7.x's switch for its checks of rseq users (absent before, or without debugfs).
+        read_trimmed("/sys/kernel/debug/rseq/debug").unwrap_or_else(|| "-".into()),
     ));
     if !plan.stress.is_file() {
         return Err(format!("{} is missing", plan.stress.display()));
@@ -255,6 +257,7 @@ fn mount_filesystems() -> Result<(), String> {
         ("proc", "/proc", "proc"),
         ("sysfs", "/sys", "sysfs"),
         ("devtmpfs", "/dev", "devtmpfs"),
+        ("debugfs", "/sys/kernel/debug", "debugfs"),
     ] {
         std::fs::create_dir_all(target).map_err(|e| format!("mkdir {target}: {e}"))?;
         let c = |s: &str| CString::new(s).expect("no NUL in a mount argument");
@@ -271,8 +274,10 @@ fn mount_filesystems() -> Result<(), String> {
         };
         if rc != 0 {
             let err = std::io::Error::last_os_error();
-            // A kernel with CONFIG_DEVTMPFS_MOUNT may have mounted /dev already.
-            if err.raw_os_error() != Some(libc::EBUSY) {
+            // A kernel with CONFIG_DEVTMPFS_MOUNT may have mounted /dev already; debugfs is
+            // optional (it says whether Linux 7.x checks rseq users: `rseq_debug` on the boot
+            // line), and not every kernel has it.
+            if err.raw_os_error() != Some(libc::EBUSY) && fstype != "debugfs" {
                 return Err(format!("mount {fstype} on {target}: {err}"));
             }
         }

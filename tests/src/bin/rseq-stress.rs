@@ -1561,8 +1561,8 @@ fn memcpy_buffer(cfg: &Config) -> Report {
 struct PadLine(AtomicUsize);
 
 /// Asymmetric fences (`rseq::barrier`) on this kernel: two workers run the store-buffering
-/// litmus `--iters / 10` times (at least 1000), `x = 1; light(); r1 = y` against `y = 1; heavy(); r2 = x`, each round between two
-/// per-CPU counter adds (sections), and `r1 == r2 == 0` must never appear. Also reports the
+/// litmus `--iters / 100` times (at least 1000), `x = 1; light(); r1 = y` against
+/// `y = 1; heavy(); r2 = x`, each round between two per-CPU counter adds (sections), and `r1 == r2 == 0` must never appear. Also reports the
 /// supported commands, the heavy fence's mechanism and what `sync_core()` answers (ok, or the
 /// typed `Unsupported` where the architecture has no core-serialising command). The op checks
 /// the API on each kernel the system test boots; the ordering check bites only while the two
@@ -1584,7 +1584,7 @@ fn barrier(cfg: &Config) -> Report {
     // One pair: the two sides must run at once on two CPUs for a missing fence to show (more
     // pairs than CPUs would mostly take turns).
     let pairs = 1;
-    let rounds = (cfg.iters / 10).max(1000);
+    let rounds = (cfg.iters / 100).max(1000);
     let forbidden = AtomicUsize::new(0);
     std::thread::scope(|s| {
         for _ in 0..pairs {
