@@ -166,7 +166,8 @@ fn double_compare_store() {
 #[test]
 fn deref_add_with_fenced_pointer_moves() {
     every_mode("deref-add", 1_000_000, true, true);
-    // The rotations happened (each one a fence_all) while the adds ran.
+    // The rotations happened (each one a fence) while the adds ran: the workers wait halfway for
+    // the first one.
     let n = iters(300_000).to_string();
     let out = stress(RunMode::Own, &["deref-add", "--iters", &n]);
     assert!(number(&out, "rotations") > 0);

@@ -1683,8 +1683,17 @@ fn membarrier(cfg: &Config) -> Report {
         .collect();
     let ptr = |i: usize| &targets[i] as *const Target as *mut Target;
     let slots: PerCpu<AtomicPtr<Target>> = PerCpu::new(|i| AtomicPtr::new(ptr(i)));
+    // Rotations so far, for the workers: each waits halfway through its adds until the first
+    // one, so that every run fences while sections run (fast workers could otherwise finish
+    // before the main thread's first rotation).
+    let rotated = AtomicUsize::new(0);
     let work = |_t: usize, pacer: &Pacer| {
-        for _ in 0..cfg.iters {
+        for i in 0..cfg.iters {
+            if i == cfg.iters / 2 {
+                while rotated.load(SeqCst) == 0 {
+                    std::thread::yield_now();
+                }
+            }
             // SAFETY: every slot points at one of `targets`, which outlive the workers.
             unsafe { (ops.deref_add)(&slots, 1) };
             pacer.tick();
@@ -1719,6 +1728,7 @@ fn membarrier(cfg: &Config) -> Report {
         spare = unsafe { &*old }.id;
         settled = targets[spare].count.load(SeqCst);
         rotations += 1;
+        rotated.store(rotations as usize, SeqCst);
         std::thread::sleep(Duration::from_micros(200));
     };
     run_workers(cfg, &work, Some(&mut rotate), None);
