@@ -535,9 +535,13 @@ pub fn heavy() -> Result<(), BarrierError> {
 ///   executes `fence.i` before it returns to user space, which makes its instruction fetch see
 ///   the stores. The writer makes its own fetch see them (`fence.i`, or the
 ///   `riscv_flush_icache` system call, which also covers a writer that migrates).
-/// - **elsewhere** (s390x, loongarch64, and kernels before 4.16): the kernel does not select
-///   `ARCH_HAS_MEMBARRIER_SYNC_CORE`, [`query`] does not report the command, and this returns
-///   [`BarrierError::Unsupported`].
+/// - **s390x**: Debian's 6.12 kernel reports the command and accepts it (the system test's
+///   guests, both registration modes). Returning from the interrupt serialises the other CPUs;
+///   the writer serialises its own stream (any serialising instruction; a branch to the new
+///   code is not enough by the architecture).
+/// - **elsewhere** (kernels before 4.16, and architectures whose kernel does not select
+///   `ARCH_HAS_MEMBARRIER_SYNC_CORE`): [`query`] does not report the command, and this returns
+///   [`BarrierError::Unsupported`]. Check [`query`] rather than the architecture.
 ///
 /// ```
 /// use rseq_rt::barrier::{self, BarrierError, Command};
