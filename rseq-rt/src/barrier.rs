@@ -536,9 +536,9 @@ pub fn heavy() -> Result<(), BarrierError> {
 ///   the stores. The writer makes its own fetch see them (`fence.i`, or the
 ///   `riscv_flush_icache` system call, which also covers a writer that migrates).
 /// - **s390x**: Debian's 6.12 kernel reports the command and accepts it (the system test's
-///   guests, both registration modes). Returning from the interrupt serialises the other CPUs;
-///   the writer serialises its own stream (any serialising instruction; a branch to the new
-///   code is not enough by the architecture).
+///   guests, both registration modes); the other CPUs are serialised when they return from
+///   the interrupt. What the writing CPU itself needs is not covered here: see the
+///   z/Architecture rules for stores into the instruction stream.
 /// - **elsewhere** (kernels before 4.16, and architectures whose kernel does not select
 ///   `ARCH_HAS_MEMBARRIER_SYNC_CORE`): [`query`] does not report the command, and this returns
 ///   [`BarrierError::Unsupported`]. Check [`query`] rather than the architecture.
