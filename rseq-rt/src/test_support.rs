@@ -1,5 +1,8 @@
 //! Helpers for the project's own tests (feature `test-support`): not part of the API.
 
+use core::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use core::sync::atomic::{AtomicU32, AtomicUsize};
+
 /// Installs a seccomp filter under which the system call `nr` fails with `errno` (every other
 /// call is allowed), after `PR_SET_NO_NEW_PRIVS`. Affects the calling thread, the threads it
 /// creates afterwards and the programs it executes.
@@ -86,4 +89,83 @@ pub fn run_test_in_child(
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     child.wait_with_output().expect("the child's output")
+}
+
+/// Waits until `counter` reaches `at_least`: spins briefly, then yields (the machine may have
+/// fewer free CPUs than threads).
+pub fn wait_for(counter: &AtomicUsize, at_least: usize) {
+    let mut spins = 0u32;
+    while counter.load(Acquire) < at_least {
+        spins += 1;
+        if spins < 256 {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// Cache lines both litmus threads store to before their `x`/`y` store.
+#[derive(Default)]
+#[repr(align(128))]
+struct Line(AtomicU32);
+const PADS: usize = 8;
+
+/// Queues stores to lines the other thread wrote last (each a cache miss) ahead of the
+/// litmus store: x86 commits stores in order, so the litmus store stays invisible to the other
+/// thread for several misses. That widens the window in which the store-buffering outcome can
+/// happen, so that it shows even when the heavy side's call takes a while (a `heavy()`
+/// reduced to a compiler fence is caught within the iteration counts of `rseq-rt`'s tests).
+fn stall(pads: &[Line; PADS]) {
+    for line in pads {
+        line.0.store(1, Relaxed);
+    }
+}
+
+/// Store buffering, `iterations` times. Thread A: `x = 1; light(); r1 = y`. Thread B:
+/// `y = 1; fence_b(); r2 = x`. Each iteration starts when both threads arrived (a two-counter
+/// spin barrier, no fence instructions on x86) and ends with A collecting `r2` and resetting
+/// `x` and `y` before the next start; `after_each` runs on both threads after their read
+/// (`rseq-stress barrier` runs a section there). Returns how often `r1 == r2 == 0` was seen.
+pub fn store_buffering(
+    iterations: usize,
+    fence_b: impl Fn() + Sync,
+    after_each: impl Fn() + Sync,
+) -> usize {
+    let (x, y, r2) = (AtomicU32::new(0), AtomicU32::new(0), AtomicU32::new(0));
+    let pads: [Line; PADS] = Default::default();
+    let (a, b) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for i in 0..iterations {
+                b.store(2 * i + 1, Release);
+                wait_for(&a, 2 * i + 1);
+                stall(&pads);
+                y.store(1, Relaxed);
+                fence_b();
+                r2.store(x.load(Relaxed), Relaxed);
+                after_each();
+                b.store(2 * i + 2, Release);
+                wait_for(&a, 2 * i + 2);
+            }
+        });
+        let mut forbidden = 0;
+        for i in 0..iterations {
+            a.store(2 * i + 1, Release);
+            wait_for(&b, 2 * i + 1);
+            stall(&pads);
+            x.store(1, Relaxed);
+            crate::barrier::light();
+            let r1 = y.load(Relaxed);
+            after_each();
+            a.store(2 * i + 2, Release);
+            wait_for(&b, 2 * i + 2);
+            if r1 == 0 && r2.load(Relaxed) == 0 {
+                forbidden += 1;
+            }
+            x.store(0, Relaxed);
+            y.store(0, Relaxed);
+        }
+        forbidden
+    })
 }

@@ -7,7 +7,7 @@
 //! case), one child at a time.
 
 use rseq_rt::barrier::{self, BarrierError, Command, Expedited, HeavyMechanism};
-use rseq_rt::test_support::run_test_in_child;
+use rseq_rt::test_support::{run_test_in_child, store_buffering, wait_for};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::*};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -38,78 +38,6 @@ fn child_case() -> Option<String> {
     std::env::var(CHILD_ENV).ok()
 }
 
-/// Waits until `counter` reaches `at_least`: spins briefly, then yields (the machine may have
-/// fewer free CPUs than threads).
-fn wait_for(counter: &AtomicUsize, at_least: usize) {
-    let mut spins = 0u32;
-    while counter.load(Acquire) < at_least {
-        spins += 1;
-        if spins < 256 {
-            std::hint::spin_loop();
-        } else {
-            std::thread::yield_now();
-        }
-    }
-}
-
-/// Cache lines both litmus threads store to before their `x`/`y` store.
-#[derive(Default)]
-#[repr(align(128))]
-struct Line(AtomicU32);
-const PADS: usize = 8;
-
-/// Queues stores to lines the other thread wrote last (each a cache miss) ahead of the
-/// litmus store: x86 commits stores in order, so the litmus store stays invisible to the other
-/// thread for several misses. That widens the window in which the store-buffering outcome can
-/// happen, so that it shows even when the heavy side's call takes a while (a `heavy()`
-/// reduced to a compiler fence is caught within the iteration counts used here).
-fn stall(pads: &[Line; PADS]) {
-    for line in pads {
-        line.0.store(1, Relaxed);
-    }
-}
-
-/// Store buffering, `iterations` times. Thread A: `x = 1; light(); r1 = y`. Thread B:
-/// `y = 1; fence_b(); r2 = x`. Each iteration starts when both threads arrived (a two-counter
-/// spin barrier, no fence instructions on x86) and ends with A collecting `r2` and resetting
-/// `x` and `y` before the next start. Returns how often `r1 == r2 == 0` was seen.
-fn store_buffering(iterations: usize, fence_b: impl Fn() + Sync) -> usize {
-    let (x, y, r2) = (AtomicU32::new(0), AtomicU32::new(0), AtomicU32::new(0));
-    let pads: [Line; PADS] = Default::default();
-    let (a, b) = (AtomicUsize::new(0), AtomicUsize::new(0));
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            for i in 0..iterations {
-                b.store(2 * i + 1, Release);
-                wait_for(&a, 2 * i + 1);
-                stall(&pads);
-                y.store(1, Relaxed);
-                fence_b();
-                r2.store(x.load(Relaxed), Relaxed);
-                b.store(2 * i + 2, Release);
-                wait_for(&a, 2 * i + 2);
-            }
-        });
-        let mut forbidden = 0;
-        for i in 0..iterations {
-            a.store(2 * i + 1, Release);
-            wait_for(&b, 2 * i + 1);
-            stall(&pads);
-            x.store(1, Relaxed);
-            barrier::light();
-            let r1 = y.load(Relaxed);
-            a.store(2 * i + 2, Release);
-            wait_for(&b, 2 * i + 2);
-            if r1 == 0 && r2.load(Relaxed) == 0 {
-                forbidden += 1;
-            }
-            x.store(0, Relaxed);
-            y.store(0, Relaxed);
-        }
-        forbidden
-    })
-}
-
 /// Runs the litmus with `heavy()` on B's side and asserts the forbidden outcome never appears.
 /// The iteration counts keep each run to a few seconds on a loaded two-CPU machine. Without
 /// the heavy fence the control sees the outcome 0.1–1.7 % of the time here, and a `heavy()`
@@ -118,7 +46,7 @@ fn store_buffering(iterations: usize, fence_b: impl Fn() + Sync) -> usize {
 /// probabilistic in what it can catch, never in what it asserts.
 fn heavy_litmus(what: &str, iterations: usize) {
     let t0 = Instant::now();
-    let forbidden = store_buffering(iterations, || barrier::heavy().expect("heavy fence"));
+    let forbidden = store_buffering(iterations, || barrier::heavy().expect("heavy fence"), || {});
     println!(
         "litmus {what}: r1 == r2 == 0 seen {forbidden} times in {iterations} iterations ({:?})",
         t0.elapsed()
@@ -171,7 +99,7 @@ fn light_alone_allows_store_buffering() {
     assert_eq!(case, "control");
     let iterations = 200_000;
     let t0 = Instant::now();
-    let forbidden = store_buffering(iterations, barrier::light);
+    let forbidden = store_buffering(iterations, barrier::light, || {});
     println!(
         "litmus control (light on both sides): r1 == r2 == 0 seen {forbidden} times in \
          {iterations} iterations ({:?})",

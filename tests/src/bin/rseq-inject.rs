@@ -404,9 +404,8 @@ fn abort_rate() -> Result<(), String> {
         )
     };
     let counter: PerCpu<AtomicUsize> = PerCpu::default();
+    // The delay is set once per line, in the loop below; `per_call` needs it for its count.
     let per_call = |delay: u32| -> f64 {
-        inject::clear();
-        inject::set_delay(1, delay);
         let calls = (20_000_000 / (u64::from(delay) + 50)).clamp(200, 2_000_000);
         std::thread::scope(|s| {
             s.spawn(|| {
@@ -423,6 +422,7 @@ fn abort_rate() -> Result<(), String> {
     };
     // The fastest of a few runs: the first runs also warm the caches and the CPU's clock.
     let fastest = |delay: u32| (0..3).map(|_| per_call(delay)).fold(f64::MAX, f64::min);
+    inject::clear();
     let base = fastest(0);
     println!(
         "abort_rate build={} base_ns_per_call={base:.1}",
@@ -433,11 +433,12 @@ fn abort_rate() -> Result<(), String> {
         }
     );
     for delay in RATE_DELAYS {
+        inject::set_delay(1, delay);
         let ns = fastest(delay);
         let share = ((ns - base) / ns).max(0.0);
-        let signals = under_signals(&counter, delay, worker_cpu, sender_cpu, false);
-        let crowded = under_signals(&counter, delay, worker_cpu, sender_cpu, true);
-        let preemption = under_preemption(&counter, delay, worker_cpu);
+        let signals = under_signals(&counter, worker_cpu, sender_cpu, false);
+        let crowded = under_signals(&counter, worker_cpu, sender_cpu, true);
+        let preemption = under_preemption(&counter, worker_cpu);
         let per = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
         println!(
             "delay={delay} ns_per_call={ns:.1} share={share:.4} handled={} signal_aborts={} aborts_per_signal={:.4} shared_cpu_aborts_per_signal={:.4} switches={} preemption_aborts={} aborts_per_switch={:.4}",
@@ -466,17 +467,14 @@ fn involuntary_switches() -> usize {
         .unwrap_or(0)
 }
 
-/// The signal pass of `abort_rate`: (signals handled, aborts) in `RATE_RUN`; `crowded`: with a
+/// The signal pass of `abort_rate`: (signals handled, aborts) in `RATE_RUN`, at the delay the caller set; `crowded`: with a
 /// spinning thread sharing the worker's CPU, so that signals often find the worker switched out.
 fn under_signals(
     counter: &PerCpu<AtomicUsize>,
-    delay: u32,
     worker_cpu: usize,
     sender_cpu: usize,
     crowded: bool,
 ) -> (usize, usize) {
-    inject::clear();
-    inject::set_delay(1, delay);
     let stop = AtomicBool::new(false);
     let tid = AtomicUsize::new(0);
     let result = std::thread::scope(|s| {
@@ -512,7 +510,6 @@ fn under_signals(
         });
         worker.join().expect("signal worker")
     });
-    inject::clear();
     result
 }
 
@@ -528,14 +525,8 @@ fn crowd<'scope>(s: &'scope std::thread::Scope<'scope, '_>, cpu: usize, stop: &'
 }
 
 /// The preemption pass of `abort_rate`: (involuntary switches, aborts) in `RATE_RUN`, with a
-/// spinning thread sharing the worker's CPU.
-fn under_preemption(
-    counter: &PerCpu<AtomicUsize>,
-    delay: u32,
-    worker_cpu: usize,
-) -> (usize, usize) {
-    inject::clear();
-    inject::set_delay(1, delay);
+/// spinning thread sharing the worker's CPU, at the delay the caller set.
+fn under_preemption(counter: &PerCpu<AtomicUsize>, worker_cpu: usize) -> (usize, usize) {
     let stop = AtomicBool::new(false);
     let result = std::thread::scope(|s| {
         crowd(s, worker_cpu, &stop);
@@ -557,7 +548,6 @@ fn under_preemption(
         stop.store(true, SeqCst);
         result
     });
-    inject::clear();
     result
 }
 

@@ -1553,13 +1553,6 @@ fn memcpy_buffer(cfg: &Config) -> Report {
     }
 }
 
-/// Cache lines the `barrier` litmus threads store to before their `x`/`y` store (each one a
-/// line the other thread wrote last: the misses hold the litmus store back in the store buffer,
-/// which widens the window in which a missing fence would show).
-#[repr(align(128))]
-#[derive(Default)]
-struct PadLine(AtomicUsize);
-
 /// Asymmetric fences (`rseq::barrier`) on this kernel: two workers run the store-buffering
 /// litmus `--iters / 100` times (at least 1000), `x = 1; light(); r1 = y` against
 /// `y = 1; heavy(); r2 = x`, each round between two per-CPU counter adds (sections), and `r1 == r2 == 0` must never appear. Also reports the
@@ -1581,83 +1574,28 @@ fn barrier(cfg: &Config) -> Report {
         Err(e) => fail(format!("barrier::sync_core: {e}")),
     };
     let counters: PerCpu<AtomicUsize> = PerCpu::default();
-    // One pair: the two sides must run at once on two CPUs for a missing fence to show (more
-    // pairs than CPUs would mostly take turns).
-    let pairs = 1;
+    // One pair of threads: the two sides must run at once on two CPUs for a missing fence to
+    // show (more pairs than CPUs would mostly take turns).
     let rounds = (cfg.iters / 100).max(1000);
-    let forbidden = AtomicUsize::new(0);
-    std::thread::scope(|s| {
-        for _ in 0..pairs {
-            let (counters, forbidden) = (&counters, &forbidden);
-            s.spawn(move || {
-                let (x, y, r2) = (
-                    AtomicUsize::new(0),
-                    AtomicUsize::new(0),
-                    AtomicUsize::new(0),
-                );
-                let (a, bb) = (AtomicUsize::new(0), AtomicUsize::new(0));
-                let pads: [PadLine; 8] = Default::default();
-                let stall = || pads.iter().for_each(|p| p.0.store(1, Relaxed));
-                let wait = |c: &AtomicUsize, v: usize| {
-                    let mut spins = 0u32;
-                    while c.load(Acquire) < v {
-                        spins += 1;
-                        if spins < 1024 {
-                            core::hint::spin_loop();
-                        } else {
-                            std::thread::yield_now();
-                        }
-                    }
-                };
-                std::thread::scope(|s| {
-                    s.spawn(|| {
-                        for i in 0..rounds {
-                            bb.store(2 * i + 1, Release);
-                            wait(&a, 2 * i + 1);
-                            stall();
-                            y.store(1, Relaxed);
-                            b::heavy().unwrap_or_else(|e| fail(format!("barrier::heavy: {e}")));
-                            r2.store(x.load(Relaxed), Relaxed);
-                            (ops.counter_add)(counters, 1);
-                            bb.store(2 * i + 2, Release);
-                            wait(&a, 2 * i + 2);
-                        }
-                    });
-                    for i in 0..rounds {
-                        a.store(2 * i + 1, Release);
-                        wait(&bb, 2 * i + 1);
-                        stall();
-                        x.store(1, Relaxed);
-                        b::light();
-                        let r1 = y.load(Relaxed);
-                        (ops.counter_add)(counters, 1);
-                        a.store(2 * i + 2, Release);
-                        wait(&bb, 2 * i + 2);
-                        if r1 == 0 && r2.load(Relaxed) == 0 {
-                            forbidden.fetch_add(1, Relaxed);
-                        }
-                        x.store(0, Relaxed);
-                        y.store(0, Relaxed);
-                    }
-                });
-            });
-        }
-    });
-    let forbidden = forbidden.load(SeqCst);
+    let forbidden = rseq::test_support::store_buffering(
+        rounds,
+        || b::heavy().unwrap_or_else(|e| fail(format!("barrier::heavy: {e}"))),
+        || (ops.counter_add)(&counters, 1),
+    );
     check(forbidden == 0, || {
         format!(
             "the store-buffering outcome appeared {forbidden} times with heavy() ({mechanism:?})"
         )
     });
     let total = sum(counters.iter().map(|c| c.load(SeqCst) as u64));
-    let expected = (2 * pairs * rounds) as u64;
+    let expected = (2 * rounds) as u64;
     check(total == expected, || {
         format!("counter total {total}, expected {expected}")
     });
     Report {
         ops: expected,
         extra: vec![
-            ("litmus_rounds", (pairs * rounds).to_string()),
+            ("litmus_rounds", rounds.to_string()),
             ("forbidden", forbidden.to_string()),
             ("heavy", format!("{mechanism:?}")),
             ("sync_core", sync_core),
