@@ -58,7 +58,42 @@ pub fn expand(section: &Section, checked: &Checked) -> syn::Result<TokenStream> 
     let checks = &plan.checks;
     let slots = plan.saved.len();
     let (hot, retry) = attempts(section, &targets, slots, krate);
-    let fallback = fallback_body(section, checked, plan);
+    // A named fallback runs after the cold path gives up on rseq (it returns `ABORTED`), with
+    // the section's own arguments; otherwise the slot-locked body runs inside the cold path.
+    let (fallback, custom_fallback) = match &checked.fallback {
+        Some(path) => {
+            let args = sig.inputs.iter().filter_map(|input| match input {
+                // Spanned at the path: a mismatch is the named function's, not the section's.
+                syn::FnArg::Typed(t) => match &*t.pat {
+                    syn::Pat::Ident(p) => Some(Ident::new(&p.ident.to_string(), path.span())),
+                    _ => None,
+                },
+                syn::FnArg::Receiver(_) => None,
+            });
+            // The callee gets the caller's contract: an `unsafe fn` section may call an
+            // `unsafe fn` fallback; a safe one may not.
+            let call = quote_spanned!(path.span()=> #path(#(#args),*));
+            let call = if sig.unsafety.is_some() {
+                quote!(unsafe { #call })
+            } else {
+                call
+            };
+            (
+                quote!(#ABORTED),
+                Some(quote! {
+                    if __rseq_code == #ABORTED {
+                        return #call;
+                    }
+                }),
+            )
+        }
+        None => (fallback_body(section, checked, plan), None),
+    };
+    // With a named fallback, a process in `Fallback` mode for good goes to it straight from the
+    // failed first attempt.
+    let skip_cold = custom_fallback
+        .as_ref()
+        .map(|_| quote!(&& !#krate::__private::fallback_decided()));
     let finish = finish(section, checked, plan);
     let mm_cid = matches!(checked.index, IndexMode::MmCid);
     let aborts_counter = checked.aborts.as_ref().map(|aborts| {
@@ -86,7 +121,7 @@ pub fn expand(section: &Section, checked: &Checked) -> syn::Result<TokenStream> 
             let mut __rseq_slots: [::core::mem::MaybeUninit<usize>; #slots] =
                 [const { ::core::mem::MaybeUninit::uninit() }; #slots];
             #hot
-            if __rseq_code == #ABORTED {
+            if __rseq_code == #ABORTED #skip_cold {
                 // Everything after an abort, out of line. The closure copies the hoisted words
                 // (it is built only here), so the success path keeps them in registers.
                 __rseq_code = #krate::__private::cold_with(
@@ -118,6 +153,7 @@ pub fn expand(section: &Section, checked: &Checked) -> syn::Result<TokenStream> 
                     },
                 );
             }
+            #custom_fallback
             #finish
         }
     })

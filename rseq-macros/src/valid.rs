@@ -40,6 +40,8 @@ pub struct Checked {
     pub index: IndexMode,
     pub moved: Option<Expr>,
     pub aborts: Option<Expr>,
+    /// `fallback = path`: the function run instead of the slot-locked body.
+    pub fallback: Option<Expr>,
     pub params: HashMap<String, ParamKind>,
     /// Loaded values: name → (position of the load step, declared type).
     pub values: Values,
@@ -76,11 +78,11 @@ pub fn validate(section: &Section) -> Result<Checked> {
     let mut errors = Errors::default();
     errors.check(signature_is_plain(section));
     let params = parameters(section);
-    let (index, moved, aborts) = match options(section, &params) {
+    let (index, moved, aborts, fallback) = match options(section, &params) {
         Ok(o) => o,
         Err(e) => {
             errors.push(e);
-            (IndexMode::CpuId, None, None)
+            (IndexMode::CpuId, None, None, None)
         }
     };
     for step in &section.steps {
@@ -97,6 +99,7 @@ pub fn validate(section: &Section) -> Result<Checked> {
         index,
         moved,
         aborts,
+        fallback,
         params,
         values,
     };
@@ -201,14 +204,16 @@ fn param_kind(ty: &Type) -> ParamKind {
 }
 
 /// `index = cpu_id | mm_cid | given(param)`, `moved = expr` (with `given` only),
-/// `aborts = static`; no key twice, no other key.
+/// `aborts = static`, `fallback = path`; no key twice, no other key.
+#[allow(clippy::type_complexity)]
 fn options(
     section: &Section,
     params: &HashMap<String, ParamKind>,
-) -> Result<(IndexMode, Option<Expr>, Option<Expr>)> {
+) -> Result<(IndexMode, Option<Expr>, Option<Expr>, Option<Expr>)> {
     let mut errors = Errors::default();
     let mut seen: HashMap<String, &Ident> = HashMap::new();
     let (mut index, mut index_tokens, mut moved, mut aborts) = (IndexMode::CpuId, None, None, None);
+    let mut fallback = None;
     let mut index_failed = false;
     for opt in &section.options {
         let key = opt.key.to_string();
@@ -240,9 +245,19 @@ fn options(
                 }
             }
             "aborts" => aborts = Some(opt.value.clone()),
+            "fallback" => {
+                if matches!(&opt.value, Expr::Path(_)) {
+                    fallback = Some(opt.value.clone());
+                } else {
+                    errors.push(Error::new_spanned(
+                        &opt.value,
+                        "expected a path to a function with the section's parameters and result, such as `fallback = add_with_atomics`",
+                    ));
+                }
+            }
             _ => errors.push(Error::new_spanned(
                 &opt.key,
-                format!("unknown option `{key}`; expected `index`, `moved`, `aborts` or `crate`"),
+                format!("unknown option `{key}`; expected `index`, `moved`, `aborts`, `fallback` or `crate`"),
             )),
         }
     }
@@ -259,7 +274,7 @@ fn options(
         _ => {}
     }
     errors.finish()?;
-    Ok((index, moved, aborts))
+    Ok((index, moved, aborts, fallback))
 }
 
 fn index_mode(value: &Expr, params: &HashMap<String, ParamKind>) -> Result<IndexMode> {

@@ -351,6 +351,19 @@ pub fn with_slot<R>(preferred: usize, body: impl FnOnce(usize) -> R) -> R {
     body(guard.index())
 }
 
+/// Runs `body` with the asynchronous signals blocked on this thread (the synchronous ones,
+/// such as `SIGSEGV`, stay deliverable): for a structure's own fallback, a wait that a signal
+/// handler must not hold up. Two `pthread_sigmask` calls.
+///
+/// ```
+/// let five = rseq::fallback::with_async_signals_blocked(|| 2 + 3);
+/// assert_eq!(five, 5);
+/// ```
+pub fn with_async_signals_blocked<R>(body: impl FnOnce() -> R) -> R {
+    let _blocked = SignalsBlocked::new();
+    body()
+}
+
 /// Takes and releases every slot lock once: every fallback section that started before the call
 /// has finished when it returns.
 pub(crate) fn fence_all() {

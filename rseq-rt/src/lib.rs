@@ -175,7 +175,8 @@ pub mod __private {
     #[cfg(feature = "unprotected-test-mode")]
     pub use crate::registration::testing::run_unprotected;
     pub use crate::registration::{
-        after_abort, area_ptr, with_temporary_registration, AbortAction, INDEX_LIMIT, MM_CID_LIMIT,
+        after_abort, area_ptr, fallback_decided, with_temporary_registration, AbortAction,
+        INDEX_LIMIT, MM_CID_LIMIT,
     };
     use core::sync::atomic::{AtomicUsize, Ordering};
 

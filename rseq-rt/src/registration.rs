@@ -377,6 +377,16 @@ pub fn sections_run_on_rseq() -> bool {
     INDEX_LIMIT.load(Ordering::Relaxed) != 0
 }
 
+/// Whether the process is in `Fallback` mode for good (decided, not `Rseq`): one load. For the
+/// generated code of a section with a named fallback, which then skips the cold path's
+/// bookkeeping and calls it at once.
+#[doc(hidden)]
+#[inline]
+pub fn fallback_decided() -> bool {
+    let bits = MODE.load(Ordering::Acquire);
+    bits != 0 && !matches!(bits & 0xf, TAG_RSEQ_GLIBC | TAG_RSEQ_LIBRARY)
+}
+
 /// Who registered this process's areas, or `None` in `Fallback` mode.
 pub fn owner() -> Option<Owner> {
     match mode() {

@@ -166,6 +166,52 @@ pub use rseq_collections as collections;
 ///   that re-export it under another name.
 /// - `aborts = STATIC`: add 1 to an `AtomicUsize` each time the kernel aborts the section (aborts
 ///   are otherwise invisible: the section simply runs again).
+/// - `fallback = path`: where sections cannot run on rseq, call this function (same parameters,
+///   same result) instead of the generated slot-locked body, for a structure that has a cheaper
+///   algorithm without rseq (see below).
+///
+/// # A fallback of your own
+///
+/// Without rseq (the process in `Fallback` mode, or an `index = mm_cid` section on a kernel
+/// without `mm_cid`), a section runs its steps under a lock of the runtime's slot table, with the
+/// care signal handlers need: tens of nanoseconds, where the section on rseq costs about one. A structure whose
+/// data only its own code touches can do better: a per-CPU counter can `fetch_add`. With
+/// `fallback = path` the section calls `path(arguments…)` instead, every time it would have
+/// taken the lock. What the runtime promises, and what it leaves to you:
+///
+/// - `path` runs only when no section of the process runs on rseq (after a demotion's fence), or,
+///   for `index = mm_cid` sections, when every such section takes its fallback. So it never races
+///   with the rseq path of a section on the same data.
+/// - It is on its own otherwise: the runtime's [`fence_all`] and [`fence_cpu`] wait for the slot
+///   locks, not for it. Whatever your fallbacks share (with each other, with a signal handler
+///   that interrupts one, with the code that drains or fences) they synchronize themselves.
+/// - An `unsafe fn` section may name an `unsafe fn` (its callers' promises carry over); a safe
+///   section must name a safe function.
+///
+/// ```
+/// use rseq::{critical_section, PerCpu};
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+///
+/// /// Every access to these slots is this add or an atomic load, so without rseq an atomic
+/// /// add on any slot is exact.
+/// #[critical_section(fallback = hits_add_atomic)]
+/// fn hits_add(hits: &PerCpu<AtomicUsize>, n: usize) {
+///     commit::add(hits[cpu], n);
+/// }
+///
+/// fn hits_add_atomic(hits: &PerCpu<AtomicUsize>, n: usize) {
+///     let slot = hits.get(rseq::current_cpu()).expect("one slot per possible CPU");
+///     slot.fetch_add(n, Ordering::Relaxed);
+/// }
+///
+/// let hits: PerCpu<AtomicUsize> = PerCpu::default();
+/// hits_add(&hits, 2);
+/// hits_add(&hits, 3);
+/// assert_eq!(hits.iter().map(|h| h.load(Ordering::Relaxed)).sum::<usize>(), 5);
+/// ```
+///
+/// `rseq::collections::counter::PerCpuCounter` does this with a lock of its own per slot, so
+/// that its exact `take` can wait for adds in flight.
 ///
 /// # What it generates
 ///
