@@ -28,10 +28,35 @@
 //! point is the flip), so the takes' results plus a final [`sum`](PerCpuCounter::sum) equal
 //! the total added, whatever ran concurrently.
 //!
-//! In `Fallback` mode the section runs under its slot's lock, and `fence_all` takes and
-//! releases every slot lock after the flip: a section that acquires its lock afterwards
-//! synchronizes with the flip and reads the new index; one that held it before has finished
-//! its add. The argument is the same.
+//! # Without rseq
+//!
+//! When sections cannot run on rseq (`Fallback` mode), `add` runs its own fallback
+//! (`fallback = add_locked`) instead of the runtime's slot-locked body, to cost about what a
+//! per-CPU atomic would. Each slot has a one-word spin lock of its own (`lock`):
+//!
+//! ```text
+//! lock slot i (compare-exchange 0 → 1)  // i: the thread's last slot, else a free one
+//! bank = load(active)
+//! slots[i].banks[bank] += n             // a plain load and store under the lock
+//! unlock (store 0, release)
+//! ```
+//!
+//! and `take`, after the flip and the fence, waits until it has seen every slot's `lock` free
+//! (`SeqCst` on both sides: either the add's lock is seen, and waited for, or the add reads the
+//! new index). The argument is then the one above: an add that read the old index has
+//! finished before the drain.
+//!
+//! **Signal handlers.** A handler that runs `add` while its own thread is inside `add`'s locked
+//! region must not wait for that lock. The thread marks the region (a thread-local flag, set
+//! before it tries a lock and cleared after it unlocks), and a handler that finds the mark
+//! takes another path: with the asynchronous signals blocked, it takes the counter's one
+//! `nested_lock` and adds to the slot's `nested` bank. No wait can hang:
+//! - a `lock` holder's handlers never wait for a `lock`, so every holder finishes (when it is
+//!   scheduled);
+//! - a `nested_lock` holder runs with signals blocked, so it finishes too.
+//!
+//! `take` waits for `nested_lock` as for `lock`, and drains `nested[old]` with `banks[old]`.
+//! Only adds that interrupt an add pay the two `pthread_sigmask` calls.
 //!
 //! # Fence errors
 //!
@@ -45,6 +70,7 @@
 
 use rseq_macros::critical_section;
 use rseq_rt::{CachePadded, FenceError, PerCpu};
+use std::cell::Cell;
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -54,16 +80,144 @@ use std::sync::Mutex;
 #[derive(Default)]
 struct Banks {
     banks: [AtomicUsize; 2],
+    /// Without rseq only: 1 while an add works on `banks` under it.
+    lock: AtomicUsize,
+    /// Without rseq only: adds made by signal handlers that interrupted an add (under the
+    /// counter's `nested_lock`).
+    nested: [AtomicUsize; 2],
+}
+
+impl Banks {
+    fn bank(&self, bank: usize) -> usize {
+        let nested = self.nested[bank].load(Ordering::SeqCst);
+        self.banks[bank].load(Ordering::SeqCst).wrapping_add(nested)
+    }
 }
 
 /// `slots[cpu].banks[*active] += n`.
 ///
 /// # Safety
-/// `active` points at a live word holding 0 or 1 (the index is not bounds-checked).
-#[critical_section(crate = ::rseq_rt)]
-unsafe fn add_to_active(slots: &PerCpu<Banks>, active: *const AtomicUsize, n: usize) {
+/// `active` points at a live word holding 0 or 1 (the index is not bounds-checked), and
+/// `nested_lock` at a live word (read only without rseq).
+#[critical_section(crate = ::rseq_rt, fallback = add_locked)]
+unsafe fn add_to_active(
+    slots: &PerCpu<Banks>,
+    active: *const AtomicUsize,
+    nested_lock: *const AtomicUsize,
+    n: usize,
+) {
     let bank = load(*active);
     commit::add(slots[cpu].banks[bank], n);
+}
+
+std::thread_local! {
+    /// Without rseq: the slot this thread last added to, where it tries first.
+    static HINT: Cell<usize> = const { Cell::new(usize::MAX) };
+    /// Without rseq: adds since the thread started, to re-read its CPU every `HINT_REFRESH`.
+    static USES: Cell<u32> = const { Cell::new(0) };
+    /// Without rseq: set while this thread is in `add_locked`'s locked region (from before it
+    /// tries a lock to after it unlocks); a signal handler's add that sees it takes the nested
+    /// path.
+    static IN_ADD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Without rseq, an add re-reads its CPU (`sched_getcpu`) once in this many (a power of two).
+const HINT_REFRESH: u32 = 32;
+
+/// `add` without rseq (module documentation, "Without rseq").
+///
+/// # Safety
+/// As [`add_to_active`].
+#[cold]
+unsafe fn add_locked(
+    slots: &PerCpu<Banks>,
+    active: *const AtomicUsize,
+    nested_lock: *const AtomicUsize,
+    n: usize,
+) {
+    // SAFETY: the caller vouches for both words.
+    let (active, nested_lock) = unsafe { (&*active, &*nested_lock) };
+    if IN_ADD.get() {
+        return add_nested(slots, active, nested_lock, n);
+    }
+    IN_ADD.set(true);
+    let slot = lock_a_slot(slots);
+    let bank = active.load(Ordering::SeqCst);
+    let word = &slot.banks[bank];
+    let count = word.load(Ordering::Relaxed);
+    crate::__test_hooks::counter_locked(false);
+    word.store(count.wrapping_add(n), Ordering::Relaxed);
+    slot.lock.store(0, Ordering::Release);
+    IN_ADD.set(false);
+}
+
+/// Locks one slot's `lock`: the thread's last one (its CPU's, re-read every `HINT_REFRESH`
+/// adds) if it is free, else the current CPU's or any free one (slots are interchangeable: `sum` and `take` read them all); yields while all
+/// are held. Every holder finishes without waiting (module documentation).
+fn lock_a_slot(slots: &PerCpu<Banks>) -> &Banks {
+    let n = slots.len();
+    let try_lock = |i: usize| {
+        let slot = slots.get(i)?;
+        let free = slot
+            .lock
+            .compare_exchange(0, 1, Ordering::SeqCst, Ordering::Relaxed)
+            .is_ok();
+        free.then_some(slot)
+    };
+    // The thread may have moved since it chose its slot: follow it now and then, so that
+    // threads on different CPUs keep to different cache lines.
+    let uses = USES.get().wrapping_add(1);
+    USES.set(uses);
+    let mut hint = HINT.get();
+    if uses & (HINT_REFRESH - 1) == 0 || hint >= n {
+        hint = rseq_rt::current_cpu() % n;
+        HINT.set(hint);
+    }
+    if let Some(slot) = try_lock(hint) {
+        return slot;
+    }
+    loop {
+        // The hint is stale (the thread moved) or its slot is held by a thread that shares
+        // this CPU: start over from the current CPU.
+        let first = rseq_rt::current_cpu() % n;
+        for step in 0..n {
+            let i = (first + step) % n;
+            if let Some(slot) = try_lock(i) {
+                HINT.set(i);
+                return slot;
+            }
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// An add in a signal handler that interrupted this thread's `add_locked`: with the
+/// asynchronous signals blocked, under the counter's `nested_lock`, into the `nested` bank of
+/// the thread's slot.
+#[cold]
+fn add_nested(slots: &PerCpu<Banks>, active: &AtomicUsize, nested_lock: &AtomicUsize, n: usize) {
+    rseq_rt::fallback::with_async_signals_blocked(|| {
+        while nested_lock
+            .compare_exchange(0, 1, Ordering::SeqCst, Ordering::Relaxed)
+            .is_err()
+        {
+            std::thread::yield_now();
+        }
+        let slot =
+            (slots.get(HINT.get() % slots.len())).expect("a PerCpu has a slot per CPU index");
+        let word = &slot.nested[active.load(Ordering::SeqCst)];
+        let count = word.load(Ordering::Relaxed);
+        crate::__test_hooks::counter_locked(true);
+        word.store(count.wrapping_add(n), Ordering::Relaxed);
+        nested_lock.store(0, Ordering::Release);
+    })
+}
+
+/// Returns once `lock` has been seen free: an add that held it then has finished.
+fn wait_until_free(lock: &AtomicUsize) {
+    while lock.load(Ordering::SeqCst) != 0 {
+        std::thread::yield_now();
+    }
 }
 
 /// A counter split over the CPUs: [`add`](Self::add) is a per-CPU critical section (no atomic
@@ -97,6 +251,9 @@ pub struct PerCpuCounter {
     /// The bank `add` writes: 0 or 1. Read by every add on every CPU, written by `take` only,
     /// so it has a cache line of its own.
     active: CachePadded<AtomicUsize>,
+    /// Without rseq only: held by an add in a signal handler that interrupted its thread's add
+    /// (module documentation).
+    nested_lock: AtomicUsize,
     /// Serializes `take` (and `sum`, which must not see a bank half-drained).
     takers: Mutex<()>,
 }
@@ -112,6 +269,7 @@ impl PerCpuCounter {
         PerCpuCounter {
             slots: PerCpu::default(),
             active: CachePadded::new(AtomicUsize::new(0)),
+            nested_lock: AtomicUsize::new(0),
             takers: Mutex::new(()),
         }
     }
@@ -127,8 +285,8 @@ impl PerCpuCounter {
     /// ```
     #[inline]
     pub fn add(&self, n: usize) {
-        // SAFETY: `active` is a field of `self` and only ever holds 0 or 1.
-        unsafe { add_to_active(&self.slots, &*self.active, n) }
+        // SAFETY: `active` is a field of `self` and only ever holds 0 or 1; so is `nested_lock`.
+        unsafe { add_to_active(&self.slots, &*self.active, &self.nested_lock, n) }
     }
 
     /// Subtracts `n` (wrapping): adds its two's complement.
@@ -157,10 +315,9 @@ impl PerCpuCounter {
     /// ```
     pub fn sum(&self) -> usize {
         let _takers = self.takers.lock().unwrap_or_else(|p| p.into_inner());
-        self.slots
-            .iter()
-            .flat_map(|slot| slot.banks.iter())
-            .fold(0usize, |acc, b| acc.wrapping_add(b.load(Ordering::SeqCst)))
+        self.slots.iter().fold(0usize, |acc, slot| {
+            acc.wrapping_add(slot.bank(0)).wrapping_add(slot.bank(1))
+        })
     }
 
     /// Returns the count since the previous take and resets it to zero, exactly, even while
@@ -210,9 +367,16 @@ impl PerCpuCounter {
             self.active.store(old, Ordering::SeqCst);
             return Err(e);
         }
+        // Without rseq, adds hold these locks instead of running sections.
+        self.slots
+            .iter()
+            .for_each(|slot| wait_until_free(&slot.lock));
+        wait_until_free(&self.nested_lock);
         // No section adds to `old` any more (see the module documentation).
         Ok(self.slots.iter().fold(0usize, |acc, slot| {
+            let nested = slot.nested[old].swap(0, Ordering::SeqCst);
             acc.wrapping_add(slot.banks[old].swap(0, Ordering::SeqCst))
+                .wrapping_add(nested)
         }))
     }
 
@@ -228,11 +392,7 @@ impl PerCpuCounter {
         let _takers = self.takers.lock().unwrap_or_else(|p| p.into_inner());
         self.slots
             .iter()
-            .map(|slot| {
-                slot.banks[0]
-                    .load(Ordering::SeqCst)
-                    .wrapping_add(slot.banks[1].load(Ordering::SeqCst))
-            })
+            .map(|slot| slot.bank(0).wrapping_add(slot.bank(1)))
             .collect()
     }
 }

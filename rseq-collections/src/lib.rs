@@ -9,3 +9,28 @@ pub mod buffer;
 pub mod counter;
 pub mod pool;
 pub mod stack;
+
+/// Hooks for the tests of the fallback paths. Not part of the API.
+#[doc(hidden)]
+pub mod __test_hooks {
+    use core::sync::atomic::{AtomicPtr, Ordering};
+
+    static COUNTER_LOCKED: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+
+    /// Sets the function that `PerCpuCounter::add` calls without rseq while it holds a lock,
+    /// between reading the count and writing it back (`true` on the path of a signal handler
+    /// that interrupted an add). For tests: it must not panic.
+    pub fn set_counter_locked(hook: Option<fn(bool)>) {
+        let hook = hook.map_or(core::ptr::null_mut(), |f| f as *mut ());
+        COUNTER_LOCKED.store(hook, Ordering::SeqCst);
+    }
+
+    pub(crate) fn counter_locked(nested: bool) {
+        let hook = COUNTER_LOCKED.load(Ordering::Relaxed);
+        if !hook.is_null() {
+            // SAFETY: only `set_counter_locked` stores a non-null pointer, a `fn(bool)`.
+            let hook: fn(bool) = unsafe { core::mem::transmute::<*mut (), fn(bool)>(hook) };
+            hook(nested);
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! `PerCpuCounter::add` without rseq (its own fallback, `add_locked`): one test per hazard the
+//! counter's module documentation names, each made certain with the test hook that pauses an
+//! add inside its locked region, between reading the count and writing it back. Each runs in a
+//! child with `RSEQ_DISABLE=1` (the fallback), killed if it hangs.
+
+use rseq_collections::__test_hooks::set_counter_locked;
+use rseq_collections::counter::PerCpuCounter;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering::SeqCst};
+use std::time::Duration;
+
+const HANG: Duration = Duration::from_secs(60);
+/// How long a call that must wait is watched before it is released.
+const WATCH: Duration = Duration::from_millis(100);
+
+/// In the parent: runs `test` in a child without rseq and checks that it passed. In the child:
+/// returns true, and the test runs.
+fn in_fallback_child(test: &str) -> bool {
+    if std::env::var_os("RSEQ_DISABLE").is_some() {
+        assert!(!rseq::mode().is_rseq(), "RSEQ_DISABLE=1 runs the fallback");
+        return true;
+    }
+    let out = rseq_rt::test_support::run_test_in_child(test, "RSEQ_DISABLE", "1", HANG);
+    assert!(
+        out.status.success(),
+        "the fallback child failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    false
+}
+
+/// Adds that the hook pauses (the first `PAUSE` to arrive), how many arrived, and the release.
+static PAUSE: AtomicUsize = AtomicUsize::new(0);
+static ARRIVED: AtomicUsize = AtomicUsize::new(0);
+static RELEASE: AtomicBool = AtomicBool::new(false);
+
+fn pause_the_first_adds(nested: bool) {
+    if !nested && ARRIVED.fetch_add(1, SeqCst) < PAUSE.load(SeqCst) {
+        while !RELEASE.load(SeqCst) {
+            std::thread::yield_now();
+        }
+    }
+}
+
+fn wait_for_arrivals(n: usize) {
+    while ARRIVED.load(SeqCst) < n {
+        std::thread::yield_now();
+    }
+}
+
+/// Every slot is held by a paused add: another add must wait, then count. Without the slot
+/// lock it would finish at once, and the paused adds would write back stale counts over it.
+#[test]
+fn an_add_waits_while_every_slot_is_held() {
+    if !in_fallback_child("an_add_waits_while_every_slot_is_held") {
+        return;
+    }
+    let counter = PerCpuCounter::new();
+    let slots = rseq::possible_cpus();
+    PAUSE.store(slots, SeqCst);
+    set_counter_locked(Some(pause_the_first_adds));
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for _ in 0..slots {
+            s.spawn(|| counter.add(1));
+        }
+        wait_for_arrivals(slots);
+        let late = s.spawn(|| {
+            counter.add(1);
+            done.store(true, SeqCst);
+        });
+        std::thread::sleep(WATCH);
+        assert!(
+            !done.load(SeqCst),
+            "an add finished while all {slots} slots were held"
+        );
+        RELEASE.store(true, SeqCst);
+        late.join().unwrap();
+    });
+    set_counter_locked(None);
+    assert_eq!(counter.sum(), slots + 1);
+    assert_eq!(counter.take(), slots + 1);
+}
+
+/// An add paused after reading the old bank: `take` (flip, fence, drain) must wait for it, and
+/// return it. Without the wait it would drain first and return 0, and the add would land in a
+/// bank no take drains until the one after next.
+#[test]
+fn take_waits_for_an_add_that_read_the_old_bank() {
+    if !in_fallback_child("take_waits_for_an_add_that_read_the_old_bank") {
+        return;
+    }
+    let counter = PerCpuCounter::new();
+    PAUSE.store(1, SeqCst);
+    set_counter_locked(Some(pause_the_first_adds));
+    let taken = AtomicUsize::new(usize::MAX);
+    std::thread::scope(|s| {
+        s.spawn(|| counter.add(5));
+        wait_for_arrivals(1);
+        let take = s.spawn(|| taken.store(counter.take(), SeqCst));
+        std::thread::sleep(WATCH);
+        assert_eq!(
+            taken.load(SeqCst),
+            usize::MAX,
+            "take returned while an add that read the old bank had not written it"
+        );
+        RELEASE.store(true, SeqCst);
+        take.join().unwrap();
+    });
+    set_counter_locked(None);
+    assert_eq!(
+        taken.load(SeqCst),
+        5,
+        "the take returns the add it waited for"
+    );
+    assert_eq!(counter.sum(), 0);
+}
+
+static COUNTER: AtomicPtr<PerCpuCounter> = AtomicPtr::new(std::ptr::null_mut());
+
+fn counter() -> &'static PerCpuCounter {
+    // SAFETY: set (to a leaked counter) before any handler or hook can run.
+    unsafe { &*COUNTER.load(SeqCst) }
+}
+
+extern "C" fn add_10(_: libc::c_int) {
+    counter().add(10);
+}
+
+extern "C" fn add_100(_: libc::c_int) {
+    counter().add(100);
+}
+
+/// On this thread's first locked add, `SIGUSR1` (whose handler adds 10); inside that handler's
+/// nested add, `SIGUSR2` (whose handler adds 100). Paused adds on other threads hold every
+/// other slot.
+fn signal_inside(nested: bool) {
+    static RAISED: [AtomicBool; 2] = [AtomicBool::new(false), AtomicBool::new(false)];
+    if ARRIVED.load(SeqCst) >= PAUSE.load(SeqCst) && !RAISED[nested as usize].swap(true, SeqCst) {
+        let sig = if nested { libc::SIGUSR2 } else { libc::SIGUSR1 };
+        // SAFETY: raising a signal whose handler is installed.
+        assert_eq!(unsafe { libc::raise(sig) }, 0);
+        return;
+    }
+    pause_the_first_adds(nested)
+}
+
+/// A signal handler adds while its thread holds a slot lock and every other slot is held: it
+/// must neither wait for its own thread's lock nor for the others (its nested path), and a
+/// signal inside that nested path must wait until it is done (signals blocked there). Without
+/// either protection the child hangs.
+#[test]
+fn signal_handlers_add_inside_an_add() {
+    if !in_fallback_child("signal_handlers_add_inside_an_add") {
+        return;
+    }
+    COUNTER.store(Box::into_raw(Box::new(PerCpuCounter::new())), SeqCst);
+    let handlers: [(libc::c_int, extern "C" fn(libc::c_int)); 2] =
+        [(libc::SIGUSR1, add_10), (libc::SIGUSR2, add_100)];
+    for (sig, handler) in handlers {
+        // SAFETY: installs a handler that only adds to the counter (async-signal-safe without
+        // rseq: locks of its own that no handler waits for, and `pthread_sigmask`).
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = handler as usize;
+            assert_eq!(libc::sigaction(sig, &action, std::ptr::null_mut()), 0);
+        }
+    }
+    let others = rseq::possible_cpus() - 1;
+    PAUSE.store(others, SeqCst);
+    set_counter_locked(Some(signal_inside));
+    std::thread::scope(|s| {
+        for _ in 0..others {
+            s.spawn(|| counter().add(1));
+        }
+        wait_for_arrivals(others);
+        counter().add(1);
+        RELEASE.store(true, SeqCst);
+    });
+    set_counter_locked(None);
+    let total = others + 1 + 10 + 100;
+    assert_eq!(counter().sum(), total);
+    assert_eq!(counter().take(), total);
+    assert_eq!(counter().sum(), 0);
+}
