@@ -39,7 +39,22 @@
 //!
 //! Drainers are serialized by a mutex. With exclusive access (`&mut self`),
 //! [`PerCpuBuffer::take_all`] needs no fence.
+//!
+//! # Without rseq
+//!
+//! Push and pop name their own fallbacks (`fallback = push_locked` / `pop_locked`): the same
+//! steps under a one-word lock in the slot (`lock`), taken with a compare-exchange on the
+//! thread's last slot or any free one, **never waited for**: when every slot is held, push
+//! reports "full" and pop "empty", as they do for a slot being drained, and the caller takes
+//! its slow path (the pool's global list). Nothing waits, so nothing can hang, also for a
+//! signal handler that interrupts its own thread's push or pop: it finds that slot held and
+//! uses another or fails. The drainer, after `limit = 0` and the fence, waits until it has seen
+//! the slot's `lock` free (`SeqCst` on both sides: either the section's lock is seen, or the
+//! section sees `limit == 0`), so the slot is quiescent as above; a section that sees the
+//! reopened `limit` (an acquire load, before it reads `len`) sees `len == 0`.
 
+use crate::__test_hooks::Locked;
+use crate::slot_lock;
 use rseq_macros::critical_section;
 use rseq_rt::{FenceError, PerCpu};
 use std::alloc::GlobalAlloc;
@@ -54,6 +69,8 @@ struct Slot<const CAP: usize> {
     len: AtomicUsize,
     /// `CAP`, or 0 while a drainer owns the slot.
     limit: AtomicUsize,
+    /// Without rseq only: 1 while a push or pop works on the slot under it.
+    lock: AtomicUsize,
     items: [AtomicPtr<u8>; CAP],
 }
 
@@ -62,6 +79,7 @@ impl<const CAP: usize> Slot<CAP> {
         Slot {
             len: AtomicUsize::new(0),
             limit: AtomicUsize::new(CAP),
+            lock: AtomicUsize::new(0),
             items: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
         }
     }
@@ -108,7 +126,7 @@ impl<const CAP: usize> PerCpuBuffer<CAP> {
     /// # Safety
     /// None beyond the slot's invariants (`len <= CAP`), which only these sections and
     /// drainers (holding the slot closed) maintain; indexing requires an `unsafe fn`.
-    #[critical_section(crate = ::rseq_rt)]
+    #[critical_section(crate = ::rseq_rt, fallback = Self::push_locked)]
     unsafe fn push_item(slots: &PerCpu<Slot<CAP>>, item: *mut u8) -> bool {
         let limit = load(slots[cpu].limit);
         let len = load(slots[cpu].len);
@@ -128,7 +146,7 @@ impl<const CAP: usize> PerCpuBuffer<CAP> {
     ///
     /// # Safety
     /// `len <= CAP` (only `push_item` grows it, within the bound).
-    #[critical_section(crate = ::rseq_rt)]
+    #[critical_section(crate = ::rseq_rt, fallback = Self::pop_locked)]
     unsafe fn pop_item(slots: &PerCpu<Slot<CAP>>) -> Option<NonNull<u8>> {
         let limit = load(slots[cpu].limit);
         if limit == 0 {
@@ -142,6 +160,46 @@ impl<const CAP: usize> PerCpuBuffer<CAP> {
         let item: *mut u8 = load(slots[cpu].items[last]);
         commit::store(slots[cpu].len, last);
         NonNull::new(item)
+    }
+
+    /// `push_item` without rseq (module documentation, "Without rseq").
+    ///
+    /// # Safety
+    /// As `push_item`.
+    #[cold]
+    unsafe fn push_locked(slots: &PerCpu<Slot<CAP>>, item: *mut u8) -> bool {
+        let Some(slot) = slot_lock::try_lock_any(slots, |s| &s.lock) else {
+            return false;
+        };
+        let limit = slot.limit.load(Ordering::SeqCst);
+        let len = slot.len.load(Ordering::Relaxed);
+        let room = len < limit && len < CAP;
+        if room {
+            slot.items[len].store(item, Ordering::Relaxed);
+            crate::__test_hooks::locked(Locked::BufferPush);
+            slot.len.store(len + 1, Ordering::Release);
+        }
+        slot_lock::unlock(&slot.lock);
+        room
+    }
+
+    /// `pop_item` without rseq (module documentation, "Without rseq").
+    ///
+    /// # Safety
+    /// As `pop_item`.
+    #[cold]
+    unsafe fn pop_locked(slots: &PerCpu<Slot<CAP>>) -> Option<NonNull<u8>> {
+        let slot = slot_lock::try_lock_any(slots, |s| &s.lock)?;
+        let limit = slot.limit.load(Ordering::SeqCst);
+        let len = slot.len.load(Ordering::Relaxed);
+        let item = (limit != 0 && len != 0).then(|| {
+            let item = slot.items[len - 1].load(Ordering::Relaxed);
+            crate::__test_hooks::locked(Locked::BufferPop);
+            slot.len.store(len - 1, Ordering::Relaxed);
+            item
+        });
+        slot_lock::unlock(&slot.lock);
+        NonNull::new(item?)
     }
 
     /// Empty buffers, one per possible CPU.
@@ -182,7 +240,8 @@ impl<const CAP: usize> PerCpuBuffer<CAP> {
     }
 
     /// Pushes `item` on the current CPU's buffer, or gives it back if that buffer is full (or
-    /// being drained).
+    /// being drained; or, without rseq, if every slot is busy at that instant: the fallback
+    /// never waits).
     ///
     /// ```
     /// use std::ptr::NonNull;
@@ -203,7 +262,9 @@ impl<const CAP: usize> PerCpuBuffer<CAP> {
     }
 
     /// Pops the most recently pushed item of the current CPU's buffer: `None` if it is empty
-    /// (or being drained), even if other CPUs' buffers hold items.
+    /// (or being drained; or, without rseq, if every slot is busy at that instant), even if
+    /// other CPUs' buffers hold items. Without rseq "the current CPU's buffer" is the slot
+    /// this thread used last, or any free one.
     ///
     /// ```
     /// use std::ptr::NonNull;
@@ -280,6 +341,8 @@ impl<const CAP: usize> PerCpuBuffer<CAP> {
             slot.limit.store(CAP, Ordering::SeqCst);
             return Err(e);
         }
+        // Without rseq, pushes and pops hold this lock instead of running sections.
+        slot_lock::wait_until_free(&slot.lock);
         // Reopens the slot when done, also if `f` panics.
         struct Reopen<'a, const CAP: usize>(&'a Slot<CAP>, usize);
         impl<const CAP: usize> Drop for Reopen<'_, CAP> {

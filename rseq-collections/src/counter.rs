@@ -68,6 +68,8 @@
 //! `Fallback` mode the fence cannot fail; in `Rseq` mode it only fails if `membarrier`, which
 //! worked when the mode was decided, stops working.
 
+use crate::__test_hooks::Locked;
+use crate::slot_lock;
 use rseq_macros::critical_section;
 use rseq_rt::{CachePadded, FenceError, PerCpu};
 use std::cell::Cell;
@@ -111,18 +113,11 @@ unsafe fn add_to_active(
 }
 
 std::thread_local! {
-    /// Without rseq: the slot this thread last added to, where it tries first.
-    static HINT: Cell<usize> = const { Cell::new(usize::MAX) };
-    /// Without rseq: adds since the thread started, to re-read its CPU every `HINT_REFRESH`.
-    static USES: Cell<u32> = const { Cell::new(0) };
     /// Without rseq: set while this thread is in `add_locked`'s locked region (from before it
     /// tries a lock to after it unlocks); a signal handler's add that sees it takes the nested
     /// path.
     static IN_ADD: Cell<bool> = const { Cell::new(false) };
 }
-
-/// Without rseq, an add re-reads its CPU (`sched_getcpu`) once in this many (a power of two).
-const HINT_REFRESH: u32 = 32;
 
 /// `add` without rseq (module documentation, "Without rseq").
 ///
@@ -141,54 +136,14 @@ unsafe fn add_locked(
         return add_nested(slots, active, nested_lock, n);
     }
     IN_ADD.set(true);
-    let slot = lock_a_slot(slots);
+    let slot = slot_lock::lock_any(slots, |s| &s.lock);
     let bank = active.load(Ordering::SeqCst);
     let word = &slot.banks[bank];
     let count = word.load(Ordering::Relaxed);
-    crate::__test_hooks::counter_locked(false);
+    crate::__test_hooks::locked(Locked::CounterAdd);
     word.store(count.wrapping_add(n), Ordering::Relaxed);
-    slot.lock.store(0, Ordering::Release);
+    slot_lock::unlock(&slot.lock);
     IN_ADD.set(false);
-}
-
-/// Locks one slot's `lock`: the thread's last one (its CPU's, re-read every `HINT_REFRESH`
-/// adds) if it is free, else the current CPU's or any free one (slots are interchangeable: `sum` and `take` read them all); yields while all
-/// are held. Every holder finishes without waiting (module documentation).
-fn lock_a_slot(slots: &PerCpu<Banks>) -> &Banks {
-    let n = slots.len();
-    let try_lock = |i: usize| {
-        let slot = slots.get(i)?;
-        let free = slot
-            .lock
-            .compare_exchange(0, 1, Ordering::SeqCst, Ordering::Relaxed)
-            .is_ok();
-        free.then_some(slot)
-    };
-    // The thread may have moved since it chose its slot: follow it now and then, so that
-    // threads on different CPUs keep to different cache lines.
-    let uses = USES.get().wrapping_add(1);
-    USES.set(uses);
-    let mut hint = HINT.get();
-    if uses & (HINT_REFRESH - 1) == 0 || hint >= n {
-        hint = rseq_rt::current_cpu() % n;
-        HINT.set(hint);
-    }
-    if let Some(slot) = try_lock(hint) {
-        return slot;
-    }
-    loop {
-        // The hint is stale (the thread moved) or its slot is held by a thread that shares
-        // this CPU: start over from the current CPU.
-        let first = rseq_rt::current_cpu() % n;
-        for step in 0..n {
-            let i = (first + step) % n;
-            if let Some(slot) = try_lock(i) {
-                HINT.set(i);
-                return slot;
-            }
-        }
-        std::thread::yield_now();
-    }
 }
 
 /// An add in a signal handler that interrupted this thread's `add_locked`: with the
@@ -203,21 +158,13 @@ fn add_nested(slots: &PerCpu<Banks>, active: &AtomicUsize, nested_lock: &AtomicU
         {
             std::thread::yield_now();
         }
-        let slot =
-            (slots.get(HINT.get() % slots.len())).expect("a PerCpu has a slot per CPU index");
+        let slot = slot_lock::hinted(slots);
         let word = &slot.nested[active.load(Ordering::SeqCst)];
         let count = word.load(Ordering::Relaxed);
-        crate::__test_hooks::counter_locked(true);
+        crate::__test_hooks::locked(Locked::CounterNested);
         word.store(count.wrapping_add(n), Ordering::Relaxed);
         nested_lock.store(0, Ordering::Release);
     })
-}
-
-/// Returns once `lock` has been seen free: an add that held it then has finished.
-fn wait_until_free(lock: &AtomicUsize) {
-    while lock.load(Ordering::SeqCst) != 0 {
-        std::thread::yield_now();
-    }
 }
 
 /// A counter split over the CPUs: [`add`](Self::add) is a per-CPU critical section (no atomic
@@ -370,8 +317,8 @@ impl PerCpuCounter {
         // Without rseq, adds hold these locks instead of running sections.
         self.slots
             .iter()
-            .for_each(|slot| wait_until_free(&slot.lock));
-        wait_until_free(&self.nested_lock);
+            .for_each(|slot| slot_lock::wait_until_free(&slot.lock));
+        slot_lock::wait_until_free(&self.nested_lock);
         // No section adds to `old` any more (see the module documentation).
         Ok(self.slots.iter().fold(0usize, |acc, slot| {
             let nested = slot.nested[old].swap(0, Ordering::SeqCst);

@@ -8,6 +8,7 @@ pub mod alloc;
 pub mod buffer;
 pub mod counter;
 pub mod pool;
+mod slot_lock;
 pub mod stack;
 
 /// Hooks for the tests of the fallback paths. Not part of the API.
@@ -15,22 +16,36 @@ pub mod stack;
 pub mod __test_hooks {
     use core::sync::atomic::{AtomicPtr, Ordering};
 
-    static COUNTER_LOCKED: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
-
-    /// Sets the function that `PerCpuCounter::add` calls without rseq while it holds a lock,
-    /// between reading the count and writing it back (`true` on the path of a signal handler
-    /// that interrupted an add). For tests: it must not panic.
-    pub fn set_counter_locked(hook: Option<fn(bool)>) {
-        let hook = hook.map_or(core::ptr::null_mut(), |f| f as *mut ());
-        COUNTER_LOCKED.store(hook, Ordering::SeqCst);
+    /// Where a collection's own fallback calls the hook: with a lock held, between reading
+    /// what it changes and writing it back.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Locked {
+        /// `PerCpuCounter::add`, under a slot lock.
+        CounterAdd,
+        /// `PerCpuCounter::add` in a signal handler that interrupted an add (the nested path).
+        CounterNested,
+        /// `PerCpuBuffer::push`, under a slot lock, before it stores the item.
+        BufferPush,
+        /// `PerCpuBuffer::pop`, under a slot lock, before it stores the new length.
+        BufferPop,
     }
 
-    pub(crate) fn counter_locked(nested: bool) {
-        let hook = COUNTER_LOCKED.load(Ordering::Relaxed);
+    static HOOK: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+
+    /// Sets the function the collections' own fallbacks call while they hold a lock. For tests:
+    /// it must not panic.
+    pub fn set_locked_hook(hook: Option<fn(Locked)>) {
+        let hook = hook.map_or(core::ptr::null_mut(), |f| f as *mut ());
+        HOOK.store(hook, Ordering::SeqCst);
+    }
+
+    #[inline(always)]
+    pub(crate) fn locked(at: Locked) {
+        let hook = HOOK.load(Ordering::Relaxed);
         if !hook.is_null() {
-            // SAFETY: only `set_counter_locked` stores a non-null pointer, a `fn(bool)`.
-            let hook: fn(bool) = unsafe { core::mem::transmute::<*mut (), fn(bool)>(hook) };
-            hook(nested);
+            // SAFETY: only `set_locked_hook` stores a non-null pointer, a `fn(Locked)`.
+            let hook: fn(Locked) = unsafe { core::mem::transmute::<*mut (), fn(Locked)>(hook) };
+            hook(at);
         }
     }
 }

@@ -1,10 +1,13 @@
-//! `PerCpuCounter::add` without rseq (its own fallback, `add_locked`): one test per hazard the
-//! counter's module documentation names, each made certain with the test hook that pauses an
-//! add inside its locked region, between reading the count and writing it back. Each runs in a
-//! child with `RSEQ_DISABLE=1` (the fallback), killed if it hangs.
+//! The collections' own fallbacks (`fallback = path`) without rseq: `PerCpuCounter::add`
+//! (`add_locked`) and `PerCpuBuffer`'s push and pop (`push_locked`, `pop_locked`). One test
+//! per hazard their module documentation names, each made certain with the test hook that
+//! pauses an operation inside its locked region, between reading what it changes and writing
+//! it back. Each runs in a child with `RSEQ_DISABLE=1` (the fallback), killed if it hangs.
 
-use rseq_collections::__test_hooks::set_counter_locked;
+use rseq_collections::__test_hooks::{set_locked_hook, Locked};
+use rseq_collections::buffer::PerCpuBuffer;
 use rseq_collections::counter::PerCpuCounter;
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
 
@@ -33,8 +36,10 @@ static PAUSE: AtomicUsize = AtomicUsize::new(0);
 static ARRIVED: AtomicUsize = AtomicUsize::new(0);
 static RELEASE: AtomicBool = AtomicBool::new(false);
 
-fn pause_the_first_adds(nested: bool) {
-    if !nested && ARRIVED.fetch_add(1, SeqCst) < PAUSE.load(SeqCst) {
+fn pause_the_first_adds(at: Locked) {
+    if matches!(at, Locked::CounterAdd | Locked::BufferPush)
+        && ARRIVED.fetch_add(1, SeqCst) < PAUSE.load(SeqCst)
+    {
         while !RELEASE.load(SeqCst) {
             std::thread::yield_now();
         }
@@ -57,7 +62,7 @@ fn an_add_waits_while_every_slot_is_held() {
     let counter = PerCpuCounter::new();
     let slots = rseq::possible_cpus();
     PAUSE.store(slots, SeqCst);
-    set_counter_locked(Some(pause_the_first_adds));
+    set_locked_hook(Some(pause_the_first_adds));
     let done = AtomicBool::new(false);
     std::thread::scope(|s| {
         for _ in 0..slots {
@@ -76,7 +81,7 @@ fn an_add_waits_while_every_slot_is_held() {
         RELEASE.store(true, SeqCst);
         late.join().unwrap();
     });
-    set_counter_locked(None);
+    set_locked_hook(None);
     assert_eq!(counter.sum(), slots + 1);
     assert_eq!(counter.take(), slots + 1);
 }
@@ -91,7 +96,7 @@ fn take_waits_for_an_add_that_read_the_old_bank() {
     }
     let counter = PerCpuCounter::new();
     PAUSE.store(1, SeqCst);
-    set_counter_locked(Some(pause_the_first_adds));
+    set_locked_hook(Some(pause_the_first_adds));
     let taken = AtomicUsize::new(usize::MAX);
     std::thread::scope(|s| {
         s.spawn(|| counter.add(5));
@@ -106,7 +111,7 @@ fn take_waits_for_an_add_that_read_the_old_bank() {
         RELEASE.store(true, SeqCst);
         take.join().unwrap();
     });
-    set_counter_locked(None);
+    set_locked_hook(None);
     assert_eq!(
         taken.load(SeqCst),
         5,
@@ -133,7 +138,8 @@ extern "C" fn add_100(_: libc::c_int) {
 /// On this thread's first locked add, `SIGUSR1` (whose handler adds 10); inside that handler's
 /// nested add, `SIGUSR2` (whose handler adds 100). Paused adds on other threads hold every
 /// other slot.
-fn signal_inside(nested: bool) {
+fn signal_inside(at: Locked) {
+    let nested = at == Locked::CounterNested;
     static RAISED: [AtomicBool; 2] = [AtomicBool::new(false), AtomicBool::new(false)];
     if ARRIVED.load(SeqCst) >= PAUSE.load(SeqCst) && !RAISED[nested as usize].swap(true, SeqCst) {
         let sig = if nested { libc::SIGUSR2 } else { libc::SIGUSR1 };
@@ -141,7 +147,7 @@ fn signal_inside(nested: bool) {
         assert_eq!(unsafe { libc::raise(sig) }, 0);
         return;
     }
-    pause_the_first_adds(nested)
+    pause_the_first_adds(at)
 }
 
 /// A signal handler adds while its thread holds a slot lock and every other slot is held: it
@@ -167,7 +173,7 @@ fn signal_handlers_add_inside_an_add() {
     }
     let others = rseq::possible_cpus() - 1;
     PAUSE.store(others, SeqCst);
-    set_counter_locked(Some(signal_inside));
+    set_locked_hook(Some(signal_inside));
     std::thread::scope(|s| {
         for _ in 0..others {
             s.spawn(|| counter().add(1));
@@ -176,9 +182,84 @@ fn signal_handlers_add_inside_an_add() {
         counter().add(1);
         RELEASE.store(true, SeqCst);
     });
-    set_counter_locked(None);
+    set_locked_hook(None);
     let total = others + 1 + 10 + 100;
     assert_eq!(counter().sum(), total);
     assert_eq!(counter().take(), total);
     assert_eq!(counter().sum(), 0);
+}
+
+/// Every slot is held by a push paused after storing its item, before growing `len`: another
+/// push must fail at once (the buffer is "full" for it), neither waiting (a signal handler in a
+/// push could never get its own thread's slot) nor writing a held slot (it would store its
+/// item at the same index, and the paused push would then lose it).
+#[test]
+fn a_push_fails_at_once_while_every_slot_is_held() {
+    if !in_fallback_child("a_push_fails_at_once_while_every_slot_is_held") {
+        return;
+    }
+    let buffer: PerCpuBuffer<4> = PerCpuBuffer::new();
+    let slots = rseq::possible_cpus();
+    let items: Vec<usize> = (0..=slots).map(|i| 0x1000 + i * 8).collect();
+    let item = |i: usize| NonNull::new(items[i] as *mut u8).unwrap();
+    PAUSE.store(slots, SeqCst);
+    set_locked_hook(Some(pause_the_first_adds));
+    std::thread::scope(|s| {
+        for i in 0..slots {
+            let buffer = &buffer;
+            s.spawn(move || buffer.push(item(i)).unwrap());
+        }
+        wait_for_arrivals(slots);
+        assert_eq!(
+            buffer.push(item(slots)),
+            Err(item(slots)),
+            "a push succeeded while all {slots} slots were held"
+        );
+        RELEASE.store(true, SeqCst);
+    });
+    set_locked_hook(None);
+    let mut drained = Vec::new();
+    assert_eq!(
+        buffer.drain_all(|p| drained.push(p.as_ptr() as usize)),
+        Ok(slots)
+    );
+    drained.sort_unstable();
+    assert_eq!(drained, items[..slots], "each paused push kept its item");
+}
+
+/// A push paused inside its locked region (its slot still open): `drain_cpu` must wait for
+/// it, then collect its item. Without the wait the drain would find the slot empty, and the
+/// push would then grow `len` under the drainer's feet.
+#[test]
+fn drain_waits_for_a_push_in_flight() {
+    if !in_fallback_child("drain_waits_for_a_push_in_flight") {
+        return;
+    }
+    let buffer: PerCpuBuffer<4> = PerCpuBuffer::new();
+    let item = || NonNull::new(0x2000 as *mut u8).unwrap();
+    PAUSE.store(1, SeqCst);
+    set_locked_hook(Some(pause_the_first_adds));
+    let drained = AtomicUsize::new(usize::MAX);
+    std::thread::scope(|s| {
+        s.spawn(|| buffer.push(item()).unwrap());
+        wait_for_arrivals(1);
+        let drain =
+            s.spawn(|| drained.store(buffer.drain_all(|p| assert_eq!(p, item())).unwrap(), SeqCst));
+        std::thread::sleep(WATCH);
+        assert_eq!(
+            drained.load(SeqCst),
+            usize::MAX,
+            "the drain finished while a push held a slot"
+        );
+        RELEASE.store(true, SeqCst);
+        drain.join().unwrap();
+    });
+    set_locked_hook(None);
+    assert_eq!(
+        drained.load(SeqCst),
+        1,
+        "the drain collects the push it waited for"
+    );
+    assert!(buffer.is_empty());
+    assert_eq!(buffer.pop(), None);
 }

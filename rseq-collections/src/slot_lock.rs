@@ -1,0 +1,89 @@
+//! One-word spin locks per slot, for the collections' own fallbacks (`fallback = path`):
+//! without rseq a structure whose slots only its own code touches locks one slot with a
+//! compare-exchange, where the runtime's generated fallback would go through its shared lock
+//! table. Slots are interchangeable for these structures (a counter sums them, a buffer's pop
+//! takes from whichever slot it locks), so a thread starts from the slot it used last and
+//! takes any free one.
+
+use rseq_rt::PerCpu;
+use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A thread re-reads its CPU (`sched_getcpu`) once in this many locks (a power of two), so that
+/// threads on different CPUs keep to different cache lines after they move.
+const HINT_REFRESH: u32 = 32;
+
+std::thread_local! {
+    /// The slot this thread locked last, where it tries first.
+    static HINT: Cell<usize> = const { Cell::new(usize::MAX) };
+    /// Locks taken by this thread, to re-read its CPU every `HINT_REFRESH`.
+    static USES: Cell<u32> = const { Cell::new(0) };
+}
+
+#[inline(always)]
+fn try_lock(lock: &AtomicUsize) -> bool {
+    lock.compare_exchange(0, 1, Ordering::SeqCst, Ordering::Relaxed)
+        .is_ok()
+}
+
+/// Locks a free slot (`lock(slot)` from 0 to 1), without waiting: the thread's last slot (its
+/// CPU's, re-read now and then), else the first free one from the current CPU's on; `None` if
+/// every slot is held. Unlock with [`unlock`].
+#[inline(always)]
+pub(crate) fn try_lock_any<T>(slots: &PerCpu<T>, lock: impl Fn(&T) -> &AtomicUsize) -> Option<&T> {
+    let n = slots.len();
+    let uses = USES.get().wrapping_add(1);
+    USES.set(uses);
+    let mut hint = HINT.get();
+    if uses & (HINT_REFRESH - 1) == 0 || hint >= n {
+        hint = rseq_rt::current_cpu() % n;
+        HINT.set(hint);
+    }
+    let slot = slots.get(hint)?;
+    if try_lock(lock(slot)) {
+        return Some(slot);
+    }
+    // The hint is stale (the thread moved) or a thread sharing this CPU holds it: start over
+    // from the current CPU.
+    let first = rseq_rt::current_cpu() % n;
+    (0..n).map(|step| (first + step) % n).find_map(|i| {
+        let slot = slots.get(i)?;
+        try_lock(lock(slot)).then(|| {
+            HINT.set(i);
+            slot
+        })
+    })
+}
+
+/// [`try_lock_any`], yielding while every slot is held. The caller must know that every holder
+/// finishes without waiting for this thread.
+pub(crate) fn lock_any<T>(slots: &PerCpu<T>, lock: impl Fn(&T) -> &AtomicUsize + Copy) -> &T {
+    loop {
+        if let Some(slot) = try_lock_any(slots, lock) {
+            return slot;
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// Releases a lock taken by [`try_lock_any`] or [`lock_any`].
+#[inline(always)]
+pub(crate) fn unlock(lock: &AtomicUsize) {
+    lock.store(0, Ordering::Release);
+}
+
+/// The slot's thread-local hint, for a path that must pick a slot without locking one.
+pub(crate) fn hinted<T>(slots: &PerCpu<T>) -> &T {
+    let n = slots.len();
+    slots
+        .get(HINT.get() % n)
+        .expect("a PerCpu has a slot per CPU index")
+}
+
+/// Returns once `lock` has been seen free (`SeqCst`: a locker that could not see a store the
+/// caller made before this call held the lock, and has released it).
+pub(crate) fn wait_until_free(lock: &AtomicUsize) {
+    while lock.load(Ordering::SeqCst) != 0 {
+        std::thread::yield_now();
+    }
+}
