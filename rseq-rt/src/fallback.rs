@@ -172,9 +172,13 @@ pub(crate) fn init_with(slots: usize) -> Result<(), usize> {
 }
 
 fn table() -> &'static LockTable {
-    init(crate::sys::possible_cpus());
-    // SAFETY: published once, never freed.
-    unsafe { &*TABLE.load(Ordering::Acquire) }
+    let mut table = TABLE.load(Ordering::Acquire);
+    if table.is_null() {
+        init(crate::sys::possible_cpus());
+        table = TABLE.load(Ordering::Acquire);
+    }
+    // SAFETY: published once (non-null from then on), never freed.
+    unsafe { &*table }
 }
 
 /// The number of slot locks (the number of possible CPUs).
@@ -193,7 +197,14 @@ pub struct SlotGuard {
 }
 
 /// Asynchronous signals blocked on this thread until it is dropped.
-struct SignalsBlocked(libc::sigset_t);
+///
+/// It keeps the kernel's part of the old mask only: 64 signals on every supported architecture,
+/// where the C library's `sigset_t` is 128 bytes. A guard is moved around with the slot guard
+/// on every fallback section, and copying 128 bytes each time was a third of a section's cost.
+struct SignalsBlocked([libc::c_ulong; MASK_WORDS]);
+
+/// Words of the kernel's signal mask (`_NSIG` is 64, plus one, on every supported target).
+const MASK_WORDS: usize = 64 / libc::c_ulong::BITS as usize;
 
 impl SignalsBlocked {
     fn new() -> SignalsBlocked {
@@ -214,15 +225,26 @@ impl SignalsBlocked {
             }
             let mut old: libc::sigset_t = core::mem::zeroed();
             libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
-            SignalsBlocked(old)
+            // The C library's `sigset_t` is an array of `unsigned long` (glibc and musl); only
+            // its first 64 bits name signals.
+            let words = &old as *const libc::sigset_t as *const libc::c_ulong;
+            SignalsBlocked(core::array::from_fn(|i| *words.add(i)))
         }
     }
 }
 
 impl Drop for SignalsBlocked {
     fn drop(&mut self) {
-        // SAFETY: restores the mask saved by `new` on this same thread (the guard is !Send).
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, core::ptr::null_mut()) };
+        // SAFETY: restores the mask saved by `new` on this same thread (the guard is !Send),
+        // written into a zeroed `sigset_t` (an array of at least `MASK_WORDS` words).
+        unsafe {
+            let mut old: libc::sigset_t = core::mem::zeroed();
+            let words = &mut old as *mut libc::sigset_t as *mut libc::c_ulong;
+            for (i, word) in self.0.iter().enumerate() {
+                *words.add(i) = *word;
+            }
+            libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
+        }
     }
 }
 

@@ -15,6 +15,19 @@ use std::time::{Duration, Instant};
 
 const CHILD_ENV: &str = "RSEQ_RT_FALLBACK_SIGNALS_CHILD";
 
+/// Blocks or unblocks (`how`) `sigs` on the calling thread.
+fn set_blocked(sigs: &[libc::c_int], how: libc::c_int) {
+    // SAFETY: a zeroed sigset_t filled by sigemptyset/sigaddset; pthread_sigmask reads it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &sig in sigs {
+            libc::sigaddset(&mut set, sig);
+        }
+        assert_eq!(libc::pthread_sigmask(how, &set, std::ptr::null_mut()), 0);
+    }
+}
+
 /// Whether `sig` is blocked on the calling thread now.
 fn blocked(sig: libc::c_int) -> bool {
     // SAFETY: queries the mask into a zeroed set (SIG_BLOCK with no set changes nothing).
@@ -103,7 +116,11 @@ fn slot_locks_count_or_block_signals_until_the_promise() {
         assert_eq!(inside, (false, 1), "one hold: SIGUSR1 deliverable, counted");
         assert_eq!(unmasked_holds(), 0, "uncounted after the unlock");
     }
-    // With the other n − 1 slots held (counted: the limit), the next hold blocks.
+    // With the other n − 1 slots held (counted: the limit), the next hold blocks. Signals the
+    // program blocked itself (the highest real-time one too, the last bit of the kernel's mask
+    // that the hold saves) stay blocked after it.
+    let own = [libc::SIGUSR2, libc::SIGRTMAX()];
+    set_blocked(&own, libc::SIG_BLOCK);
     let holders = Holders::hold(n);
     assert_eq!(unmasked_holds(), n - 1);
     let inside = with_slot(0, |_| {
@@ -122,6 +139,11 @@ fn slot_locks_count_or_block_signals_until_the_promise() {
         !blocked(libc::SIGUSR1),
         "the mask is restored after the unlock"
     );
+    assert!(
+        own.iter().all(|&sig| blocked(sig)),
+        "the program's own blocked signals stay blocked after the unlock"
+    );
+    set_blocked(&own, libc::SIG_UNBLOCK);
     drop(holders);
     assert_eq!(unmasked_holds(), 0);
     assume_no_sections_in_signal_handlers();
