@@ -56,6 +56,30 @@ fn wait_for_arrivals(n: usize) {
     }
 }
 
+/// Pauses `operation` (on a thread of its own) inside its locked region, then runs `waiter` on
+/// another thread, which must not finish (`what` otherwise) until the operation is released;
+/// returns the waiter's result.
+fn waits_for_a_paused_operation(
+    operation: impl FnOnce() + Send,
+    waiter: impl FnOnce() -> usize + Send,
+    what: &str,
+) -> usize {
+    PAUSE.store(1, SeqCst);
+    set_locked_hook(Some(pause_the_first_adds));
+    let result = AtomicUsize::new(usize::MAX);
+    std::thread::scope(|s| {
+        s.spawn(operation);
+        wait_for_arrivals(1);
+        let waiting = s.spawn(|| result.store(waiter(), SeqCst));
+        std::thread::sleep(WATCH);
+        assert_eq!(result.load(SeqCst), usize::MAX, "{what}");
+        RELEASE.store(true, SeqCst);
+        waiting.join().unwrap();
+    });
+    set_locked_hook(None);
+    result.load(SeqCst)
+}
+
 /// Every slot is held by a paused add: another add must wait, then count. Without the slot
 /// lock it would finish at once, and the paused adds would write back stale counts over it.
 #[test]
@@ -99,28 +123,12 @@ fn take_waits_for_an_add_that_read_the_old_bank() {
         return;
     }
     let counter = PerCpuCounter::new();
-    PAUSE.store(1, SeqCst);
-    set_locked_hook(Some(pause_the_first_adds));
-    let taken = AtomicUsize::new(usize::MAX);
-    std::thread::scope(|s| {
-        s.spawn(|| counter.add(5));
-        wait_for_arrivals(1);
-        let take = s.spawn(|| taken.store(counter.take(), SeqCst));
-        std::thread::sleep(WATCH);
-        assert_eq!(
-            taken.load(SeqCst),
-            usize::MAX,
-            "take returned while an add that read the old bank had not written it"
-        );
-        RELEASE.store(true, SeqCst);
-        take.join().unwrap();
-    });
-    set_locked_hook(None);
-    assert_eq!(
-        taken.load(SeqCst),
-        5,
-        "the take returns the add it waited for"
+    let taken = waits_for_a_paused_operation(
+        || counter.add(5),
+        || counter.take(),
+        "take returned while an add that read the old bank had not written it",
     );
+    assert_eq!(taken, 5, "the take returns the add it waited for");
     assert_eq!(counter.sum(), 0);
 }
 
@@ -241,29 +249,12 @@ fn drain_waits_for_a_push_in_flight() {
     }
     let buffer: PerCpuBuffer<4> = PerCpuBuffer::new();
     let item = || NonNull::new(0x2000 as *mut u8).unwrap();
-    PAUSE.store(1, SeqCst);
-    set_locked_hook(Some(pause_the_first_adds));
-    let drained = AtomicUsize::new(usize::MAX);
-    std::thread::scope(|s| {
-        s.spawn(|| buffer.push(item()).unwrap());
-        wait_for_arrivals(1);
-        let drain =
-            s.spawn(|| drained.store(buffer.drain_all(|p| assert_eq!(p, item())).unwrap(), SeqCst));
-        std::thread::sleep(WATCH);
-        assert_eq!(
-            drained.load(SeqCst),
-            usize::MAX,
-            "the drain finished while a push held a slot"
-        );
-        RELEASE.store(true, SeqCst);
-        drain.join().unwrap();
-    });
-    set_locked_hook(None);
-    assert_eq!(
-        drained.load(SeqCst),
-        1,
-        "the drain collects the push it waited for"
+    let drained = waits_for_a_paused_operation(
+        || buffer.push(item()).unwrap(),
+        || buffer.drain_all(|p| assert_eq!(p, item())).unwrap(),
+        "the drain finished while a push held a slot",
     );
+    assert_eq!(drained, 1, "the drain collects the push it waited for");
     assert!(buffer.is_empty());
     assert_eq!(buffer.pop(), None);
 }
