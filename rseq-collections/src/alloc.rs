@@ -31,7 +31,7 @@
 //! # The caches
 //!
 //! Each class has one cache per possible CPU (a [`PerCpu`] slot of 512 bytes): an array of
-//! [`CACHE_CAPACITY`] (62) free block addresses, a length and a lock for the fallback. `alloc` pops the top address and
+//! [`CACHE_CAPACITY`] (63) free block addresses and a length. `alloc` pops the top address and
 //! `dealloc` pushes one, each with one critical section that checks the bound inside the
 //! section (the `buffer_pop`/`buffer_push` pair of the `critical_section` documentation), so
 //! the hit path takes no lock and runs no atomic read-modify-write. The two sections are
@@ -47,22 +47,19 @@
 //!   up again in between).
 //!
 //! Blocks are never carved out of slabs, so every block can be freed on its own, and nothing is
-//! kept besides the caches: at most `possible CPUs × 8 classes × 62` blocks (at most 50 KiB of
+//! kept besides the caches: at most `possible CPUs × 8 classes × 63` blocks (at most 51 KiB of
 //! blocks per CPU, when every cache of every class is full) sit in caches at any time
 //! ([`PerCpuAlloc::stats`] counts them). Blocks freed on another CPU than the one they were
 //! allocated on simply join that CPU's cache.
 //!
-//! # Without rseq
+//! # In the fallback
 //!
-//! Where sections cannot run on rseq (valgrind, qemu-user, seccomp, `RSEQ_DISABLE=1`; or after
-//! a demotion), the two sections name their own fallbacks (`fallback = cache_pop_locked` /
-//! `cache_push_locked`): the same steps under a one-word lock in the cache, taken with a
-//! compare-exchange on the thread's last cache of the class or any free one, and never waited
-//! for. When every cache of the class is held at that instant, the pop misses (a refill from
-//! the inner allocator) and the push finds the cache "full" (a flush): a request never waits
-//! for another thread, and a thread forked while another held a lock only finds that cache
-//! busy. Blocks keep their class layout either way, so a block cached before a demotion and
-//! one allocated after it go back the same way.
+//! Where sections take the fallback's slot locks (no rseq: valgrind, qemu-user, seccomp,
+//! `RSEQ_DISABLE=1`; or after a demotion), a cache would only add the locks' cost to every
+//! request: small requests then go straight to the inner allocator, with their class layout as
+//! always (so a block cached before a demotion and a block allocated after it go back the same
+//! way). The blocks still cached when the process was demoted stay there until the allocator is
+//! dropped. The check is one relaxed load ([`rseq_rt::sections_run_on_rseq`]).
 //!
 //! # Initialisation and reentrancy
 //!
@@ -91,7 +88,8 @@
 //! Code that runs at thread exit after the runtime's exit hook (later thread-local destructors,
 //! `pthread` key destructors) still allocates and frees through the caches: those sections run
 //! under a temporary registration, which the runtime handles. In the runtime's `Fallback` mode
-//! they run their own fallbacks, as everywhere else (above).
+//! the same sections run under the per-CPU slot locks, with the same results (and at several
+//! times the cost of a hit in `Rseq` mode).
 //!
 //! # Limitations
 //!
@@ -110,7 +108,6 @@
 //! - Hits are not counted (that would put a shared write on the fast path); misses and
 //!   flushes are, see [`AllocStats`].
 
-use crate::slot_lock;
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::Cell;
 use core::ptr;
@@ -128,10 +125,9 @@ pub const MAX_SMALL_SIZE: usize = 256;
 /// The largest alignment served from the caches (and the alignment of every cached block).
 pub const CLASS_ALIGN: usize = 16;
 
-/// Free blocks one CPU's cache of one class holds. 62 addresses, the length and the fallback's
-/// lock make a cache 512 bytes: a power-of-two `PerCpu` stride, so sections scale the CPU index
-/// with a shift.
-pub const CACHE_CAPACITY: usize = 62;
+/// Free blocks one CPU's cache of one class holds. 63 addresses and the length make a cache
+/// 512 bytes: a power-of-two `PerCpu` stride, so sections scale the CPU index with a shift.
+pub const CACHE_CAPACITY: usize = 63;
 
 /// Blocks taken from the inner allocator on a miss, and returned to it when a cache is full.
 pub const REFILL_BATCH: usize = 16;
@@ -180,8 +176,6 @@ pub fn block_size(layout: Layout) -> Option<usize> {
 #[repr(C)]
 struct Cache {
     len: AtomicUsize,
-    /// Without rseq only: 1 while a pop or push works on the cache under it.
-    lock: AtomicUsize,
     items: [AtomicUsize; CACHE_CAPACITY],
 }
 
@@ -189,7 +183,6 @@ impl Cache {
     const fn new() -> Self {
         Cache {
             len: AtomicUsize::new(0),
-            lock: AtomicUsize::new(0),
             items: [const { AtomicUsize::new(0) }; CACHE_CAPACITY],
         }
     }
@@ -199,7 +192,7 @@ impl Cache {
 ///
 /// # Safety
 /// None beyond the bound: `len` never exceeds the capacity (only `cache_push` grows it).
-#[critical_section(crate = ::rseq_rt, fallback = cache_pop_locked)]
+#[critical_section(crate = ::rseq_rt)]
 #[inline(always)]
 unsafe fn cache_pop(caches: &PerCpu<Cache>) -> Option<usize> {
     let len = load(caches[cpu].len);
@@ -216,7 +209,7 @@ unsafe fn cache_pop(caches: &PerCpu<Cache>) -> Option<usize> {
 ///
 /// # Safety
 /// None beyond the bound checked in the section (indexing needs an `unsafe fn`).
-#[critical_section(crate = ::rseq_rt, fallback = cache_push_locked)]
+#[critical_section(crate = ::rseq_rt)]
 #[inline(always)]
 unsafe fn cache_push(caches: &PerCpu<Cache>, block: usize) -> bool {
     let len = load(caches[cpu].len);
@@ -229,44 +222,6 @@ unsafe fn cache_push(caches: &PerCpu<Cache>, block: usize) -> bool {
     // or, in the fallback, under the same slot lock; the block's contents travel the same way.
     commit::store(caches[cpu].len, grown);
     true
-}
-
-/// `cache_pop` without rseq: the same steps under a cache's lock, never waited for (module
-/// documentation, "Without rseq").
-///
-/// # Safety
-/// As `cache_pop`.
-#[cold]
-unsafe fn cache_pop_locked(caches: &PerCpu<Cache>) -> Option<usize> {
-    let cache = slot_lock::try_lock_any(caches, |c| &c.lock)?;
-    let len = cache.len.load(Ordering::Relaxed);
-    let block = (len != 0).then(|| {
-        let block = cache.items[len - 1].load(Ordering::Relaxed);
-        cache.len.store(len - 1, Ordering::Relaxed);
-        block
-    });
-    slot_lock::unlock(&cache.lock);
-    block
-}
-
-/// `cache_push` without rseq, as [`cache_pop_locked`].
-///
-/// # Safety
-/// As `cache_push`.
-#[cold]
-unsafe fn cache_push_locked(caches: &PerCpu<Cache>, block: usize) -> bool {
-    let Some(cache) = slot_lock::try_lock_any(caches, |c| &c.lock) else {
-        return false;
-    };
-    let len = cache.len.load(Ordering::Relaxed);
-    let room = len < CACHE_CAPACITY;
-    if room {
-        cache.items[len].store(block, Ordering::Relaxed);
-        crate::__test_hooks::locked(crate::__test_hooks::Locked::AllocPush);
-        cache.len.store(len + 1, Ordering::Relaxed);
-    }
-    slot_lock::unlock(&cache.lock);
-    room
 }
 
 thread_local! {
@@ -525,8 +480,19 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
         }
     }
 
+    /// Whether small requests go straight to the inner allocator because the process runs its
+    /// sections through the fallback (decided, and not on rseq): a cache behind slot locks
+    /// would only add their cost to every request.
+    #[inline(always)]
+    fn passes_through(&self) -> bool {
+        !rseq_rt::sections_run_on_rseq() && !self.state.load(Ordering::Relaxed).is_null()
+    }
+
     #[inline(always)]
     unsafe fn alloc_small(&self, class: usize) -> *mut u8 {
+        if self.passes_through() {
+            return self.inner.alloc(class_layout(class));
+        }
         let Some(state) = self.enter(true) else {
             return self.alloc_bypass(class);
         };
@@ -541,6 +507,10 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
 
     #[inline(always)]
     unsafe fn dealloc_small(&self, block: *mut u8, class: usize) {
+        if self.passes_through() {
+            self.inner.dealloc(block, class_layout(class));
+            return;
+        }
         let Some(state) = self.enter(false) else {
             self.inner.dealloc(block, class_layout(class));
             return;
@@ -679,8 +649,12 @@ mod tests {
             unsafe { a.dealloc(b, layout) };
         }
         let s = a.stats();
-        // With rseq or without (the caches' own fallback).
-        assert!(s.refills >= 1 && s.flushes >= 1, "{s:?}");
+        if rseq_rt::sections_run_on_rseq() {
+            assert!(s.refills >= 1 && s.flushes >= 1, "{s:?}");
+        } else {
+            // The fallback passes requests through: only the first one used a cache.
+            assert!(s.refills <= 1 && s.flushes == 0, "{s:?}");
+        }
         assert!(s.cached_blocks <= CLASSES * CACHE_CAPACITY * rseq_rt::possible_cpus());
         // Moved after use: the drop still frees through the inner allocator.
         let moved = a;

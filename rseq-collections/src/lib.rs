@@ -28,9 +28,6 @@ pub mod __test_hooks {
         BufferPush,
         /// `PerCpuBuffer::pop`, under a slot lock, before it stores the new length.
         BufferPop,
-        /// `PerCpuAlloc`'s cache push (a `dealloc`), under a cache's lock, before it stores the
-        /// new length.
-        AllocPush,
     }
 
     static HOOK: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());

@@ -633,8 +633,13 @@ fn a_dropped_allocator_returns_every_block() {
     churn(&moved, 2000);
     let stats = moved.stats();
     println!("a_dropped_allocator_returns_every_block: local {stats:?}");
-    // With rseq or without (the caches' own fallback), requests went through the caches.
-    assert!(stats.refills > 0 && stats.flushes > 0, "{stats:?}");
+    if rseq_rt::sections_run_on_rseq() {
+        assert!(stats.refills > 0 && stats.flushes > 0, "{stats:?}");
+    } else {
+        // In the fallback, small requests go straight to the inner allocator: only the first
+        // one, which built the state, went through a cache.
+        assert!(stats.refills <= 1 && stats.flushes == 0, "{stats:?}");
+    }
     // Every block is cached, except the state and one `PerCpu` allocation per class.
     assert_eq!(
         counts.live_blocks.load(Relaxed),

@@ -5,10 +5,8 @@
 //! it back. Each runs in a child with `RSEQ_DISABLE=1` (the fallback), killed if it hangs.
 
 use rseq_collections::__test_hooks::{set_locked_hook, Locked};
-use rseq_collections::alloc::PerCpuAlloc;
 use rseq_collections::buffer::PerCpuBuffer;
 use rseq_collections::counter::PerCpuCounter;
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
@@ -39,10 +37,8 @@ static ARRIVED: AtomicUsize = AtomicUsize::new(0);
 static RELEASE: AtomicBool = AtomicBool::new(false);
 
 fn pause_the_first_adds(at: Locked) {
-    if matches!(
-        at,
-        Locked::CounterAdd | Locked::BufferPush | Locked::AllocPush
-    ) && ARRIVED.fetch_add(1, SeqCst) < PAUSE.load(SeqCst)
+    if matches!(at, Locked::CounterAdd | Locked::BufferPush)
+        && ARRIVED.fetch_add(1, SeqCst) < PAUSE.load(SeqCst)
     {
         while !RELEASE.load(SeqCst) {
             std::thread::yield_now();
@@ -257,49 +253,4 @@ fn drain_waits_for_a_push_in_flight() {
     assert_eq!(drained, 1, "the drain collects the push it waited for");
     assert!(buffer.is_empty());
     assert_eq!(buffer.pop(), None);
-}
-
-/// Every cache of a class is held by a `dealloc` paused inside its push: another `dealloc` of
-/// that class must neither wait nor write a held cache: its push fails, the flush finds no
-/// cache free either, and the block goes to the inner allocator. Without the lock it would be
-/// pushed where a paused push then writes its own length over it.
-#[test]
-fn a_dealloc_never_waits_for_a_held_cache() {
-    if !in_fallback_child("a_dealloc_never_waits_for_a_held_cache") {
-        return;
-    }
-    let a = PerCpuAlloc::new(System);
-    let layout = Layout::new::<[u8; 24]>();
-    let slots = rseq::possible_cpus();
-    // SAFETY: `layout` is not zero-sized; every block is freed once with it below.
-    let blocks: Vec<usize> = (0..=slots)
-        .map(|_| unsafe { a.alloc(layout) } as usize)
-        .collect();
-    // A refill leaves at most REFILL_BATCH − 1 blocks in a cache: every push below has room.
-    let before = a.stats();
-    PAUSE.store(slots, SeqCst);
-    set_locked_hook(Some(pause_the_first_adds));
-    std::thread::scope(|s| {
-        for &b in &blocks[..slots] {
-            let a = &a;
-            // SAFETY: allocated above with `layout`, freed once.
-            s.spawn(move || unsafe { a.dealloc(b as *mut u8, layout) });
-        }
-        wait_for_arrivals(slots);
-        // SAFETY: as above.
-        unsafe { a.dealloc(blocks[slots] as *mut u8, layout) };
-        RELEASE.store(true, SeqCst);
-    });
-    set_locked_hook(None);
-    let after = a.stats();
-    assert_eq!(
-        after.cached_blocks,
-        before.cached_blocks + slots,
-        "each paused push cached its block, the late one none: {before:?} → {after:?}"
-    );
-    assert_eq!(
-        after.flushes,
-        before.flushes + 1,
-        "the late dealloc flushed to the inner allocator: {before:?} → {after:?}"
-    );
 }
