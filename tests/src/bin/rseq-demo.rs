@@ -260,11 +260,6 @@ fn counters(s: &Settings, threads: usize) -> Group {
                     counter_add(black_box(&ours), 1);
                 }
             }),
-            ("rseq counter_add (DSL, fallback = fetch_add)", &|n| {
-                for _ in 0..n {
-                    counter_add_own_fallback(black_box(&own_fallback), 1);
-                }
-            }),
             ("PerCpuCounter::add (exact take)", &|n| {
                 for _ in 0..n {
                     black_box(&counter).add(1);
@@ -291,6 +286,11 @@ fn counters(s: &Settings, threads: usize) -> Group {
             ("Mutex<usize>", &|n| {
                 for _ in 0..n {
                     *black_box(&mutex).lock().unwrap() += 1;
+                }
+            }),
+            ("rseq counter_add (DSL, fallback = fetch_add)", &|n| {
+                for _ in 0..n {
+                    counter_add_own_fallback(black_box(&own_fallback), 1);
                 }
             }),
         ],
