@@ -152,18 +152,14 @@ unsafe fn add_locked(
 #[cold]
 fn add_nested(slots: &PerCpu<Banks>, active: &AtomicUsize, nested_lock: &AtomicUsize, n: usize) {
     rseq_rt::fallback::with_async_signals_blocked(|| {
-        while nested_lock
-            .compare_exchange(0, 1, Ordering::SeqCst, Ordering::Relaxed)
-            .is_err()
-        {
-            std::thread::yield_now();
-        }
+        // Its holders run with signals blocked, so they finish.
+        slot_lock::lock(nested_lock);
         let slot = slot_lock::hinted(slots);
         let word = &slot.nested[active.load(Ordering::SeqCst)];
         let count = word.load(Ordering::Relaxed);
         crate::__test_hooks::locked(Locked::CounterNested);
         word.store(count.wrapping_add(n), Ordering::Relaxed);
-        nested_lock.store(0, Ordering::Release);
+        slot_lock::unlock(nested_lock);
     })
 }
 

@@ -24,7 +24,8 @@ pub mod __test_hooks {
         CounterAdd,
         /// `PerCpuCounter::add` in a signal handler that interrupted an add (the nested path).
         CounterNested,
-        /// `PerCpuBuffer::push`, under a slot lock, before it stores the item.
+        /// `PerCpuBuffer::push`, under a slot lock, after it stores the item and before it
+        /// grows the length.
         BufferPush,
         /// `PerCpuBuffer::pop`, under a slot lock, before it stores the new length.
         BufferPop,

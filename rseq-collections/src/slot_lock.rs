@@ -66,7 +66,15 @@ pub(crate) fn lock_any<T>(slots: &PerCpu<T>, lock: impl Fn(&T) -> &AtomicUsize +
     }
 }
 
-/// Releases a lock taken by [`try_lock_any`] or [`lock_any`].
+/// Locks one word (0 to 1), yielding while it is held. The caller must know that its holders
+/// finish without waiting for this thread.
+pub(crate) fn lock(lock: &AtomicUsize) {
+    while !try_lock(lock) {
+        std::thread::yield_now();
+    }
+}
+
+/// Releases a lock taken by [`try_lock_any`], [`lock_any`] or [`lock`].
 #[inline(always)]
 pub(crate) fn unlock(lock: &AtomicUsize) {
     lock.store(0, Ordering::Release);
