@@ -1695,8 +1695,9 @@ fn membarrier(cfg: &Config) -> Report {
 /// two CPUs or more.
 const MIN_MIGRATIONS_SEEN: u64 = 10;
 
-/// How long a `migration` reader that has done its `--iters` may keep reading until it has
-/// seen `MIN_MIGRATIONS_SEEN` migrations: longer means the migrator stalled.
+/// How long a `migration` reader that has done its `--iters` may keep reading without seeing
+/// a new migration of itself (the clock restarts at each one) before it fails: longer means the
+/// migrator stalled. The message says how often the migrator moved it meanwhile.
 const MIGRATION_PATIENCE: Duration = Duration::from_secs(20);
 
 /// After the kernel's KVM `rseq_test`: the main thread hops every worker from CPU to CPU with
@@ -1730,6 +1731,8 @@ fn migration(cfg: &Config) -> Report {
     let (seq, pinned) = (per_thread(), per_thread());
     pinned.iter().for_each(|p| p.store(UNPINNED, SeqCst));
     let tids: Box<[AtomicI32]> = (0..cfg.threads).map(|_| AtomicI32::new(0)).collect();
+    // Per worker: how often the migrator moved it (for the patience message).
+    let hopped = per_thread();
     let work = |t: usize, pacer: &Pacer| {
         tids[t].store(gettid(), SeqCst);
         let mut by_slot = vec![0u64; n];
@@ -1737,7 +1740,7 @@ fn migration(cfg: &Config) -> Report {
         let (mut moved, mut checks, mut unstable, mut seen) = (0u64, 0u64, 0u64, 0u64);
         let mut last_pin = UNPINNED;
         let mut reads = 0usize;
-        let mut overtime: Option<Instant> = None;
+        let mut overtime: Option<(Instant, usize)> = None;
         loop {
             let s0 = seq[t].load(SeqCst);
             let pin = pinned[t].load(SeqCst);
@@ -1779,7 +1782,11 @@ fn migration(cfg: &Config) -> Report {
                     });
                 }
                 if pin != last_pin {
-                    seen += u64::from(last_pin != UNPINNED);
+                    if last_pin != UNPINNED {
+                        seen += 1;
+                        // Patience is for the next migration.
+                        overtime = None;
+                    }
                     last_pin = pin;
                 }
             } else {
@@ -1790,11 +1797,19 @@ fn migration(cfg: &Config) -> Report {
                 if seen >= MIN_MIGRATIONS_SEEN || cpus.len() < 2 {
                     break;
                 }
-                let since = *overtime.get_or_insert_with(Instant::now);
+                let (since, hopped_then) =
+                    *overtime.get_or_insert_with(|| (Instant::now(), hopped[t].load(SeqCst)));
                 check(since.elapsed() < MIGRATION_PATIENCE, || {
+                    let moves = hopped[t].load(SeqCst) - hopped_then;
                     format!(
-                        "thread {t} saw {seen} migrations of itself in {reads} reads and \
-                         {MIGRATION_PATIENCE:?} more: the migrator stalled"
+                        "thread {t} saw {seen} migrations of itself in {reads} reads, then none \
+                         in {MIGRATION_PATIENCE:?}, in which the migrator moved it {moves} \
+                         times: {}",
+                        match moves {
+                            0 => "the migrator stalled",
+                            1 => "the migrator is too slow for this many threads",
+                            _ => "its reads never fell between two moves",
+                        }
                     )
                 });
             }
@@ -1829,6 +1844,7 @@ fn migration(cfg: &Config) -> Report {
                 )
             });
             hops += 1;
+            hopped[t].fetch_add(1, SeqCst);
         }
         round += 1;
         if cfg.signals {
