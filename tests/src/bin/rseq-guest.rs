@@ -18,6 +18,12 @@
 //! (Under qemu's TCG a vCPU takes interrupts only between translated blocks, so fewer
 //! preemptions and signals land inside a section than on hardware.)
 //!
+//! After the ops, one negative test of the kernel's own checks, `op=tamper-cpu-id`
+//! (`tamper_check`): `rseq-probe tamper-cpu-id` writes to `cpu_id_start`, which only the kernel
+//! may write, and migrates. Where the boot line says `rseq_debug=1` (Linux 7.x with its checks
+//! of rseq users on) the kernel must kill it with SIGSEGV; elsewhere it must survive with the
+//! field rewritten.
+//!
 //! Configuration, from the environment (the kernel hands `KEY=VALUE` boot parameters whose key
 //! has no dot to init's environment):
 //!
@@ -106,6 +112,8 @@ fn run() -> Result<bool, String> {
     }
     let plan = plan_from_env()?;
     let uname = uname();
+    // Linux 7.x's switch for its checks of rseq users (absent before, or without debugfs).
+    let rseq_debug = read_trimmed("/sys/kernel/debug/rseq/debug").unwrap_or_else(|| "-".into());
     say(format!(
         "boot kernel={} machine={} cpus={} uptime_s={} expect={} GLIBC_TUNABLES={} rseq_debug={}",
         uname.0,
@@ -116,8 +124,7 @@ fn run() -> Result<bool, String> {
             .unwrap_or_else(|| "?".into()),
         plan.expect_name,
         std::env::var("GLIBC_TUNABLES").unwrap_or_else(|_| "<unset>".into()),
-        // Linux 7.x's switch for its checks of rseq users (absent before, or without debugfs).
-        read_trimmed("/sys/kernel/debug/rseq/debug").unwrap_or_else(|| "-".into()),
+        rseq_debug,
     ));
     if !plan.stress.is_file() {
         return Err(format!("{} is missing", plan.stress.display()));
@@ -149,6 +156,13 @@ fn run() -> Result<bool, String> {
         let outcome = run_op(&plan, op);
         aborts += outcome.aborts;
         if outcome.passed {
+            passed += 1;
+        } else {
+            failed += 1;
+        }
+    }
+    if plan.probe.is_file() {
+        if tamper_check(&plan.probe, rseq_debug == "1") {
             passed += 1;
         } else {
             failed += 1;
@@ -305,6 +319,54 @@ fn power_off() -> ! {
     loop {
         std::thread::sleep(Duration::from_secs(3600));
     }
+}
+
+/// The kernel checking us (`op=tamper-cpu-id`): `rseq-probe tamper-cpu-id` writes to a field of
+/// its area that only the kernel may write, then migrates. With the kernel's checks of rseq
+/// users on (`rseq_debug=1` on Linux 7.x) the kernel must kill it with SIGSEGV; without them it
+/// must survive, the field rewritten by the kernel. Either way the other outcome fails: a
+/// debug kernel that let it live would not be checking, and a kill elsewhere would mean the
+/// kernel objects to something else.
+fn tamper_check(probe: &Path, kernel_checks: bool) -> bool {
+    use std::os::unix::process::ExitStatusExt as _;
+    let op = "tamper-cpu-id";
+    let expect = if kernel_checks {
+        "killed by SIGSEGV"
+    } else {
+        "survives, the field rewritten"
+    };
+    let (outcome, passed) = match Command::new(probe).arg(op).output() {
+        Err(e) => (format!("cannot run {}: {e}", probe.display()), false),
+        Ok(out) => {
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            match out.status.signal() {
+                Some(libc::SIGSEGV) => ("killed by SIGSEGV".to_string(), kernel_checks),
+                Some(sig) => (format!("killed by signal {sig}"), false),
+                None if out.status.success() => (
+                    format!(
+                        "survived, cpu_id_start {} -> {}",
+                        field(&stdout, "tamper_cpu_id_start_before").unwrap_or("?"),
+                        field(&stdout, "tamper_cpu_id_start_after").unwrap_or("?")
+                    ),
+                    !kernel_checks,
+                ),
+                None => (
+                    format!(
+                        "exit {}: {}",
+                        out.status,
+                        stderr.lines().next().unwrap_or("no message")
+                    ),
+                    false,
+                ),
+            }
+        }
+    };
+    say(format!(
+        "op={op} status={} expect=\"{expect}\" outcome=\"{outcome}\"",
+        if passed { "ok" } else { "FAIL" }
+    ));
+    passed
 }
 
 /// Prints what the runtime finds on this kernel (`rseq-probe facts`) on one line, and returns

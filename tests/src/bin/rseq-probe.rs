@@ -493,6 +493,50 @@ fn fences() {
     println!("fences=ok");
 }
 
+/// The value `tamper-cpu-id` writes to `cpu_id_start`: no CPU has that number.
+const TAMPERED_CPU_ID: u32 = 0x00de_ad00;
+
+/// A negative test of the kernel's own checks: writes a number no CPU has to this thread's
+/// `cpu_id_start`, a field only the kernel may write, then moves to each allowed CPU (a
+/// migration makes the kernel update the ids on the way back to user space). A kernel that
+/// checks what user space does with its area (Linux 7.x booted with `rseq_debug=1`, or built
+/// with `CONFIG_DEBUG_RSEQ`) kills the process with SIGSEGV there; the others overwrite the
+/// field, and the probe prints what it reads back and exits 0. The caller runs it in a child
+/// and decides which outcome the kernel owes it.
+fn tamper_cpu_id() {
+    check(rseq::mode().is_rseq(), "the process is not in Rseq mode");
+    check(
+        rseq::register_current_thread().is_ok(),
+        "this thread has no area",
+    );
+    let cpus = allowed_cpus();
+    check(
+        cpus.len() >= 2,
+        "tamper-cpu-id needs two CPUs to migrate between",
+    );
+    let area = rseq::registration::area_ptr();
+    println!("tamper_cpu_id_start_before={}", rseq::current_cpu());
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    // SAFETY: `area` is this thread's live, registered area (checked above); a volatile store
+    // of a u32 field. Writing it breaks the ABI on purpose: that is the test.
+    unsafe { core::ptr::addr_of_mut!((*area).cpu_id_start).write_volatile(TAMPERED_CPU_ID) };
+    for round in 0..4 {
+        for &cpu in &cpus {
+            check(pin_to_cpu(cpu), format!("cannot pin to CPU {cpu}"));
+            std::thread::sleep(Duration::from_millis(1 + round));
+        }
+    }
+    // SAFETY: as above; a volatile load.
+    let now = unsafe { core::ptr::addr_of!((*area).cpu_id_start).read_volatile() };
+    println!("tamper_survived=true");
+    println!("tamper_cpu_id_start_after={now}");
+    check(
+        now != TAMPERED_CPU_ID,
+        "the kernel neither killed the process nor rewrote cpu_id_start after migrations",
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
@@ -508,8 +552,9 @@ fn main() {
         Some("late-destructor") => late_destructor(),
         Some("fork") => fork_check(),
         Some("fences") => fences(),
+        Some("tamper-cpu-id") => tamper_cpu_id(),
         _ => {
-            eprintln!("usage: rseq-probe facts|pin-check|given-cpu|errors|seccomp-enosys|seccomp-eperm|seccomp-no-membarrier|seccomp-no-fences|churn [N]|late-destructor|fork|fences");
+            eprintln!("usage: rseq-probe facts|pin-check|given-cpu|errors|seccomp-enosys|seccomp-eperm|seccomp-no-membarrier|seccomp-no-fences|churn [N]|late-destructor|fork|fences|tamper-cpu-id");
             exit(2)
         }
     }
