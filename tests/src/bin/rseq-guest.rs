@@ -42,7 +42,7 @@
 //! Output: lines that start with `rseq-guest: ` (the host reads these from the console):
 //!
 //! ```text
-//! rseq-guest: boot kernel=6.12.107+deb13-arm64 machine=aarch64 cpus=0-1 uptime_s=4.02 expect=glibc GLIBC_TUNABLES=<unset> rseq_debug=-
+//! rseq-guest: boot kernel=6.12.107+deb13-arm64 machine=aarch64 cpus=0-1 possible=0-1 uptime_s=4.02 expect=glibc GLIBC_TUNABLES=<unset> rseq_debug=-
 //! rseq-guest: probe mode=Rseq(Glibc) feature_size=28 …
 //! rseq-guest: ops counter counter-mm-cid … (from rseq-stress --list)
 //! rseq-guest: op=counter status=ok mode=Rseq(Glibc) aborts=12 signals_sent=56 ops=600000 iters=100000 elapsed_ms=900 tries=1
@@ -115,10 +115,12 @@ fn run() -> Result<bool, String> {
     // Linux 7.x's switch for its checks of rseq users (absent before, or without debugfs).
     let rseq_debug = read_trimmed("/sys/kernel/debug/rseq/debug").unwrap_or_else(|| "-".into());
     say(format!(
-        "boot kernel={} machine={} cpus={} uptime_s={} expect={} GLIBC_TUNABLES={} rseq_debug={}",
+        "boot kernel={} machine={} cpus={} possible={} uptime_s={} expect={} GLIBC_TUNABLES={} \
+         rseq_debug={}",
         uname.0,
         uname.1,
         read_trimmed("/sys/devices/system/cpu/online").unwrap_or_else(|| "?".into()),
+        read_trimmed("/sys/devices/system/cpu/possible").unwrap_or_else(|| "?".into()),
         read_trimmed("/proc/uptime")
             .and_then(|u| u.split_whitespace().next().map(str::to_string))
             .unwrap_or_else(|| "?".into()),
