@@ -462,16 +462,23 @@ fn constant(path: &impl quote::ToTokens) -> Operand {
 }
 
 /// Names of the section's parameters.
+/// The section's parameters that are plain names (`name: Type`), with their types; a receiver
+/// or a pattern is no name a step can use (validation reports those).
+pub(crate) fn named_parameters(
+    sig: &syn::Signature,
+) -> impl Iterator<Item = (&syn::Ident, &syn::Type)> {
+    sig.inputs.iter().filter_map(|input| match input {
+        syn::FnArg::Typed(t) => match &*t.pat {
+            syn::Pat::Ident(p) => Some((&p.ident, &*t.ty)),
+            _ => None,
+        },
+        syn::FnArg::Receiver(_) => None,
+    })
+}
+
 fn parameter_names(sig: &syn::Signature) -> HashSet<String> {
-    sig.inputs
-        .iter()
-        .filter_map(|input| match input {
-            syn::FnArg::Typed(t) => match &*t.pat {
-                syn::Pat::Ident(p) => Some(p.ident.to_string()),
-                _ => None,
-            },
-            syn::FnArg::Receiver(_) => None,
-        })
+    named_parameters(sig)
+        .map(|(name, _)| name.to_string())
         .collect()
 }
 

@@ -170,15 +170,9 @@ fn signature_is_plain(section: &Section) -> Result<()> {
 }
 
 fn parameters(section: &Section) -> HashMap<String, ParamKind> {
-    let mut params = HashMap::new();
-    for input in &section.sig.inputs {
-        if let FnArg::Typed(t) = input {
-            if let Pat::Ident(p) = &*t.pat {
-                params.insert(p.ident.to_string(), param_kind(&t.ty));
-            }
-        }
-    }
-    params
+    crate::parse::named_parameters(&section.sig)
+        .map(|(name, ty)| (name.to_string(), param_kind(ty)))
+        .collect()
 }
 
 fn param_kind(ty: &Type) -> ParamKind {
