@@ -80,8 +80,8 @@ pub(crate) fn unlock(lock: &AtomicUsize) {
     lock.store(0, Ordering::Release);
 }
 
-/// The slot this thread locked last (its CPU's when it last looked; if
-/// it never locked one, any slot), for a path that must pick a slot without taking its lock.
+/// The slot this thread locked last (its CPU's when it last looked; if it never locked one,
+/// any slot), for a path that must pick a slot without taking its lock.
 pub(crate) fn hinted<T>(slots: &PerCpu<T>) -> &T {
     let n = slots.len();
     slots
