@@ -500,9 +500,10 @@ const TAMPERED_CPU_ID: u32 = 0x00de_ad00;
 /// `cpu_id_start`, a field only the kernel may write, then moves to each allowed CPU (a
 /// migration makes the kernel update the ids on the way back to user space). A kernel that
 /// checks what user space does with its area (Linux 7.x booted with `rseq_debug=1`, or built
-/// with `CONFIG_DEBUG_RSEQ`) kills the process with SIGSEGV there; the others overwrite the
-/// field, and the probe prints what it reads back and exits 0. The caller runs it in a child
-/// and decides which outcome the kernel owes it.
+/// with `CONFIG_DEBUG_RSEQ`; on 7.x also any registration of more than the original 32 bytes,
+/// which the kernel treats as its optimised "V2" ABI) kills the process with SIGSEGV there;
+/// the others overwrite the field, and the probe prints what it reads back and exits 0. The
+/// caller runs it in a child and decides which outcome the kernel owes it.
 fn tamper_cpu_id() {
     check(rseq::mode().is_rseq(), "the process is not in Rseq mode");
     check(
@@ -515,6 +516,15 @@ fn tamper_cpu_id() {
         "tamper-cpu-id needs two CPUs to migrate between",
     );
     let area = rseq::registration::area_ptr();
+    println!(
+        "tamper_owner={:?}",
+        rseq::owner().expect("Rseq mode has an owner")
+    );
+    // The library registers the whole area the kernel describes; glibc its own (32 bytes).
+    println!(
+        "tamper_registration_len={}",
+        rseq::features().registration_len
+    );
     println!("tamper_cpu_id_start_before={}", rseq::current_cpu());
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
