@@ -52,11 +52,42 @@ pub fn deny_syscall_with(nr: libc::c_long, errno: i32) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Why [`set_fallback_slots`] refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FallbackSlotsError {
+    /// The lock table exists already (a section or fence ran), with this many slots.
+    AlreadySet(usize),
+    /// More slots than possible CPUs, the length of every `PerCpu`: a fallback body works on
+    /// the per-CPU slot its lock names, so more locks than that would index past the data.
+    MoreThanPossibleCpus(usize),
+}
+
+impl core::fmt::Display for FallbackSlotsError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            FallbackSlotsError::AlreadySet(n) => {
+                write!(
+                    f,
+                    "the fallback has {n} slots already (set them before any section)"
+                )
+            }
+            FallbackSlotsError::MoreThanPossibleCpus(n) => write!(
+                f,
+                "at most {n} slots, one per possible CPU (per-CPU data has no more)"
+            ),
+        }
+    }
+}
+
 /// Makes the fallback use `slots` slot locks instead of one per possible CPU, as on a machine
-/// (or a container) with that many CPUs; call it before the first section or fence. Fails with
-/// the current count if the table exists already.
-pub fn set_fallback_slots(slots: usize) -> Result<(), usize> {
-    crate::fallback::init_with(slots.max(1))
+/// (or a container) with that many CPUs; call it before the first section or fence. Fails if
+/// the table exists already, or if `slots` exceeds the possible CPUs.
+pub fn set_fallback_slots(slots: usize) -> Result<(), FallbackSlotsError> {
+    let possible = crate::sys::possible_cpus();
+    if slots > possible {
+        return Err(FallbackSlotsError::MoreThanPossibleCpus(possible));
+    }
+    crate::fallback::init_with(slots.max(1)).map_err(FallbackSlotsError::AlreadySet)
 }
 
 /// Runs `test` of the calling test binary again, alone, in a child process with `env=case` in

@@ -46,8 +46,8 @@
 //! point. `--deny-membarrier` installs a seccomp filter under which `membarrier(2)` fails before
 //! the mode is decided, as on Linux 4.18–5.9: sections still run on rseq, and fences move the
 //! fencing thread to every CPU (`fence=Migration`). `--slots N` gives the fallback N slot locks
-//! instead of one per possible CPU, as on a machine or container with N CPUs (`--slots 1`: a
-//! handler that interrupts its own thread has no other slot to take).
+//! instead of one per possible CPU (N at most that), as on a machine or container with N CPUs
+//! (`--slots 1`: a handler that interrupts its own thread has no other slot to take).
 //!
 //! Prints `key=value` lines (`op`, `mode`, `index`, `commit`, `ops`, `aborts`, …; a forked
 //! child's start with `child_`) and `result=ok`; exits 1 with `result=fail` and a message on any
@@ -2486,12 +2486,9 @@ fn main() {
         });
     }
     if cfg.slots != 0 {
-        if let Err(current) = rseq::test_support::set_fallback_slots(cfg.slots) {
+        if let Err(e) = rseq::test_support::set_fallback_slots(cfg.slots) {
             println!("result=fail");
-            eprintln!(
-                "--slots {}: the fallback has {current} slots already",
-                cfg.slots
-            );
+            eprintln!("--slots {}: {e}", cfg.slots);
             exit(1)
         }
     }
