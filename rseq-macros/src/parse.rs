@@ -461,7 +461,6 @@ fn constant(path: &impl quote::ToTokens) -> Operand {
     Operand::Expr(syn::parse_quote_spanned!(span=> { #path }))
 }
 
-/// Names of the section's parameters.
 /// The section's parameters that are plain names (`name: Type`), with their types; a receiver
 /// or a pattern is no name a step can use (validation reports those).
 pub(crate) fn named_parameters(
@@ -476,6 +475,7 @@ pub(crate) fn named_parameters(
     })
 }
 
+/// Names of the section's parameters.
 fn parameter_names(sig: &syn::Signature) -> HashSet<String> {
     named_parameters(sig)
         .map(|(name, _)| name.to_string())
