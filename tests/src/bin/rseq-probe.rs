@@ -428,20 +428,36 @@ fn fork_check() {
     }
     if pid == 0 {
         // Child: same thread state, same area address, and the kernel agrees it is registered.
-        let ok = rseq::__private::area_ptr() as usize == parent_area
-            && rseq::current_cpu() == sys::sched_getcpu()
-            && rseq::fence_all().is_ok()
-            && rseq::fence_cpu(0).is_ok()
-            && match owner {
-                Ok(rseq::Owner::Library) => {
-                    let len = rseq::features().registration_len as u32;
-                    (unsafe { sys::rseq(rseq::__private::area_ptr(), len, 0, sys::SIGNATURE) })
-                        == Err(libc::EBUSY)
-                }
-                _ => true,
-            }
-            && std::thread::spawn(rseq::current_cpu).join().is_ok();
-        unsafe { libc::_exit(if ok { 0 } else { 3 }) };
+        // It pins itself before comparing CPU numbers: unpinned, it may move between the two
+        // reads (seen under qemu-user on a busy host).
+        let here = sys::sched_getcpu();
+        let failed = if rseq::__private::area_ptr() as usize != parent_area {
+            "the area moved"
+        } else if !pin_to_cpu(here) {
+            "cannot pin to the current cpu"
+        } else if rseq::current_cpu() != here || sys::sched_getcpu() != here {
+            "current_cpu differs from sched_getcpu while pinned"
+        } else if rseq::fence_all().is_err() {
+            "fence_all failed"
+        } else if rseq::fence_cpu(0).is_err() {
+            "fence_cpu(0) failed"
+        } else if matches!(owner, Ok(rseq::Owner::Library)) && {
+            let len = rseq::features().registration_len as u32;
+            (unsafe { sys::rseq(rseq::__private::area_ptr(), len, 0, sys::SIGNATURE) })
+                != Err(libc::EBUSY)
+        } {
+            "registering again did not give EBUSY"
+        } else if std::thread::spawn(rseq::current_cpu).join().is_err() {
+            "a thread of the child failed"
+        } else {
+            ""
+        };
+        if !failed.is_empty() {
+            let msg = format!("fork child: {failed}\n");
+            // SAFETY: writes a buffer we own to stderr.
+            unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
+        }
+        unsafe { libc::_exit(if failed.is_empty() { 0 } else { 3 }) };
     }
     let mut status = 0;
     unsafe { libc::waitpid(pid, &mut status, 0) };
