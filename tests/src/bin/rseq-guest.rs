@@ -19,10 +19,16 @@
 //! preemptions and signals land inside a section than on hardware.)
 //!
 //! After the ops, one negative test of the kernel's own checks, `op=tamper-cpu-id`
-//! (`tamper_check`): `rseq-probe tamper-cpu-id` writes to `cpu_id_start`, which only the kernel
+//! (`kernel_check`): `rseq-probe tamper-cpu-id` writes to `cpu_id_start`, which only the kernel
 //! may write, and migrates. Where the boot line says `rseq_debug=1` (Linux 7.x with its checks
 //! of rseq users on) the kernel must kill it with SIGSEGV; where there is no such switch it must
-//! survive with the field rewritten (and with the switch off, see `tamper_check`).
+//! survive with the field rewritten (and with the switch off, see `kernel_check`). On x86_64 and
+//! aarch64 a second one, `op=syscall-in-section`: `rseq-probe syscall-in-section` makes a
+//! system call inside a critical section, eight times. Where the kernel checks for that on
+//! syscall return (`checks_syscalls`: the generic entry code with `rseq_debug=1`, or a kernel
+//! built with `CONFIG_DEBUG_RSEQ`, as `RSEQ_GUEST_KCONFIG` says) it must kill the probe with
+//! SIGSEGV; elsewhere the probe must live, and every round must find its section still set
+//! after the call (a kernel that looked would have cleared it).
 //!
 //! Configuration, from the environment (the kernel hands `KEY=VALUE` boot parameters whose key
 //! has no dot to init's environment):
@@ -37,6 +43,7 @@
 //! | `RSEQ_GUEST_TRIES` | runs of an op without aborts before it fails (runs under a second do not count, see `SHORT_RUN`) | 4 |
 //! | `RSEQ_GUEST_OP_TIMEOUT` | seconds before a run is killed | 300 |
 //! | `RSEQ_GUEST_STRESS` | the `rseq-stress` program | `/bin/rseq-stress` as init, else beside this program |
+//! | `RSEQ_GUEST_KCONFIG` | the kernel's `CONFIG_GENERIC_ENTRY` and `CONFIG_DEBUG_RSEQ`, lower case and comma-separated (`generic_entry`), or `none`: whether it checks for system calls in sections | read from `/boot/config-<release>`; without either, `syscall-in-section` does not run |
 //! | `GLIBC_TUNABLES` | inherited by the runs: `glibc.pthread.rseq=0` selects the library's registration | unset |
 //!
 //! Output: lines that start with `rseq-guest: ` (the host reads these from the console):
@@ -164,10 +171,40 @@ fn run() -> Result<bool, String> {
         }
     }
     if plan.probe.is_file() {
-        if tamper_check(&plan.probe, &rseq_debug) {
-            passed += 1;
-        } else {
-            failed += 1;
+        // The probe has a hand-written section with a system call for these two only.
+        let syscall_op = cfg!(any(target_arch = "x86_64", target_arch = "aarch64"));
+        let syscall_check = match kernel_config(&uname.0) {
+            Some((options, source)) => Some(checks_syscalls(&options, &rseq_debug, source)),
+            None => {
+                if syscall_op {
+                    say(
+                        "note op=syscall-in-section not run: neither RSEQ_GUEST_KCONFIG nor \
+                         /boot/config-<release> says whether this kernel checks for system calls \
+                         in sections",
+                    );
+                }
+                None
+            }
+        };
+        for check in [
+            Some(KernelCheck::TamperCpuId),
+            syscall_op
+                .then_some(KernelCheck::SyscallInSection)
+                .filter(|_| syscall_check.is_some()),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if kernel_check(
+                &plan.probe,
+                check,
+                &rseq_debug,
+                syscall_check.unwrap_or(false),
+            ) {
+                passed += 1;
+            } else {
+                failed += 1;
+            }
         }
     }
     say(format!(
@@ -323,21 +360,123 @@ fn power_off() -> ! {
     }
 }
 
-/// The kernel checking us (`op=tamper-cpu-id`): `rseq-probe tamper-cpu-id` writes to a field of
-/// its area that only the kernel may write, then migrates. `rseq_debug` is what the boot line
-/// says of Linux 7.x's checks of rseq users:
+/// The kernel configuration options that decide whether it checks for system calls inside
+/// critical sections, lower case (`generic_entry`, `debug_rseq`), and where they came from:
+/// `RSEQ_GUEST_KCONFIG` (comma-separated, `none` for neither; `.ci/system-test` reads them from
+/// the kernel package's config), else `/boot/config-<release>`; `None` if neither exists.
+fn kernel_config(release: &str) -> Option<(Vec<String>, &'static str)> {
+    if let Ok(list) = std::env::var("RSEQ_GUEST_KCONFIG") {
+        let options = list
+            .split(',')
+            .map(|o| o.trim().to_ascii_lowercase())
+            .filter(|o| !o.is_empty() && o != "none")
+            .collect();
+        return Some((options, "RSEQ_GUEST_KCONFIG"));
+    }
+    let text = std::fs::read_to_string(format!("/boot/config-{release}")).ok()?;
+    let options = ["GENERIC_ENTRY", "DEBUG_RSEQ"]
+        .iter()
+        .filter(|o| text.lines().any(|l| l == format!("CONFIG_{o}=y")))
+        .map(|o| o.to_ascii_lowercase())
+        .collect();
+    Some((options, "/boot/config-<release>"))
+}
+
+/// Whether a system call inside a critical section gets the process killed, and says why.
+/// Linux checks on syscall return: before 7.x only when built with `CONFIG_DEBUG_RSEQ`; from
+/// 7.x on, on architectures with the generic entry code (x86_64, s390x, riscv64, …) when
+/// `rseq_debug` is on, and elsewhere (aarch64 and powerpc in 7.2) only with
+/// `CONFIG_DEBUG_RSEQ`, which 7.x offers only there.
+fn checks_syscalls(options: &[String], rseq_debug: &str, source: &str) -> bool {
+    let has = |o: &str| options.iter().any(|x| x == o);
+    let checks = has("debug_rseq") || (has("generic_entry") && rseq_debug == "1");
+    say(format!(
+        "kernel-checks syscall_in_section={checks} config={} (from {source}) rseq_debug={rseq_debug}",
+        if options.is_empty() {
+            "none".to_string()
+        } else {
+            options.join(",")
+        }
+    ));
+    checks
+}
+
+/// A negative test of the kernel's own checks, run after the ops.
+#[derive(Clone, Copy)]
+enum KernelCheck {
+    /// `op=tamper-cpu-id`: `rseq-probe tamper-cpu-id` writes to a field of its area that only
+    /// the kernel may write, then migrates.
+    TamperCpuId,
+    /// `op=syscall-in-section`: `rseq-probe syscall-in-section` makes a system call inside a
+    /// critical section (x86_64 and aarch64).
+    SyscallInSection,
+}
+
+impl KernelCheck {
+    fn op(self) -> &'static str {
+        match self {
+            KernelCheck::TamperCpuId => "tamper-cpu-id",
+            KernelCheck::SyscallInSection => "syscall-in-section",
+        }
+    }
+
+    /// The prefix of the probe's `key=value` lines.
+    fn prefix(self) -> &'static str {
+        match self {
+            KernelCheck::TamperCpuId => "tamper",
+            KernelCheck::SyscallInSection => "syscall",
+        }
+    }
+
+    /// What a run that the kernel killed had printed, for the op line.
+    fn killed(self, stdout: &str) -> String {
+        match self {
+            KernelCheck::TamperCpuId => "killed by SIGSEGV".to_string(),
+            // The probe prints its rounds as it goes.
+            KernelCheck::SyscallInSection => match stdout
+                .lines()
+                .filter_map(|l| l.strip_prefix("syscall_in_section_rounds_so_far="))
+                .next_back()
+            {
+                Some(rounds) => format!(
+                    "killed by SIGSEGV after rounds (aborts/rseq_cs after the call) {rounds}"
+                ),
+                None => "killed by SIGSEGV in the first round".to_string(),
+            },
+        }
+    }
+
+    /// What a run that survived printed, for the op line.
+    fn survived(self, stdout: &str) -> String {
+        match self {
+            KernelCheck::TamperCpuId => format!(
+                "survived, cpu_id_start {} -> {}",
+                field(stdout, "tamper_cpu_id_start_before").unwrap_or("?"),
+                field(stdout, "tamper_cpu_id_start_after").unwrap_or("?")
+            ),
+            KernelCheck::SyscallInSection => format!(
+                "survived, the call returned into the section (rounds, aborts/rseq_cs after \
+                 the call: {})",
+                field(stdout, "syscall_in_section_rounds").unwrap_or("?")
+            ),
+        }
+    }
+}
+
+/// The kernel checking us: runs the probe's negative test `check` in a child. `rseq_debug` is
+/// what the boot line says of Linux 7.x's checks of rseq users:
 /// - `1`: the kernel must kill it with SIGSEGV;
-/// - `-` (no such switch: before 7.x, or a kernel without debugfs): it must survive, the field
-///   rewritten by the kernel;
-/// - `0`: a 32-byte registration (glibc's) must survive; a larger one (the library's on 7.x,
-///   which the kernel treats as its "V2" ABI and may always check) may go either way, and the
-///   line says which it was.
+/// - `-` (no such switch: before 7.x, or a kernel without debugfs): it must survive (for
+///   `tamper-cpu-id`, with the field rewritten by the kernel);
+/// - `0`: a 32-byte registration (glibc's) must survive; for `tamper-cpu-id` a larger one (the
+///   library's on 7.x, which the kernel treats as its "V2" ABI and may always check) may go
+///   either way, and the line says which it was.
 ///
 /// Any other outcome fails: a debug kernel that let it live would not be checking, and a kill
 /// elsewhere would mean the kernel objects to something else.
-fn tamper_check(probe: &Path, rseq_debug: &str) -> bool {
+fn kernel_check(probe: &Path, check: KernelCheck, rseq_debug: &str, syscall_check: bool) -> bool {
     use std::os::unix::process::ExitStatusExt as _;
-    let op = "tamper-cpu-id";
+    let op = check.op();
     let (outcome, killed, stdout) = match Command::new(probe).arg(op).output() {
         Err(e) => (
             format!("cannot run {}: {e}", probe.display()),
@@ -348,16 +487,9 @@ fn tamper_check(probe: &Path, rseq_debug: &str) -> bool {
             let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
             let stderr = String::from_utf8_lossy(&out.stderr);
             let (outcome, killed) = match out.status.signal() {
-                Some(libc::SIGSEGV) => ("killed by SIGSEGV".to_string(), Some(true)),
+                Some(libc::SIGSEGV) => (check.killed(&stdout), Some(true)),
                 Some(sig) => (format!("killed by signal {sig}"), None),
-                None if out.status.success() => (
-                    format!(
-                        "survived, cpu_id_start {} -> {}",
-                        field(&stdout, "tamper_cpu_id_start_before").unwrap_or("?"),
-                        field(&stdout, "tamper_cpu_id_start_after").unwrap_or("?")
-                    ),
-                    Some(false),
-                ),
+                None if out.status.success() => (check.survived(&stdout), Some(false)),
                 None => (
                     format!(
                         "exit {}: {}",
@@ -370,17 +502,29 @@ fn tamper_check(probe: &Path, rseq_debug: &str) -> bool {
             (outcome, killed, stdout)
         }
     };
-    let large = field(&stdout, "tamper_owner") == Some("Library")
-        && field(&stdout, "tamper_registration_len")
+    let prefix = check.prefix();
+    let large = field(&stdout, &format!("{prefix}_owner")) == Some("Library")
+        && field(&stdout, &format!("{prefix}_registration_len"))
             .and_then(|l| l.parse::<usize>().ok())
             .is_some_and(|l| l > 32);
-    let (expect, passed) = match rseq_debug {
-        "1" => ("killed by SIGSEGV", killed == Some(true)),
-        "0" if large => (
+    let (expect, passed) = match (rseq_debug, check) {
+        (_, KernelCheck::SyscallInSection) if syscall_check => {
+            ("killed by SIGSEGV", killed == Some(true))
+        }
+        // Every round must have found the section still set after the call: a kernel that
+        // looked would have cleared it.
+        (_, KernelCheck::SyscallInSection) => (
+            "survives, the section untouched",
+            killed == Some(false)
+                && field(&stdout, "syscall_in_section_rounds")
+                    .is_some_and(|rounds| rounds.split(',').all(|r| !r.ends_with("/0x0"))),
+        ),
+        ("1", _) => ("killed by SIGSEGV", killed == Some(true)),
+        ("0", KernelCheck::TamperCpuId) if large => (
             "either (a registration larger than 32 bytes)",
             killed.is_some(),
         ),
-        _ => ("survives, the field rewritten", killed == Some(false)),
+        (_, KernelCheck::TamperCpuId) => ("survives, the field rewritten", killed == Some(false)),
     };
     say(format!(
         "op={op} status={} rseq_debug={rseq_debug} expect=\"{expect}\" outcome=\"{outcome}\"",

@@ -563,6 +563,162 @@ fn tamper_cpu_id() {
     );
 }
 
+/// A negative test of the kernel's own checks: a system call made inside a critical section,
+/// which the rseq ABI forbids (the kernel cannot restart a section across one), in eight
+/// rounds. A kernel that checks its rseq users on syscall return (Linux 7.x on an architecture
+/// with the generic entry code, booted with `rseq_debug=1`, or one built with
+/// `CONFIG_DEBUG_RSEQ`) kills the process with SIGSEGV; the others return from the call into
+/// the section, and the probe exits 0. After each round it prints how often the section was
+/// aborted before the call completed (a preemption during the call restarts it) and what
+/// `rseq_cs` held right after the call: the descriptor, where the kernel did not look at it.
+/// The caller runs it in a child and decides which outcome the kernel owes it.
+///
+/// Linux 7.2 and 7.3 (x86_64, `rseq_debug=1`) kill a 32-byte registration (glibc's) in the
+/// first round; with a larger one (the library's, which they treat as their "V2" ABI) the
+/// first round of the process returns with `rseq_cs` cleared, as if the call had been made
+/// outside the section, and the second is killed (the same when the first round ran on another
+/// thread). Hence several rounds.
+///
+/// The section is written by hand here, for x86_64 and aarch64 (the architectures the 7.x
+/// guests run): the library's generator has no step that makes a system call, on purpose.
+fn syscall_in_section() {
+    check(rseq::mode().is_rseq(), "the process is not in Rseq mode");
+    check(
+        rseq::register_current_thread().is_ok(),
+        "this thread has no area",
+    );
+    println!(
+        "syscall_owner={:?}",
+        rseq::owner().expect("Rseq mode has an owner")
+    );
+    println!(
+        "syscall_registration_len={}",
+        rseq::features().registration_len
+    );
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    let area = rseq::registration::area_ptr();
+    let mut rounds = Vec::new();
+    for _ in 0..8 {
+        // SAFETY: `area` is this thread's live, registered area; the section only stores to
+        // its `rseq_cs` field and makes a getpid call.
+        let (pid, aborts, after) = unsafe { getpid_in_section(area) };
+        check(
+            pid == std::process::id() as usize,
+            format!("getpid in the section returned {pid}"),
+        );
+        rounds.push(format!("{aborts}/{after:#x}"));
+        // Printed as it goes, so that a kill shows how many rounds the process survived.
+        println!("syscall_in_section_rounds_so_far={}", rounds.join(","));
+        let _ = std::io::stdout().flush();
+    }
+    println!("syscall_in_section_survived=true");
+    // Per round: aborts before the call returned into the section / `rseq_cs` right after it
+    // (non-zero: the kernel did not look at the section on the way back).
+    println!("syscall_in_section_rounds={}", rounds.join(","));
+}
+
+/// Makes `getpid` from inside a critical section of its own (descriptor, section, signed abort
+/// handler that starts again); returns the pid, the number of aborts and what `rseq_cs` held
+/// right after the call returned.
+#[cfg(target_arch = "x86_64")]
+unsafe fn getpid_in_section(area: *mut abi::RseqArea) -> (usize, u64, u64) {
+    let pid: usize;
+    let after: u64;
+    let mut aborts: u64 = 0;
+    // SAFETY: the caller passes the live area. The descriptor lives in a writable data section
+    // of its own (not `__rseq_cs`, so tools that check the library's tables do not see it).
+    unsafe {
+        core::arch::asm!(
+            ".pushsection .data.rseq_probe_syscall, \"aw\"",
+            ".balign 32",
+            "2:",
+            ".long 0, 0",
+            ".quad 4f, 5f - 4f, 6f",
+            ".popsection",
+            "3:",
+            "lea {tmp}, [rip + 2b]",
+            "mov qword ptr [{area} + {cs}], {tmp}",
+            "mov eax, {nr}",
+            "4:",
+            "syscall",
+            // The call returns here, inside the section: `5:` is its end.
+            "mov {after}, qword ptr [{area} + {cs}]",
+            "5:",
+            "mov qword ptr [{area} + {cs}], 0",
+            "jmp 7f",
+            ".byte 0x0f, 0xb9, 0x3d",
+            ".long 0x53053053",
+            "6:",
+            "add {aborts}, 1",
+            "jmp 3b",
+            "7:",
+            area = in(reg) area,
+            cs = const abi::OFFSET_RSEQ_CS,
+            nr = const libc::SYS_getpid,
+            tmp = out(reg) _,
+            after = out(reg) after,
+            aborts = inout(reg) aborts,
+            out("rax") pid,
+            out("rcx") _,
+            out("r11") _,
+            options(nostack),
+        );
+    }
+    (pid, aborts, after)
+}
+
+/// As the x86_64 version: `svc #0` inside the section.
+#[cfg(target_arch = "aarch64")]
+unsafe fn getpid_in_section(area: *mut abi::RseqArea) -> (usize, u64, u64) {
+    let pid: usize;
+    let after: u64;
+    let mut aborts: u64 = 0;
+    // SAFETY: as the x86_64 version.
+    unsafe {
+        core::arch::asm!(
+            ".pushsection .data.rseq_probe_syscall, \"aw\"",
+            ".balign 32",
+            "2:",
+            ".long 0, 0",
+            ".quad 4f, 5f - 4f, 6f",
+            ".popsection",
+            "3:",
+            "adrp {tmp}, 2b",
+            "add {tmp}, {tmp}, :lo12:2b",
+            "str {tmp}, [{area}, #{cs}]",
+            "mov x8, #{nr}",
+            "4:",
+            "svc #0",
+            // The call returns here, inside the section: `5:` is its end.
+            "ldr {after}, [{area}, #{cs}]",
+            "5:",
+            "str xzr, [{area}, #{cs}]",
+            "b 7f",
+            ".inst 0xd428bc00",
+            "6:",
+            "add {aborts}, {aborts}, #1",
+            "b 3b",
+            "7:",
+            area = in(reg) area,
+            cs = const abi::OFFSET_RSEQ_CS,
+            nr = const libc::SYS_getpid,
+            tmp = out(reg) _,
+            after = out(reg) after,
+            aborts = inout(reg) aborts,
+            out("x0") pid,
+            out("x8") _,
+            options(nostack),
+        );
+    }
+    (pid, aborts, after)
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+unsafe fn getpid_in_section(_area: *mut abi::RseqArea) -> (usize, u64, u64) {
+    fail("syscall-in-section has a hand-written section for x86_64 and aarch64 only")
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
@@ -579,8 +735,9 @@ fn main() {
         Some("fork") => fork_check(),
         Some("fences") => fences(),
         Some("tamper-cpu-id") => tamper_cpu_id(),
+        Some("syscall-in-section") => syscall_in_section(),
         _ => {
-            eprintln!("usage: rseq-probe facts|pin-check|given-cpu|errors|seccomp-enosys|seccomp-eperm|seccomp-no-membarrier|seccomp-no-fences|churn [N]|late-destructor|fork|fences|tamper-cpu-id");
+            eprintln!("usage: rseq-probe facts|pin-check|given-cpu|errors|seccomp-enosys|seccomp-eperm|seccomp-no-membarrier|seccomp-no-fences|churn [N]|late-destructor|fork|fences|tamper-cpu-id|syscall-in-section");
             exit(2)
         }
     }
