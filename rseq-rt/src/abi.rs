@@ -21,12 +21,18 @@ pub struct RseqArea {
     pub cpu_id: u32,
     /// Address of the running critical section's descriptor (a 64-bit field on every target).
     pub rseq_cs: u64,
-    /// Deprecated restart flags; must be 0.
+    /// Deprecated restart flags, which user space leaves 0; Linux 7.x sets its time-slice
+    /// extension bits here ([`RSEQ_CS_FLAG_SLICE_EXT_AVAILABLE`],
+    /// [`RSEQ_CS_FLAG_SLICE_EXT_ENABLED`]).
     pub flags: u32,
     /// NUMA node of `cpu_id` (feature size ≥ 24).
     pub node_id: u32,
     /// Concurrency id: dense, below the number of possible CPUs (feature size ≥ 28).
     pub mm_cid: u32,
+    /// Time-slice extension control (feature size ≥ 32, Linux 7.0): the `request` byte, which
+    /// user space sets, then the `granted` byte, which only the kernel sets (see
+    /// [`slice`](crate::slice)).
+    pub slice_ctrl: u32,
 }
 
 impl RseqArea {
@@ -39,6 +45,7 @@ impl RseqArea {
         flags: 0,
         node_id: 0,
         mm_cid: 0,
+        slice_ctrl: 0,
     };
 }
 
@@ -87,11 +94,34 @@ pub const OFFSET_FLAGS: usize = offset_of!(RseqArea, flags);
 pub const OFFSET_NODE_ID: usize = offset_of!(RseqArea, node_id);
 /// See [`OFFSET_CPU_ID_START`].
 pub const OFFSET_MM_CID: usize = offset_of!(RseqArea, mm_cid);
+/// See [`OFFSET_CPU_ID_START`].
+pub const OFFSET_SLICE_CTRL: usize = offset_of!(RseqArea, slice_ctrl);
 
 /// Feature size from which `node_id` is filled in.
 pub const FEATURE_SIZE_NODE_ID: usize = OFFSET_NODE_ID + 4;
 /// Feature size from which `mm_cid` is filled in.
 pub const FEATURE_SIZE_MM_CID: usize = OFFSET_MM_CID + 4;
+/// Feature size from which `slice_ctrl` exists (Linux 7.0 reports 33: one reserved byte more).
+pub const FEATURE_SIZE_SLICE_CTRL: usize = OFFSET_SLICE_CTRL + 4;
+
+// Time-slice extension (Linux 7.0): `linux/prctl.h`, `linux/rseq.h`, the system call tables.
+
+/// `PR_RSEQ_SLICE_EXTENSION`, the `prctl` option that switches it per thread.
+pub const PR_RSEQ_SLICE_EXTENSION: libc::c_int = 79;
+/// `PR_RSEQ_SLICE_EXTENSION_GET`: answers [`PR_RSEQ_SLICE_EXT_ENABLE`] or 0.
+pub const PR_RSEQ_SLICE_EXTENSION_GET: libc::c_ulong = 1;
+/// `PR_RSEQ_SLICE_EXTENSION_SET`: its argument is [`PR_RSEQ_SLICE_EXT_ENABLE`] or 0.
+pub const PR_RSEQ_SLICE_EXTENSION_SET: libc::c_ulong = 2;
+/// `PR_RSEQ_SLICE_EXT_ENABLE`.
+pub const PR_RSEQ_SLICE_EXT_ENABLE: libc::c_ulong = 1;
+/// Bit of the area's `flags`: the kernel offers time-slice extension to this registration.
+pub const RSEQ_CS_FLAG_SLICE_EXT_AVAILABLE: u32 = 1 << 4;
+/// Bit of the area's `flags`: time-slice extension is enabled for the thread.
+pub const RSEQ_CS_FLAG_SLICE_EXT_ENABLED: u32 = 1 << 5;
+/// `rseq_slice_yield(2)`: the same number on every architecture the library supports.
+pub const SYS_RSEQ_SLICE_YIELD: libc::c_long = 471;
+/// `ENOTSUPP`, a kernel-internal error number that `prctl` returns for time-slice extension.
+pub const ENOTSUPP: i32 = 524;
 
 // `membarrier(2)` commands: `enum membarrier_cmd` in the UAPI header `linux/membarrier.h`.
 // Each is one bit, so that `MEMBARRIER_CMD_QUERY` can answer with the set it supports.
@@ -142,10 +172,12 @@ mod tests {
         assert_eq!(OFFSET_FLAGS, 16);
         assert_eq!(OFFSET_NODE_ID, 20);
         assert_eq!(OFFSET_MM_CID, 24);
+        assert_eq!(OFFSET_SLICE_CTRL, 28);
         assert_eq!(size_of::<RseqArea>(), ORIG_RSEQ_SIZE);
         assert_eq!(align_of::<RseqArea>(), 32);
         assert_eq!(FEATURE_SIZE_NODE_ID, 24);
         assert_eq!(FEATURE_SIZE_MM_CID, 28);
+        assert_eq!(FEATURE_SIZE_SLICE_CTRL, 32);
     }
 
     #[test]

@@ -52,6 +52,7 @@ pub mod inject;
 mod membarrier;
 mod percpu;
 pub mod registration;
+pub mod slice;
 pub mod sys;
 #[cfg(feature = "test-support")]
 #[doc(hidden)]

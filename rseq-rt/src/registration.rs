@@ -103,6 +103,12 @@ fn sentinel() -> *mut RseqArea {
     SENTINEL.0.get()
 }
 
+/// Whether `area` (an [`area_ptr`] of this thread) is a live, kernel-updated area rather than
+/// the sentinel.
+pub(crate) fn area_is_live(area: *mut RseqArea) -> bool {
+    area != sentinel()
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ThreadState {
     /// Never attached: the area pointer is the sentinel.
@@ -218,6 +224,10 @@ pub struct Features {
     pub node_id: bool,
     /// Whether the kernel fills `mm_cid` (feature size ≥ 28).
     pub mm_cid: bool,
+    /// Whether the area has `slice_ctrl`, time-slice extension's field (feature size ≥ 32,
+    /// Linux 7.0). Whether the kernel offers the extension to a thread's registration is
+    /// [`slice::available`](crate::slice::available).
+    pub slice_ctrl: bool,
 }
 
 /// Counters of what the runtime did, for tests and diagnostics.
@@ -325,6 +335,7 @@ pub fn features() -> Features {
         registration_len: k.registration_len(),
         node_id: size >= abi::FEATURE_SIZE_NODE_ID,
         mm_cid: size >= abi::FEATURE_SIZE_MM_CID,
+        slice_ctrl: size >= abi::FEATURE_SIZE_SLICE_CTRL,
     }
 }
 

@@ -98,6 +98,10 @@ fn features_come_from_the_auxiliary_vector() {
         field(&facts, "mm_cid"),
         Some(if size >= 28 { "true" } else { "false" })
     );
+    assert_eq!(
+        field(&facts, "slice_ctrl"),
+        Some(if size >= 32 { "true" } else { "false" })
+    );
 }
 
 #[test]
@@ -144,6 +148,78 @@ fn the_kernels_errors_are_typed() {
         field(&out, "mode_after"),
         Some("Fallback(Demoted(RegisteredElsewhere))")
     );
+}
+
+/// Time-slice extension (`rseq::slice`): without an area it is `NotRegistered`; with one, what
+/// the kernel answers is typed — and where a kernel has it, the probe's regions get extended
+/// (the system test's own 7.2 kernel shows that). A seccomp filter on `prctl` makes each answer
+/// the host's kernel does not give.
+#[test]
+fn slice_extension_errors_are_typed() {
+    let facts = probe(RunMode::Glibc, &["facts"]);
+    let own_len: usize = field(&probe(RunMode::Own, &["facts"]), "registration_len")
+        .unwrap()
+        .parse()
+        .unwrap();
+    // glibc publishes the size it registered beyond the original 32 bytes only from 2.40 on.
+    let glibc_size: usize = field(&facts, "glibc")
+        .and_then(|g| g.split("size: ").nth(1))
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    for mode in RunMode::ALL {
+        let expected = platform().expected_mode(mode);
+        let out = probe(mode, &["slice-ext"]);
+        let enable = field(&out, "slice_enable").unwrap();
+        if !expected.starts_with("Rseq") {
+            assert!(enable.starts_with("NotRegistered("), "{mode:?}: {enable}");
+            assert_eq!(field(&out, "slice_available"), Some("false"), "{mode:?}");
+            continue;
+        }
+        let legacy = match expected {
+            "Rseq(Glibc)" => glibc_size <= 32,
+            _ => own_len <= 32,
+        };
+        match enable {
+            "ok" => {
+                let yielded: u64 = field(&out, "slice_yielded").unwrap().parse().unwrap();
+                assert!(yielded > 0, "{mode:?}: enabled, but no region was extended");
+            }
+            "Unsupported" => not_applicable(format_args!(
+                "{mode:?}: regions extended: the kernel has no time-slice extension"
+            )),
+            "LegacyRegistration" => assert!(legacy, "{mode:?}: {out}"),
+            "Disabled" => assert!(
+                std::fs::read_to_string("/proc/cmdline")
+                    .is_ok_and(|c| c.contains("rseq_slice_ext=0")),
+                "{mode:?}: Disabled, but the kernel was not booted with rseq_slice_ext=0"
+            ),
+            other => panic!("{mode:?}: unexpected {other}"),
+        }
+        for (errno, want) in [
+            (
+                "524",
+                if legacy {
+                    "LegacyRegistration"
+                } else {
+                    "Disabled"
+                },
+            ),
+            ("22", "Unsupported"),
+            ("1", "Os(1)"),
+        ] {
+            let out = probe(mode, &["slice-ext-deny", errno]);
+            assert_eq!(
+                field(&out, "slice_enable"),
+                Some(want),
+                "{mode:?}, errno {errno}"
+            );
+            assert!(
+                field(&out, "slice_message").is_some_and(|m| m.len() > 40),
+                "{mode:?}: the error has a message"
+            );
+        }
+    }
 }
 
 /// A filter that denies rseq is only observable where the kernel implements it (and qemu-user,
