@@ -18,7 +18,9 @@
 //! (Under qemu's TCG a vCPU takes interrupts only between translated blocks, so fewer
 //! preemptions and signals land inside a section than on hardware.)
 //!
-//! After the ops, one negative test of the kernel's own checks, `op=tamper-cpu-id`
+//! After the ops, `op=slice-ext` (`slice_check`): time-slice extension must work where the
+//! kernel has it and the registration is the library's, and fail with the typed error that
+//! fits elsewhere. Then a negative test of the kernel's own checks, `op=tamper-cpu-id`
 //! (`kernel_check`): `rseq-probe tamper-cpu-id` writes to `cpu_id_start`, which only the kernel
 //! may write, and migrates. Where the boot line says `rseq_debug=1` (Linux 7.x with its checks
 //! of rseq users on) the kernel must kill it with SIGSEGV; where there is no such switch it must
@@ -43,7 +45,7 @@
 //! | `RSEQ_GUEST_TRIES` | runs of an op without aborts before it fails (runs under a second do not count, see `SHORT_RUN`) | 4 |
 //! | `RSEQ_GUEST_OP_TIMEOUT` | seconds before a run is killed | 300 |
 //! | `RSEQ_GUEST_STRESS` | the `rseq-stress` program | `/bin/rseq-stress` as init, else beside this program |
-//! | `RSEQ_GUEST_KCONFIG` | the kernel's `CONFIG_GENERIC_ENTRY` and `CONFIG_DEBUG_RSEQ`, lower case and comma-separated (`generic_entry`), or `none`: whether it checks for system calls in sections | read from `/boot/config-<release>`; without either, `syscall-in-section` does not run |
+//! | `RSEQ_GUEST_KCONFIG` | the kernel's `CONFIG_GENERIC_ENTRY`, `CONFIG_DEBUG_RSEQ` and `CONFIG_RSEQ_SLICE_EXTENSION`, lower case and comma-separated (`generic_entry,rseq_slice_extension`), or `none`: whether it checks for system calls in sections, and has time-slice extension | read from `/boot/config-<release>`; without either, `syscall-in-section` and `slice-ext` do not run |
 //! | `GLIBC_TUNABLES` | inherited by the runs: `glibc.pthread.rseq=0` selects the library's registration | unset |
 //!
 //! Output: lines that start with `rseq-guest: ` (the host reads these from the console):
@@ -186,6 +188,14 @@ fn run() -> Result<bool, String> {
                 None
             }
         };
+        // Time-slice extension, where the kernel configuration is known.
+        if let Some((options, _)) = kernel_config(&uname.0) {
+            if slice_check(&plan.probe, &options, &plan) {
+                passed += 1;
+            } else {
+                failed += 1;
+            }
+        }
         for check in [
             Some(KernelCheck::TamperCpuId),
             syscall_op
@@ -360,6 +370,89 @@ fn power_off() -> ! {
     }
 }
 
+/// Time-slice extension (`op=slice-ext`): `rseq-probe slice-ext` enables it and, where that
+/// works, makes the kernel extend short regions while another thread on the same CPU keeps
+/// asking for it. What the kernel owes:
+/// - built with `CONFIG_RSEQ_SLICE_EXTENSION` and the library's registration (longer than 32
+///   bytes on 7.x): enabled, and at least one region extended and then given back with
+///   `rseq_slice_yield` (the probe runs until 20 were, or 20 s);
+/// - built with it under glibc's 32-byte registration: `LegacyRegistration`;
+/// - booted with `rseq_slice_ext=0`: `Disabled` (`LegacyRegistration` under glibc's);
+/// - built without it: `Unsupported`.
+fn slice_check(probe: &Path, options: &[String], plan: &Plan) -> bool {
+    let op = "slice-ext";
+    let out = match Command::new(probe).arg(op).output() {
+        Ok(out) => out,
+        Err(e) => {
+            say(format!(
+                "op={op} status=FAIL outcome=\"cannot run {}: {e}\"",
+                probe.display()
+            ));
+            return false;
+        }
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let get = |k: &str| field(&stdout, k).unwrap_or("?").to_string();
+    let enable = get("slice_enable");
+    let outcome = if !out.status.success() {
+        format!(
+            "exit {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .next()
+                .unwrap_or("no message")
+        )
+    } else if enable == "ok" {
+        format!(
+            "enabled; {} regions in {} ms: {} not needed, {} extended and yielded, {} extended \
+             and revoked; kernel {}; spinlock on one CPU, preempted holds: plain {}, extended {}",
+            get("slice_regions"),
+            get("slice_elapsed_ms"),
+            get("slice_not_needed"),
+            get("slice_yielded"),
+            get("slice_revoked"),
+            get("slice_kernel_stats"),
+            get("slice_lock_plain"),
+            get("slice_lock_extended"),
+        )
+    } else {
+        format!("enable: {enable}")
+    };
+    let built_in = options.iter().any(|o| o == "rseq_slice_extension");
+    let (expect, passed) = if !out.status.success() {
+        ("the probe to finish", false)
+    } else if built_in
+        && read_trimmed("/proc/cmdline").is_some_and(|c| c.contains("rseq_slice_ext=0"))
+    {
+        (
+            "Disabled (rseq_slice_ext=0) or LegacyRegistration",
+            enable == "Disabled" || enable == "LegacyRegistration",
+        )
+    } else if built_in && plan.expect_name == "library" {
+        let yielded = get("slice_yielded").parse::<u64>().unwrap_or(0);
+        (
+            "enabled, and regions extended and yielded",
+            enable == "ok" && yielded > 0,
+        )
+    } else if built_in {
+        (
+            "LegacyRegistration (glibc's 32-byte registration)",
+            enable == "LegacyRegistration",
+        )
+    } else {
+        (
+            "Unsupported (no CONFIG_RSEQ_SLICE_EXTENSION)",
+            enable == "Unsupported",
+        )
+    };
+    say(format!(
+        "op={op} status={} expect=\"{expect}\" outcome=\"{outcome}\"",
+        if passed { "ok" } else { "FAIL" }
+    ));
+    passed
+}
+
 /// The kernel configuration options that decide whether it checks for system calls inside
 /// critical sections, lower case (`generic_entry`, `debug_rseq`), and where they came from:
 /// `RSEQ_GUEST_KCONFIG` (comma-separated, `none` for neither; `.ci/system-test` reads them from
@@ -374,7 +467,7 @@ fn kernel_config(release: &str) -> Option<(Vec<String>, &'static str)> {
         return Some((options, "RSEQ_GUEST_KCONFIG"));
     }
     let text = std::fs::read_to_string(format!("/boot/config-{release}")).ok()?;
-    let options = ["GENERIC_ENTRY", "DEBUG_RSEQ"]
+    let options = ["GENERIC_ENTRY", "DEBUG_RSEQ", "RSEQ_SLICE_EXTENSION"]
         .iter()
         .filter(|o| text.lines().any(|l| l == format!("CONFIG_{o}=y")))
         .map(|o| o.to_ascii_lowercase())

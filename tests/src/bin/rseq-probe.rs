@@ -48,6 +48,7 @@ fn facts() {
     println!("registration_len={}", f.registration_len);
     println!("node_id={}", f.node_id);
     println!("mm_cid={}", f.mm_cid);
+    println!("slice_ctrl={}", f.slice_ctrl);
     println!("possible_cpus={}", rseq::possible_cpus());
     println!("register={:?}", rseq::register_current_thread());
     println!("glibc={glibc:?}");
@@ -618,6 +619,22 @@ fn syscall_in_section() {
     println!("syscall_in_section_rounds={}", rounds.join(","));
 }
 
+/// The descriptor of `getpid_in_section`'s section, label `2:` (section `4:`–`5:`, abort
+/// handler `6:`), in a writable data section of its own: not `__rseq_cs`, so tools that check
+/// the library's tables do not see it.
+macro_rules! syscall_section_descriptor {
+    () => {
+        concat!(
+            ".pushsection .data.rseq_probe_syscall, \"aw\"\n",
+            ".balign 32\n",
+            "2:\n",
+            ".long 0, 0\n",
+            ".quad 4f, 5f - 4f, 6f\n",
+            ".popsection",
+        )
+    };
+}
+
 /// Makes `getpid` from inside a critical section of its own (descriptor, section, signed abort
 /// handler that starts again); returns the pid, the number of aborts and what `rseq_cs` held
 /// right after the call returned.
@@ -626,16 +643,10 @@ unsafe fn getpid_in_section(area: *mut abi::RseqArea) -> (usize, u64, u64) {
     let pid: usize;
     let after: u64;
     let mut aborts: u64 = 0;
-    // SAFETY: the caller passes the live area. The descriptor lives in a writable data section
-    // of its own (not `__rseq_cs`, so tools that check the library's tables do not see it).
+    // SAFETY: the caller passes the live area; the asm writes only its `rseq_cs` field.
     unsafe {
         core::arch::asm!(
-            ".pushsection .data.rseq_probe_syscall, \"aw\"",
-            ".balign 32",
-            "2:",
-            ".long 0, 0",
-            ".quad 4f, 5f - 4f, 6f",
-            ".popsection",
+            syscall_section_descriptor!(),
             "3:",
             "lea {tmp}, [rip + 2b]",
             "mov qword ptr [{area} + {cs}], {tmp}",
@@ -677,12 +688,7 @@ unsafe fn getpid_in_section(area: *mut abi::RseqArea) -> (usize, u64, u64) {
     // SAFETY: as the x86_64 version.
     unsafe {
         core::arch::asm!(
-            ".pushsection .data.rseq_probe_syscall, \"aw\"",
-            ".balign 32",
-            "2:",
-            ".long 0, 0",
-            ".quad 4f, 5f - 4f, 6f",
-            ".popsection",
+            syscall_section_descriptor!(),
             "3:",
             "adrp {tmp}, 2b",
             "add {tmp}, {tmp}, :lo12:2b",
@@ -719,6 +725,188 @@ unsafe fn getpid_in_section(_area: *mut abi::RseqArea) -> (usize, u64, u64) {
     fail("syscall-in-section has a hand-written section for x86_64 and aarch64 only")
 }
 
+/// Time-slice extension (`rseq::slice`): prints what `SliceExtension::enable` answers
+/// (`slice_enable=ok` or the error, with its message) and, where it is enabled, makes the
+/// kernel grant extensions: this thread and a second one are pinned to one CPU, the second
+/// sleeping 50 µs at a time, so the scheduler keeps wanting the CPU back while this one runs
+/// short regions under `request`. It runs until 20 regions were extended and yielded or 20 s
+/// passed, and prints how the regions ended (`slice_yielded` and `slice_revoked` count
+/// extensions) and the kernel's slice counters where debugfs has them.
+///
+/// With `deny ERRNO`, `prctl` is first denied with that error number by a seccomp filter (to
+/// see each answer of the kernel mapped to its error).
+fn slice_ext(deny: Option<i32>) {
+    use rseq::slice::{Finish, SliceExtension};
+    if let Some(errno) = deny {
+        rseq_tests::deny_syscall_with(libc::SYS_prctl, errno)
+            .unwrap_or_else(|e| fail(format!("seccomp: {e}")));
+    }
+    println!("slice_mode={:?}", rseq::mode());
+    println!("slice_available={}", rseq::slice::available());
+    let ext = match SliceExtension::enable() {
+        Ok(ext) => ext,
+        Err(e) => {
+            println!("slice_enable={e:?}");
+            println!("slice_message={e}");
+            return;
+        }
+    };
+    println!("slice_enable=ok");
+    check(
+        rseq::slice::enabled() == Ok(true),
+        format!("enabled() says {:?} after enable", rseq::slice::enabled()),
+    );
+    check(
+        rseq::slice::available(),
+        "enabled, but the area's AVAILABLE flag is clear",
+    );
+    // SAFETY: a live area of this thread (enable registered it); a volatile read.
+    let flags =
+        unsafe { core::ptr::addr_of!((*rseq::registration::area_ptr()).flags).read_volatile() };
+    check(
+        flags & abi::RSEQ_CS_FLAG_SLICE_EXT_ENABLED != 0,
+        format!("enabled, but the area's flags are {flags:#x}"),
+    );
+    let cpu = *allowed_cpus().last().expect("an allowed CPU");
+    check(pin_to_cpu(cpu), format!("cannot pin to CPU {cpu}"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let noise = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            check(pin_to_cpu(cpu), format!("noise: cannot pin to CPU {cpu}"));
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        })
+    };
+    let (mut not_needed, mut yielded, mut revoked, mut regions) = (0u64, 0u64, 0u64, 0u64);
+    let start = std::time::Instant::now();
+    while yielded < 20 && start.elapsed() < Duration::from_secs(20) {
+        let request = ext.request();
+        // A short region, well inside the kernel's 5 µs extension even under emulation.
+        let mut x = regions;
+        for i in 0..20u64 {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i));
+        }
+        std::hint::black_box(x);
+        match request.finish() {
+            Finish::NotNeeded => not_needed += 1,
+            Finish::Yielded => yielded += 1,
+            Finish::Revoked => revoked += 1,
+        }
+        regions += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    noise.join().expect("noise thread");
+    println!("slice_regions={regions}");
+    println!("slice_not_needed={not_needed}");
+    println!("slice_yielded={yielded}");
+    println!("slice_revoked={revoked}");
+    println!("slice_elapsed_ms={}", start.elapsed().as_millis());
+    if let Ok(stats) = std::fs::read_to_string("/sys/kernel/debug/rseq/stats") {
+        let line: Vec<String> = stats
+            .lines()
+            .filter(|l| {
+                ["sgrant:", "sexpir:", "srevok:", "syield:", "sabort:"]
+                    .iter()
+                    .any(|k| l.starts_with(k))
+            })
+            .map(|l| {
+                l.split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join("")
+                    .replace(':', "=")
+            })
+            .collect();
+        println!("slice_kernel_stats={}", line.join(","));
+    }
+    ext.disable()
+        .unwrap_or_else(|e| fail(format!("disable: {e}")));
+    check(
+        rseq::slice::enabled() == Ok(false),
+        "enabled() still true after disable",
+    );
+    // The use it is for, side by side: a spinlock three threads on one CPU take in turn, with
+    // and without asking for extensions while they hold it, two rounds of each, alternating.
+    let (mut plain, mut extended) = (LockRun::default(), LockRun::default());
+    for _ in 0..2 {
+        plain.add(spinlock_run(cpu, false, Duration::from_millis(500)));
+        extended.add(spinlock_run(cpu, true, Duration::from_millis(500)));
+    }
+    for (name, run) in [("plain", plain), ("extended", extended)] {
+        println!(
+            "slice_lock_{name}=holds:{},preempted_holds:{},per_100k:{:.1}",
+            run.holds,
+            run.preempted,
+            run.preempted as f64 * 1e5 / run.holds.max(1) as f64
+        );
+    }
+}
+
+/// What `spinlock_run` counted.
+#[derive(Default, Clone, Copy)]
+struct LockRun {
+    holds: u64,
+    /// Holds that lasted more than `PREEMPTED_HOLD`: the holder was scheduled out with the lock.
+    preempted: u64,
+}
+
+impl LockRun {
+    fn add(&mut self, other: LockRun) {
+        self.holds += other.holds;
+        self.preempted += other.preempted;
+    }
+}
+
+/// A hold of a few hundred instructions that lasted this long was scheduled out in the middle.
+const PREEMPTED_HOLD: Duration = Duration::from_micros(200);
+
+/// Three threads pinned to `cpu` take a test-and-set spinlock in turn for `time`, each hold a
+/// short region; with `extend`, each holder asks for a time-slice extension while it holds the
+/// lock. Counts the holds and those the holder was preempted in.
+fn spinlock_run(cpu: usize, extend: bool, time: Duration) -> LockRun {
+    static LOCKED: AtomicBool = AtomicBool::new(false);
+    let deadline = std::time::Instant::now() + time;
+    let workers: Vec<_> = (0..3)
+        .map(|_| {
+            std::thread::spawn(move || {
+                check(pin_to_cpu(cpu), format!("lock: cannot pin to CPU {cpu}"));
+                let ext = extend.then(|| {
+                    rseq::slice::SliceExtension::enable()
+                        .unwrap_or_else(|e| fail(format!("lock: enable: {e}")))
+                });
+                let mut run = LockRun::default();
+                while std::time::Instant::now() < deadline {
+                    while LOCKED.swap(true, Ordering::Acquire) {
+                        std::hint::spin_loop();
+                    }
+                    let request = ext.as_ref().map(|e| e.request());
+                    let held = std::time::Instant::now();
+                    let mut x = run.holds;
+                    for i in 0..20u64 {
+                        x = std::hint::black_box(
+                            x.wrapping_mul(6364136223846793005).wrapping_add(i),
+                        );
+                    }
+                    std::hint::black_box(x);
+                    if held.elapsed() > PREEMPTED_HOLD {
+                        run.preempted += 1;
+                    }
+                    LOCKED.store(false, Ordering::Release);
+                    drop(request);
+                    run.holds += 1;
+                }
+                run
+            })
+        })
+        .collect();
+    let mut total = LockRun::default();
+    for w in workers {
+        total.add(w.join().expect("lock worker"));
+    }
+    total
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
@@ -736,8 +924,14 @@ fn main() {
         Some("fences") => fences(),
         Some("tamper-cpu-id") => tamper_cpu_id(),
         Some("syscall-in-section") => syscall_in_section(),
+        Some("slice-ext") => slice_ext(None),
+        Some("slice-ext-deny") => slice_ext(Some(
+            args.get(1)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| fail("slice-ext-deny needs an error number")),
+        )),
         _ => {
-            eprintln!("usage: rseq-probe facts|pin-check|given-cpu|errors|seccomp-enosys|seccomp-eperm|seccomp-no-membarrier|seccomp-no-fences|churn [N]|late-destructor|fork|fences|tamper-cpu-id|syscall-in-section");
+            eprintln!("usage: rseq-probe facts|pin-check|given-cpu|errors|seccomp-enosys|seccomp-eperm|seccomp-no-membarrier|seccomp-no-fences|churn [N]|late-destructor|fork|fences|tamper-cpu-id|syscall-in-section|slice-ext|slice-ext-deny ERRNO");
             exit(2)
         }
     }
