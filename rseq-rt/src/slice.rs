@@ -61,15 +61,16 @@ pub enum SliceError {
     /// The thread has no rseq area: the process runs in the fallback, or this thread could not
     /// register (the error says why).
     NotRegistered(crate::RegistrationError),
-    /// `EINVAL` from `prctl`: the kernel has no time-slice extension (before Linux 7.0, or
-    /// built without `CONFIG_RSEQ_SLICE_EXTENSION`, or an architecture without the generic
-    /// entry code).
+    /// The kernel has no time-slice extension: `EINVAL` from `prctl` before Linux 7.0 and on
+    /// architectures without the generic entry code, `ENOTSUPP` from 7.x kernels built without
+    /// `CONFIG_RSEQ_SLICE_EXTENSION` (Debian's).
     Unsupported,
     /// `ENOTSUPP` from `prctl` for a 32-byte registration (glibc 2.35–2.39's): Linux serves it
-    /// with the original ABI, which has no time-slice extension.
+    /// with the original ABI, which has no time-slice extension (whether or not the kernel has
+    /// it for longer registrations).
     LegacyRegistration,
-    /// `ENOTSUPP` from `prctl` for a longer registration: switched off on the kernel command
-    /// line (`rseq_slice_ext=0`).
+    /// `ENOTSUPP` from `prctl` for a longer registration on a kernel booted with
+    /// `rseq_slice_ext=0`.
     Disabled,
     /// Any other error number from `prctl`.
     Os(i32),
@@ -83,15 +84,15 @@ impl fmt::Display for SliceError {
                 "time-slice extension needs the thread's rseq area, and this thread has none: {e}"
             ),
             Self::Unsupported => f.write_str(
-                "the kernel has no time-slice extension (EINVAL): it needs Linux 7.0 or later built \
-                 with CONFIG_RSEQ_SLICE_EXTENSION, on an architecture with the generic entry code \
-                 (x86_64, s390x, riscv64, loongarch64)",
+                "the kernel has no time-slice extension: it needs Linux 7.0 or later built with \
+                 CONFIG_RSEQ_SLICE_EXTENSION (Debian's 7.x kernels are not), on an architecture \
+                 with the generic entry code (x86_64, s390x, riscv64, loongarch64)",
             ),
             Self::LegacyRegistration => f.write_str(
                 "the thread's rseq area is registered with the original 32 bytes (glibc's \
                  registration), which Linux serves without time-slice extension (ENOTSUPP); run \
                  with GLIBC_TUNABLES=glibc.pthread.rseq=0 so that the library registers the whole \
-                 area",
+                 area (the kernel must also be built with CONFIG_RSEQ_SLICE_EXTENSION)",
             ),
             Self::Disabled => f.write_str(
                 "time-slice extension is switched off on the kernel command line (ENOTSUPP); boot \
@@ -170,13 +171,30 @@ fn legacy_registration() -> bool {
     }
 }
 
+/// Maps `prctl`'s error. Linux 7.x answers `ENOTSUPP` alike for a kernel built without the
+/// extension, one booted with `rseq_slice_ext=0`, and a legacy registration: the registration's
+/// length and the kernel command line tell them apart.
 fn from_errno(errno: i32, legacy: bool) -> SliceError {
     match errno {
         libc::EINVAL => SliceError::Unsupported,
         abi::ENOTSUPP if legacy => SliceError::LegacyRegistration,
-        abi::ENOTSUPP => SliceError::Disabled,
+        abi::ENOTSUPP if switched_off_at_boot() => SliceError::Disabled,
+        abi::ENOTSUPP => SliceError::Unsupported,
         other => SliceError::Os(other),
     }
+}
+
+/// Whether the kernel command line switches time-slice extension off (`rseq_slice_ext=` with a
+/// value the kernel reads as false: `0`, `n`, `f`, `off`).
+fn switched_off_at_boot() -> bool {
+    std::fs::read_to_string("/proc/cmdline").is_ok_and(|line| {
+        line.split_whitespace()
+            .filter_map(|w| w.strip_prefix("rseq_slice_ext="))
+            .next_back()
+            .is_some_and(|v| {
+                v.eq_ignore_ascii_case("off") || v.starts_with(['0', 'n', 'N', 'f', 'F'])
+            })
+    })
 }
 
 /// Time-slice extension, enabled for the thread that holds it (it is neither `Send` nor

@@ -196,13 +196,17 @@ fn slice_extension_errors_are_typed() {
             ),
             other => panic!("{mode:?}: unexpected {other}"),
         }
+        let switched_off =
+            std::fs::read_to_string("/proc/cmdline").is_ok_and(|c| c.contains("rseq_slice_ext=0"));
         for (errno, want) in [
             (
                 "524",
                 if legacy {
                     "LegacyRegistration"
-                } else {
+                } else if switched_off {
                     "Disabled"
+                } else {
+                    "Unsupported"
                 },
             ),
             ("22", "Unsupported"),
