@@ -175,8 +175,9 @@ fn run() -> Result<bool, String> {
     if plan.probe.is_file() {
         // The probe has a hand-written section with a system call for these two only.
         let syscall_op = cfg!(any(target_arch = "x86_64", target_arch = "aarch64"));
-        let syscall_check = match kernel_config(&uname.0) {
-            Some((options, source)) => Some(checks_syscalls(&options, &rseq_debug, source)),
+        let kconfig = kernel_config(&uname.0);
+        let syscall_check = match &kconfig {
+            Some((options, source)) => Some(checks_syscalls(options, &rseq_debug, source)),
             None => {
                 if syscall_op {
                     say(
@@ -189,8 +190,8 @@ fn run() -> Result<bool, String> {
             }
         };
         // Time-slice extension, where the kernel configuration is known.
-        if let Some((options, _)) = kernel_config(&uname.0) {
-            if slice_check(&plan.probe, &options, &plan, &uname.0) {
+        if let Some((options, _)) = &kconfig {
+            if slice_check(&plan.probe, options, &plan, &uname.0) {
                 passed += 1;
             } else {
                 failed += 1;
@@ -525,14 +526,6 @@ impl KernelCheck {
         }
     }
 
-    /// The prefix of the probe's `key=value` lines.
-    fn prefix(self) -> &'static str {
-        match self {
-            KernelCheck::TamperCpuId => "tamper",
-            KernelCheck::SyscallInSection => "syscall",
-        }
-    }
-
     /// What a run that the kernel killed had printed, for the op line.
     fn killed(self, stdout: &str) -> String {
         match self {
@@ -607,9 +600,9 @@ fn kernel_check(probe: &Path, check: KernelCheck, rseq_debug: &str, syscall_chec
             (outcome, killed, stdout)
         }
     };
-    let prefix = check.prefix();
-    let large = field(&stdout, &format!("{prefix}_owner")) == Some("Library")
-        && field(&stdout, &format!("{prefix}_registration_len"))
+    // Only `tamper-cpu-id`'s outcome depends on the registration's length.
+    let large = field(&stdout, "tamper_owner") == Some("Library")
+        && field(&stdout, "tamper_registration_len")
             .and_then(|l| l.parse::<usize>().ok())
             .is_some_and(|l| l > 32);
     let (expect, passed) = match (rseq_debug, check) {

@@ -783,12 +783,7 @@ fn slice_ext(deny: Option<i32>) {
     let start = std::time::Instant::now();
     while yielded < 20 && start.elapsed() < Duration::from_secs(20) {
         let request = ext.request();
-        // A short region, well inside the kernel's 5 µs extension even under emulation.
-        let mut x = regions;
-        for i in 0..20u64 {
-            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i));
-        }
-        std::hint::black_box(x);
+        short_region(regions);
         match request.finish() {
             Finish::NotNeeded => not_needed += 1,
             Finish::Yielded => yielded += 1,
@@ -843,6 +838,16 @@ fn slice_ext(deny: Option<i32>) {
     }
 }
 
+/// The work of one region under a slice request: a few dozen instructions, well inside the
+/// kernel's 5 µs extension even under emulation.
+fn short_region(seed: u64) {
+    let mut x = seed;
+    for i in 0..20u64 {
+        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i));
+    }
+    std::hint::black_box(x);
+}
+
 /// What `spinlock_run` counted.
 #[derive(Default, Clone, Copy)]
 struct LockRun {
@@ -882,13 +887,7 @@ fn spinlock_run(cpu: usize, extend: bool, time: Duration) -> LockRun {
                     }
                     let request = ext.as_ref().map(|e| e.request());
                     let held = std::time::Instant::now();
-                    let mut x = run.holds;
-                    for i in 0..20u64 {
-                        x = std::hint::black_box(
-                            x.wrapping_mul(6364136223846793005).wrapping_add(i),
-                        );
-                    }
-                    std::hint::black_box(x);
+                    short_region(run.holds);
                     if held.elapsed() > PREEMPTED_HOLD {
                         run.preempted += 1;
                     }
