@@ -622,6 +622,7 @@ fn syscall_in_section() {
 /// The descriptor of `getpid_in_section`'s section, label `2:` (section `4:`–`5:`, abort
 /// handler `6:`), in a writable data section of its own: not `__rseq_cs`, so tools that check
 /// the library's tables do not see it.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 macro_rules! syscall_section_descriptor {
     () => {
         concat!(
