@@ -30,7 +30,10 @@
 //! syscall return (`checks_syscalls`: the generic entry code with `rseq_debug=1`, or a kernel
 //! built with `CONFIG_DEBUG_RSEQ`, as `RSEQ_GUEST_KCONFIG` says) it must kill the probe with
 //! SIGSEGV; elsewhere the probe must live, and every round must find its section still set
-//! after the call (a kernel that looked would have cleared it).
+//! after the call (a kernel that looked would have cleared it). Last, where the initramfs has
+//! `rseq-ptrace`, `op=ptrace` (`ptrace_check`): abort at every instruction of every kind of
+//! section in this boot's registration, and a deliberately broken section that the harness
+//! must catch.
 //!
 //! Configuration, from the environment (the kernel hands `KEY=VALUE` boot parameters whose key
 //! has no dot to init's environment):
@@ -216,6 +219,17 @@ fn run() -> Result<bool, String> {
             } else {
                 failed += 1;
             }
+        }
+    }
+    // Abort at every instruction, where the guest has the harness.
+    let ptrace = plan.probe.with_file_name("rseq-ptrace");
+    if ptrace.is_file() {
+        let (ok, n) = ptrace_check(&ptrace, &plan);
+        aborts += n;
+        if ok {
+            passed += 1;
+        } else {
+            failed += 1;
         }
     }
     say(format!(
@@ -464,6 +478,144 @@ fn slice_check(probe: &Path, options: &[String], plan: &Plan, release: &str) -> 
         if passed { "ok" } else { "FAIL" }
     ));
     passed
+}
+
+/// The listing of the sections `rseq-ptrace --write-listing` made on the host, for the x86_64
+/// harness, which needs objdump's instruction boundaries (the guest has no binutils).
+const PTRACE_LISTING: &str = "/ptrace.lst";
+
+/// Abort at every instruction (`op=ptrace`): `rseq-ptrace` in this boot's registration must
+/// make the kernel abort every kind of section at every instruction of its range, with the
+/// effect applied exactly once (`result=ok`, every position covered); and a second run with the
+/// deliberately broken `early-store` section must fail on the double-applied effect, which shows
+/// the harness can fail on this architecture. Without `mm_cid` (before 6.3) the `mm-cid-add`
+/// section runs in the fallback and has no instruction to stop at, so it is left out. Returns
+/// whether it passed and the aborts it confirmed.
+fn ptrace_check(harness: &Path, plan: &Plan) -> (bool, u64) {
+    let op = "ptrace";
+    let mode = if plan.expect_name == "glibc" {
+        "glibc"
+    } else {
+        "own"
+    };
+    let run = |extra: &[&str]| -> Result<(std::process::ExitStatus, String), String> {
+        let mut cmd = Command::new(harness);
+        cmd.args(["--mode", mode, "--timeout", "600"]).args(extra);
+        if Path::new(PTRACE_LISTING).is_file() {
+            cmd.args(["--listing", PTRACE_LISTING]);
+        }
+        let out = cmd
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", harness.display()))?;
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        Ok((out.status, text))
+    };
+    const KINDS: [&str; 9] = [
+        "counter-add",
+        "cmpeq-store",
+        "try-store",
+        "list-push",
+        "list-pop",
+        "memcpy",
+        "given-cpu",
+        "mm-cid-add",
+        "deref-add",
+    ];
+    let kinds: Vec<&str> = KINDS
+        .into_iter()
+        .filter(|&k| plan.kernel_mm_cid || k != "mm-cid-add")
+        .collect();
+    let started = Instant::now();
+    let number = |line: &str, key: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let (mut positions, mut covered, mut aborts, mut teleported) = (0, 0, 0, 0);
+    let mut problems = Vec::new();
+    let mut output = String::new();
+    // The facts the harness checked per kind: whether a ptrace stop alone aborted the section,
+    // and where a single step from start_ip went; each distinct answer once.
+    let mut facts: Vec<String> = Vec::new();
+    match run(&["--kinds", &kinds.join(",")]) {
+        Err(e) => problems.push(e),
+        Ok((status, text)) => {
+            for key in ["ptrace_stop_aborts", "single_step_from_start"] {
+                for value in text
+                    .lines()
+                    .filter(|l| l.starts_with("fact "))
+                    .filter_map(|l| {
+                        l.split_whitespace()
+                            .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+                    })
+                {
+                    let fact = format!("{key}={value}");
+                    if !facts.contains(&fact) {
+                        facts.push(fact);
+                    }
+                }
+            }
+            for k in &kinds {
+                let prefix = format!("mode={mode} kind={k} ");
+                match text.lines().find(|l| l.starts_with(&prefix)) {
+                    Some(line) => {
+                        positions += number(line, "positions");
+                        covered += number(line, "covered");
+                        aborts += number(line, "aborts");
+                        teleported += number(line, "teleported");
+                    }
+                    None => problems.push(format!("no summary for {k}")),
+                }
+            }
+            if !status.success() || field(&text, "result") != Some("ok") {
+                problems.push(format!("the harness failed ({status})"));
+            }
+            if positions == 0 || covered != positions {
+                problems.push(format!("{covered} of {positions} positions covered"));
+            }
+            if !problems.is_empty() {
+                output = text;
+            }
+        }
+    }
+    // The harness must catch a section whose effect precedes its commit.
+    let caught = match run(&["--kinds", "early-store"]) {
+        Err(e) => {
+            problems.push(e);
+            false
+        }
+        Ok((status, text)) => {
+            let caught = status.code() == Some(1) && text.contains("effect check failed");
+            if !caught {
+                problems.push(format!(
+                    "the broken early-store section was not caught ({status})"
+                ));
+                output.push_str(&text);
+            }
+            caught
+        }
+    };
+    let passed = problems.is_empty();
+    say(format!(
+        "op={op} status={} aborts={aborts} kinds={} positions={positions} covered={covered} \
+         teleported={teleported} broken_section_caught={} {} elapsed_ms={}{}",
+        if passed { "ok" } else { "FAIL" },
+        kinds.len(),
+        if caught { "yes" } else { "no" },
+        facts.join(" "),
+        started.elapsed().as_millis(),
+        if passed {
+            String::new()
+        } else {
+            format!(" reason=\"{}\"", problems.join("; "))
+        }
+    ));
+    if !passed {
+        dump(&output, "");
+    }
+    (passed, aborts)
 }
 
 /// The kernel configuration options that decide whether it checks for system calls inside
