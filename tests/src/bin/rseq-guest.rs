@@ -48,6 +48,7 @@
 //! | `RSEQ_GUEST_TRIES` | runs of an op without aborts before it fails (runs under a second do not count, see `SHORT_RUN`) | 4 |
 //! | `RSEQ_GUEST_OP_TIMEOUT` | seconds before a run is killed | 300 |
 //! | `RSEQ_GUEST_STRESS` | the `rseq-stress` program | `/bin/rseq-stress` as init, else beside this program |
+//! | `RSEQ_GUEST_OFFLINE` | comma-separated CPU numbers to take offline first (holes in the online ids) | none |
 //! | `RSEQ_GUEST_KCONFIG` | the kernel's `CONFIG_GENERIC_ENTRY`, `CONFIG_DEBUG_RSEQ` and `CONFIG_RSEQ_SLICE_EXTENSION`, lower case and comma-separated (`generic_entry,rseq_slice_extension`), or `none`: whether it checks for system calls in sections, and has time-slice extension | read from `/boot/config-<release>`; without either, `syscall-in-section` and `slice-ext` do not run |
 //! | `GLIBC_TUNABLES` | inherited by the runs: `glibc.pthread.rseq=0` selects the library's registration | unset |
 //!
@@ -121,6 +122,9 @@ fn main() {
 fn run() -> Result<bool, String> {
     if is_init() {
         mount_filesystems()?;
+    }
+    if let Ok(list) = std::env::var("RSEQ_GUEST_OFFLINE") {
+        take_offline(&list)?;
     }
     let plan = plan_from_env()?;
     let uname = uname();
@@ -326,6 +330,22 @@ fn uname() -> (String, String) {
         };
         (field(&u.release), field(&u.machine))
     }
+}
+
+/// `RSEQ_GUEST_OFFLINE`: takes the listed CPUs offline before anything runs, so that the online
+/// CPU ids have holes (with `-smp N,maxcpus=M` the possible ids also reach past the online
+/// ones): slots must be indexed by id, not by rank among the online CPUs.
+fn take_offline(list: &str) -> Result<(), String> {
+    for cpu in list.split(',').filter(|c| !c.is_empty()) {
+        let cpu: usize = cpu
+            .parse()
+            .map_err(|_| format!("RSEQ_GUEST_OFFLINE={list}: {cpu} is not a CPU number"))?;
+        let path = format!("/sys/devices/system/cpu/cpu{cpu}/online");
+        std::fs::write(&path, "0").map_err(|e| {
+            format!("RSEQ_GUEST_OFFLINE: writing 0 to {path}: {e} (a kernel without CPU hotplug?)")
+        })?;
+    }
+    Ok(())
 }
 
 /// Mounts what the runtime and the guest read: /proc, /sys and devtmpfs on /dev (the initramfs
