@@ -553,7 +553,7 @@ fn ptrace_check(harness: &Path, plan: &Plan) -> (bool, u64) {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     };
-    let (mut positions, mut covered, mut aborts, mut teleported) = (0, 0, 0, 0);
+    let (mut positions, mut covered, mut aborts, mut teleported, mut reruns) = (0, 0, 0, 0, 0);
     let mut problems = Vec::new();
     let mut output = String::new();
     // The facts the harness checked per kind: whether a ptrace stop alone aborted the section,
@@ -585,6 +585,7 @@ fn ptrace_check(harness: &Path, plan: &Plan) -> (bool, u64) {
                         covered += number(line, "covered");
                         aborts += number(line, "aborts");
                         teleported += number(line, "teleported");
+                        reruns += number(line, "reruns");
                     }
                     None => problems.push(format!("no summary for {k}")),
                 }
@@ -620,7 +621,7 @@ fn ptrace_check(harness: &Path, plan: &Plan) -> (bool, u64) {
     let passed = problems.is_empty();
     say(format!(
         "op={op} status={} aborts={aborts} kinds={} positions={positions} covered={covered} \
-         teleported={teleported} broken_section_caught={} {} elapsed_ms={}{}",
+         teleported={teleported} reruns={reruns} broken_section_caught={} {} elapsed_ms={}{}",
         if passed { "ok" } else { "FAIL" },
         kinds.len(),
         if caught { "yes" } else { "no" },

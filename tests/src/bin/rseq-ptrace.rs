@@ -37,6 +37,9 @@
 //!    out-of-line exit (aarch64, riscv64 and powerpc64 branch over one after the bounds check
 //!    of the CPU index, which only an unregistered thread fails): the tracer stops the section
 //!    at `start_ip`, moves the IP onto the jump and resumes with `SIGUSR1` (`teleported=N`).
+//!    A run that misses its breakpoint after a natural abort (the thread was preempted before
+//!    reaching it, and the retry ran in the cold path's own copy of the section) is run again,
+//!    up to 10 times (`reruns=N`).
 //!
 //! A ptrace stop schedules the tracee out, which by itself makes the kernel abort a section
 //! stopped inside its range on the way back to user space; so single-stepping through a section
@@ -1864,7 +1867,14 @@ mod harness {
             /// Positions of out-of-line exit jumps no input takes, aborted by moving the IP
             /// there (counted in `covered` too).
             teleported: usize,
+            /// Runs repeated because a natural abort (preemption, migration) came before the
+            /// breakpoint.
+            reruns: usize,
         }
+
+        /// How often a run at one position and input is tried while natural aborts keep it from
+        /// reaching the breakpoint.
+        const NATURAL_ABORT_TRIES: usize = 10;
 
         struct ModeRun {
             summaries: Vec<(Kind, KindSummary)>,
@@ -1927,7 +1937,7 @@ mod harness {
                         .map(|(input, n)| format!("{input}:{n}"))
                         .collect();
                     println!(
-                        "mode={} kind={} positions={} covered={} aborts={} failures={} reached={} teleported={}",
+                        "mode={} kind={} positions={} covered={} aborts={} failures={} reached={} teleported={} reruns={}",
                         mode.name(),
                         kind.name(),
                         s.positions,
@@ -1935,7 +1945,8 @@ mod harness {
                         s.aborts,
                         s.failures,
                         reached.join(","),
-                        s.teleported
+                        s.teleported,
+                        s.reruns
                     );
                     all_ok &= s.failures == 0 && s.covered == s.positions && s.positions > 0;
                 }
@@ -2134,7 +2145,24 @@ mod harness {
                     let mut covered = false;
                     let mut failed = false;
                     for (i, &input) in kind.inputs().iter().enumerate() {
-                        let r = match t.run(kind, input, &[at], &d, AtBreakpoint::Signal) {
+                        // A run that misses the breakpoint but counted an abort was preempted
+                        // (or migrated) before reaching it: its retry ran in the cold path's own
+                        // copy of the section, past this one's breakpoint. Run it again.
+                        let mut tries = 0;
+                        let r = loop {
+                            tries += 1;
+                            match t.run(kind, input, &[at], &d, AtBreakpoint::Signal) {
+                                Ok(r)
+                                    if r.hit.is_none()
+                                        && r.report.aborts > 0
+                                        && tries < NATURAL_ABORT_TRIES =>
+                                {
+                                    s.reruns += 1
+                                }
+                                other => break other,
+                            }
+                        };
+                        let r = match r {
                             Ok(r) => r,
                             Err(e) => {
                                 run.failures.push(format!(
