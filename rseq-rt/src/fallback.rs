@@ -1,5 +1,5 @@
-//! The lock table the fallback runs critical sections under: one cache-padded lock per possible
-//! CPU index.
+//! The lock table the fallback runs critical sections under: one cache-padded lock word per
+//! possible CPU index.
 //!
 //! In `Fallback` mode a critical section takes the lock of the slot it works on and runs the
 //! same steps in plain Rust (the macro generates that body from the same syntax tree as the
@@ -10,40 +10,63 @@
 //! (any slot is as good as another under a lock) and waits until one is free. That wait ends
 //! as long as some slot is free or held by a thread that no handler can hold up. Were every
 //! slot held by a thread whose handler waits so, none would ever be released. So at most
-//! `slots − 1` slot locks are held with signals deliverable, process-wide (a counter). A thread
-//! that would exceed that holds its lock with the asynchronous signals blocked: two
-//! `pthread_sigmask` calls, most of a fallback section's cost when paid. With one thread
-//! running sections it never pays it; with one slot (one possible CPU) it always does.
+//! `slots − 1` slot locks are held with signals deliverable. No counter keeps that limit (a
+//! shared counter written twice per section cost more than the rest of it): a thread takes its
+//! slot's word with a sequentially consistent compare-exchange, then reads the other words, and
+//! keeps the slot with signals deliverable only if one of them is free or held with signals
+//! blocked (of threads taking slots at once, the last one sees all the others, as in Dekker's
+//! algorithm). Otherwise it gives the slot back, waits briefly for another holder to finish,
+//! and tries again; after a few refusals it holds its lock with the asynchronous signals
+//! blocked, two `pthread_sigmask` calls. A lone thread never pays that; with one slot (one
+//! possible CPU) every hold does.
+//!
+//! Between taking its slot and reading the others, a thread holds a lock it may still give
+//! back: a handler that interrupts it there must not wait for a slot either (with every slot
+//! held so, none would be released). Such a handler *borrows* that slot: the interrupted code
+//! has not touched the slot's data yet and resumes only after the handler's section is over,
+//! so the handler runs its section on that slot, with signals blocked. Each thread records the
+//! slot and the frame depth of that window, and lock words hold the owner thread's token, so a
+//! handler borrows only from the frame it interrupted.
+//!
 //! Synchronous signals (`SIGSEGV`, `SIGBUS`, `SIGFPE`, `SIGILL`, `SIGTRAP`, `SIGSYS`) are never
 //! blocked, as the kernel would kill the process rather than hold them. Locks held by other
-//! threads at `fork` stay held in the child, as for any mutex.
+//! threads at `fork` stay held in the child, as for any mutex. Waiting threads spin briefly,
+//! then yield the CPU.
 //!
 //! A program whose signal handlers never run sections can say so with
 //! [`assume_no_sections_in_signal_handlers`]: its fallback sections then hold the locks
-//! without counting or blocking; a handler that still runs a section and waits in vain for a
-//! slot (its interrupted thread holds one, the others are held) aborts the process with a
-//! message after a second, rather than hang.
+//! without the check and never block signals; a handler that still runs a section and waits
+//! in vain for a slot (its interrupted thread holds one, the others are held) aborts the
+//! process with a message after a second, rather than hang.
 
 use crate::percpu::CachePadded;
 use core::cell::Cell;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, TryLockError};
+use core::marker::PhantomData;
+use core::sync::atomic::{compiler_fence, AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
-type LockTable = [CachePadded<Mutex<()>>];
+/// One word per slot: [`FREE`], or the holding thread's token (the address of its
+/// [`ThreadState`]) with the hold's kind in the low two bits.
+type LockTable = [CachePadded<AtomicUsize>];
+
+const FREE: usize = 0;
+/// Held with the asynchronous signals deliverable, counted toward the `slots − 1` limit.
+const UNMASKED: usize = 1;
+/// Held with the asynchronous signals blocked.
+const MASKED: usize = 2;
+/// Held under [`assume_no_sections_in_signal_handlers`]: deliverable, not counted.
+const PROMISED: usize = 3;
+const KIND: usize = 3;
 
 static TABLE: AtomicPtr<Box<LockTable>> = AtomicPtr::new(core::ptr::null_mut());
 
 /// Set by [`assume_no_sections_in_signal_handlers`].
 static SIGNALS_UNBLOCKED: AtomicBool = AtomicBool::new(false);
 
-/// Slot locks held (or about to be) with asynchronous signals deliverable, all threads
-/// together, without the promise: kept below the number of slots (module docs).
-static UNMASKED_HOLDS: AtomicUsize = AtomicUsize::new(0);
-
 /// Promises that no signal handler of this process runs a critical section (nor a structure
 /// built on them, such as the collections or the allocator): from now on the fallback holds its
-/// slot locks without blocking signals, which saves two `pthread_sigmask` calls — most of its
-/// cost — per fallback section. Nothing changes where sections run on rseq.
+/// slot locks without the check that keeps handlers from deadlocking, and never blocks signals
+/// (which saves two `pthread_sigmask` calls on the holds that would otherwise pay them).
+/// Nothing changes where sections run on rseq.
 ///
 /// Breaking the promise is caught where it matters: a section in a signal handler that
 /// interrupted its own thread's fallback section waits for another slot, and when the other
@@ -68,46 +91,14 @@ pub fn signals_unblocked() -> bool {
     SIGNALS_UNBLOCKED.load(Ordering::Relaxed)
 }
 
-/// How a slot lock about to be taken keeps handlers from deadlocking.
-enum Signals {
-    /// The program promised that no handler runs a section: nothing to do.
-    Promised,
-    /// Signals stay deliverable: one of the at most `slots − 1` such holds (counted in
-    /// [`UNMASKED_HOLDS`], uncounted when the guard drops).
-    Counted,
-    /// Asynchronous signals blocked until the guard drops (its drop restores the mask).
-    Blocked(#[allow(dead_code)] SignalsBlocked),
-}
-
-impl Signals {
-    /// Before taking a lock of a table with `slots` locks: count a hold with signals
-    /// deliverable if fewer than `slots − 1` are, else block the asynchronous signals.
-    fn for_hold(slots: usize) -> Signals {
-        if signals_unblocked() {
-            return Signals::Promised;
-        }
-        // Every increment is ordered with the others, so the holds it admits stay below the
-        // limit; a refused one is taken back (a later caller may block needlessly meanwhile).
-        if UNMASKED_HOLDS.fetch_add(1, Ordering::AcqRel) < slots - 1 {
-            return Signals::Counted;
-        }
-        UNMASKED_HOLDS.fetch_sub(1, Ordering::AcqRel);
-        Signals::Blocked(SignalsBlocked::new())
-    }
-}
-
-impl Drop for Signals {
-    fn drop(&mut self) {
-        if let Signals::Counted = self {
-            UNMASKED_HOLDS.fetch_sub(1, Ordering::AcqRel);
-        }
-        // `Blocked` restores the mask in its own drop: pending signals are delivered then.
-    }
-}
-
-/// Slot locks held with signals deliverable right now (for tests and diagnostics).
+/// Slot locks held right now with signals deliverable and counted toward the limit of
+/// `slots − 1` (for tests and diagnostics; holds under the promise are not counted).
 pub fn unmasked_holds() -> usize {
-    UNMASKED_HOLDS.load(Ordering::Relaxed)
+    let table = table();
+    table
+        .iter()
+        .filter(|w| w.load(Ordering::Relaxed) & KIND == UNMASKED)
+        .count()
 }
 
 /// How long a handler that interrupted its thread's section waits for a free slot, signals
@@ -130,16 +121,50 @@ aborting instead of hanging. Remove that call, or run no sections in signal hand
     }
 }
 
-thread_local! {
-    /// Slot locks this thread holds (more than one only through signal handlers).
-    static HELD: Cell<u32> = const { Cell::new(0) };
+/// What this thread's slot locks are doing. Signal handlers on the same thread read it, so every
+/// change that matters to them is followed by a compiler fence.
+#[repr(align(4))]
+struct ThreadState {
+    /// Slot locks this thread holds for a section's body (more than one only through handlers).
+    held: Cell<usize>,
+    /// Slot-lock frames active on this thread: taking a lock, holding one, or borrowing one.
+    depth: Cell<usize>,
+    /// The slot a frame has taken (or is about to take) with signals deliverable and has not
+    /// checked yet, with that frame's depth: `slot << 8 | depth`, or [`NO_WINDOW`]. A handler
+    /// one frame deeper that finds the slot's word holding this thread's token borrows it.
+    window: Cell<usize>,
     /// Slot locks this thread has taken: a per-thread count, so counting costs no shared write.
-    static FALLBACK_SECTIONS: Cell<u64> = const { Cell::new(0) };
+    sections: Cell<u64>,
+}
+
+const NO_WINDOW: usize = usize::MAX;
+
+thread_local! {
+    static THREAD: ThreadState = const {
+        ThreadState {
+            held: Cell::new(0),
+            depth: Cell::new(0),
+            window: Cell::new(NO_WINDOW),
+            sections: Cell::new(0),
+        }
+    };
+}
+
+/// Runs `f` on this thread's state. The state lives as long as the thread; a section in a
+/// destructor after it is gone would have no slot bookkeeping, so that case blocks signals for
+/// the hold and borrows nothing (see [`state`]).
+#[inline]
+fn state() -> Option<&'static ThreadState> {
+    // SAFETY: the reference does not outlive the thread (it is only used during a lock frame
+    // of this thread, and a guard is `!Send`).
+    THREAD
+        .try_with(|t| unsafe { &*(t as *const ThreadState) })
+        .ok()
 }
 
 /// How many times this thread has taken a slot lock (run a section through the fallback).
 pub fn thread_fallback_sections() -> u64 {
-    FALLBACK_SECTIONS.with(|n| n.get())
+    state().map_or(0, |t| t.sections.get())
 }
 
 /// Creates the table (once; racing callers agree on one).
@@ -152,7 +177,7 @@ pub(crate) fn init(slots: usize) {
 /// Creates the table with `slots` locks, or fails with the size of the one that exists.
 pub(crate) fn init_with(slots: usize) -> Result<(), usize> {
     let table: Box<LockTable> = (0..slots.max(1))
-        .map(|_| CachePadded::new(Mutex::new(())))
+        .map(|_| CachePadded::new(AtomicUsize::new(FREE)))
         .collect();
     let fresh = Box::into_raw(Box::new(table));
     if TABLE
@@ -171,6 +196,7 @@ pub(crate) fn init_with(slots: usize) -> Result<(), usize> {
     Ok(())
 }
 
+#[inline]
 fn table() -> &'static LockTable {
     let mut table = TABLE.load(Ordering::Acquire);
     if table.is_null() {
@@ -186,14 +212,43 @@ pub fn slots() -> usize {
     table().len()
 }
 
+/// Called between taking a slot with signals deliverable and checking the others (tests only:
+/// a signal raised there must be handled without a hang).
+#[cfg(feature = "test-support")]
+pub(crate) static WINDOW_HOOK: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+
+#[inline(always)]
+fn window_hook() {
+    #[cfg(feature = "test-support")]
+    {
+        let hook = WINDOW_HOOK.load(Ordering::Relaxed);
+        if !hook.is_null() {
+            // SAFETY: only `test_support::set_fallback_window_hook` stores it, from an `fn()`.
+            let hook: fn() = unsafe { core::mem::transmute::<*mut (), fn()>(hook) };
+            hook();
+        }
+    }
+}
+
 /// A held slot lock. The critical section's fallback body works on slot [`SlotGuard::index`].
 #[must_use = "the slot is unlocked when the guard is dropped"]
 pub struct SlotGuard {
     index: usize,
-    guard: Option<MutexGuard<'static, ()>>,
-    /// How signals are kept from deadlocking this hold; dropped after unlocking (restoring the
-    /// mask, or uncounting the hold).
-    signals: Option<Signals>,
+    hold: Hold,
+    /// Blocked asynchronous signals, restored after the slot is given back.
+    signals: Option<SignalsBlocked>,
+    /// The frame's bookkeeping is this thread's: the guard stays on it.
+    _thread: PhantomData<*const ()>,
+}
+
+enum Hold {
+    /// This frame's lock on the slot: released on drop.
+    Owned(&'static ThreadState),
+    /// A handler's use of the slot its interrupted frame has just taken and not checked yet
+    /// (that frame has not touched the slot's data): the window to restore on drop.
+    Borrowed(&'static ThreadState, usize),
+    /// A hold without thread state (a section in a late thread-local destructor).
+    Stateless,
 }
 
 /// Asynchronous signals blocked on this thread until it is dropped.
@@ -256,98 +311,422 @@ impl SlotGuard {
 }
 
 impl Drop for SlotGuard {
+    #[inline]
     fn drop(&mut self) {
-        // Unlock first, then stop counting: a signal arriving in between still sees this thread
-        // as a holder and picks a free slot instead of waiting on one we hold.
-        drop(self.guard.take());
-        HELD.with(|h| h.set(h.get().saturating_sub(1)));
-        // Pending signals are delivered here, with this lock released (or the hold uncounted).
-        drop(self.signals.take());
+        match self.hold {
+            Hold::Owned(t) => {
+                // Unlock first, then stop counting: a signal arriving in between still sees this
+                // thread as a holder and picks a free slot instead of waiting on one we hold.
+                table()[self.index].store(FREE, Ordering::Release);
+                compiler_fence(Ordering::SeqCst);
+                t.held.set(t.held.get() - 1);
+                t.depth.set(t.depth.get() - 1);
+            }
+            // Signals are still blocked: the interrupted frame's window is back before any
+            // handler can look for it.
+            Hold::Borrowed(t, window) => {
+                t.window.set(window);
+                t.depth.set(t.depth.get() - 1);
+            }
+            Hold::Stateless => table()[self.index].store(FREE, Ordering::Release),
+        }
+        compiler_fence(Ordering::SeqCst);
+        // Pending signals are delivered here, with the slot given back. (Tested first: moving
+        // the empty option out costs a stalled 16-byte copy on every section.)
+        if self.signals.is_some() {
+            drop(self.signals.take());
+        }
     }
 }
 
-fn try_slot(table: &'static LockTable, index: usize) -> Option<SlotGuard> {
-    let guard = match table[index].try_lock() {
-        Ok(guard) => guard,
-        Err(TryLockError::Poisoned(p)) => p.into_inner(),
-        Err(TryLockError::WouldBlock) => return None,
-    };
-    Some(SlotGuard {
-        index,
-        guard: Some(guard),
-        signals: None,
-    })
+/// The slot `step` places after `from`, wrapping at `n` (no division: a fallback section's
+/// whole cost is a few dozen cycles).
+#[inline(always)]
+fn after(from: usize, step: usize, n: usize) -> usize {
+    let i = from + step;
+    if i >= n {
+        i - n
+    } else {
+        i
+    }
 }
 
-/// The first free slot from `preferred` on, if any.
-fn any_free_slot(table: &'static LockTable, preferred: usize) -> Option<SlotGuard> {
-    (0..table.len()).find_map(|step| try_slot(table, (preferred + step) % table.len()))
+/// `preferred` as a slot index (a CPU number is one already).
+#[inline(always)]
+fn reduce(preferred: usize, n: usize) -> usize {
+    if preferred < n {
+        preferred
+    } else {
+        preferred % n
+    }
+}
+
+/// This thread's token in a lock word.
+fn token(t: &'static ThreadState) -> usize {
+    t as *const ThreadState as usize
+}
+
+/// Whether some slot other than `mine` is free or held in a way no handler can hold up: then
+/// `mine` may be held with signals deliverable. Sequentially consistent with the lock words'
+/// compare-exchanges (Dekker's pattern): of holders that take slots at the same time, the last
+/// one sees all the others.
+#[inline]
+fn another_slot_settles(table: &LockTable, mine: usize) -> bool {
+    let n = table.len();
+    (1..n).any(|step| table[after(mine, step, n)].load(Ordering::SeqCst) & KIND != UNMASKED)
+}
+
+/// The outcome of trying one slot with signals deliverable.
+enum Try {
+    Held,
+    /// The slot is not free.
+    Busy,
+    /// Every other slot is held with signals deliverable: holding this one too could let
+    /// handlers deadlock. Given back.
+    Refused,
+}
+
+/// Tries slot `i` for frame `depth` of thread `t` with signals deliverable: takes it if it is
+/// free, then keeps it only if [`another_slot_settles`]. Between the two a handler on this
+/// thread borrows it (the window).
+#[inline(always)]
+fn try_unmasked(table: &LockTable, i: usize, t: &'static ThreadState, depth: usize) -> Try {
+    let word = &table[i];
+    // Seen free here, so no other frame of this thread holds it (they are suspended while this
+    // one runs): a word with this thread's token below can only be this frame's.
+    if word.load(Ordering::Relaxed) != FREE {
+        return Try::Busy;
+    }
+    let saved = t.window.get();
+    t.window.set(i << 8 | (depth & 0xff));
+    compiler_fence(Ordering::SeqCst);
+    if word
+        .compare_exchange(
+            FREE,
+            token(t) | UNMASKED,
+            Ordering::SeqCst,
+            Ordering::Relaxed,
+        )
+        .is_err()
+    {
+        compiler_fence(Ordering::SeqCst);
+        t.window.set(saved);
+        return Try::Busy;
+    }
+    window_hook();
+    let kept = another_slot_settles(table, i);
+    if kept {
+        t.held.set(t.held.get() + 1);
+    } else {
+        word.store(FREE, Ordering::Release);
+    }
+    compiler_fence(Ordering::SeqCst);
+    t.window.set(saved);
+    if kept {
+        Try::Held
+    } else {
+        Try::Refused
+    }
+}
+
+/// Takes slot `i` for good with signals blocked (the caller blocked them) or under the promise.
+#[inline(always)]
+fn try_plain(table: &LockTable, i: usize, word: usize) -> bool {
+    table[i].load(Ordering::Relaxed) == FREE
+        && table[i]
+            .compare_exchange(FREE, word, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+}
+
+/// A frame of this thread's slot-lock bookkeeping: depth counted from here until a guard takes
+/// it over (or the frame ends without one).
+struct Frame {
+    t: &'static ThreadState,
+    depth: usize,
+}
+
+impl Frame {
+    #[inline]
+    fn enter(t: &'static ThreadState) -> Frame {
+        let depth = t.depth.get() + 1;
+        t.depth.set(depth);
+        compiler_fence(Ordering::SeqCst);
+        Frame { t, depth }
+    }
+
+    /// The slot the directly interrupted frame is in the window of, if its word holds this
+    /// thread's token: this frame (a signal handler's) may use it, with signals blocked.
+    fn borrowable(&self, table: &LockTable) -> Option<usize> {
+        let w = self.t.window.get();
+        if w == NO_WINDOW || w & 0xff != (self.depth - 1) & 0xff {
+            return None;
+        }
+        let slot = w >> 8;
+        (table[slot].load(Ordering::Relaxed) == token(self.t) | UNMASKED).then_some(slot)
+    }
+
+    /// Borrows `slot` (see [`Frame::borrowable`]): the window moves up to this frame first, so
+    /// that a handler interrupting this one before it blocks signals borrows it too.
+    fn borrow(self, slot: usize) -> SlotGuard {
+        let t = self.t;
+        t.sections.set(t.sections.get() + 1);
+        let window = t.window.get();
+        t.window.set(slot << 8 | (self.depth & 0xff));
+        compiler_fence(Ordering::SeqCst);
+        let signals = SignalsBlocked::new();
+        core::mem::forget(self);
+        SlotGuard {
+            index: slot,
+            hold: Hold::Borrowed(t, window),
+            signals: Some(signals),
+            _thread: PhantomData,
+        }
+    }
+
+    fn owned(self, index: usize, signals: Option<SignalsBlocked>) -> SlotGuard {
+        let t = self.t;
+        t.sections.set(t.sections.get() + 1);
+        core::mem::forget(self);
+        SlotGuard {
+            index,
+            hold: Hold::Owned(t),
+            signals,
+            _thread: PhantomData,
+        }
+    }
+}
+
+impl Drop for Frame {
+    fn drop(&mut self) {
+        compiler_fence(Ordering::SeqCst);
+        self.t.depth.set(self.depth - 1);
+    }
+}
+
+/// Waits a little for a slot word to change: spins, then yields the CPU (async-signal-safe).
+fn pause(round: &mut u32) {
+    *round += 1;
+    if *round < 64 {
+        core::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
+    }
+}
+
+/// How often a thread whose hold was refused (every other slot held with signals deliverable)
+/// waits for one of them and tries again before it blocks signals for its hold.
+const REFUSALS_BEFORE_BLOCKING: u32 = 8;
+
+/// Takes a slot from `preferred` on (the first free one) with signals blocked, waiting for one;
+/// for a thread whose holds were refused, or that has no state left.
+fn lock_blocked(
+    table: &'static LockTable,
+    preferred: usize,
+    frame: Option<Frame>,
+    word: usize,
+) -> SlotGuard {
+    let signals = SignalsBlocked::new();
+    let n = table.len();
+    let mut round = 0;
+    loop {
+        for step in 0..n {
+            let i = after(preferred, step, n);
+            if try_plain(table, i, word) {
+                return match frame {
+                    Some(frame) => {
+                        frame.t.held.set(frame.t.held.get() + 1);
+                        frame.owned(i, Some(signals))
+                    }
+                    None => SlotGuard {
+                        index: i,
+                        hold: Hold::Stateless,
+                        signals: Some(signals),
+                        _thread: PhantomData,
+                    },
+                };
+            }
+        }
+        pause(&mut round);
+    }
 }
 
 /// Locks a slot for a fallback section: `preferred` (reduced modulo the number of slots) if it
 /// is free, else the first free one — slots are interchangeable under their locks, and taking a
-/// free one avoids waiting for a holder that the scheduler preempted on the same CPU. Only when
-/// every slot is busy does it wait, for `preferred`. Inside a signal handler that interrupted
-/// this thread's own fallback section it never waits for the lock the thread holds.
+/// free one avoids waiting for a holder that the scheduler preempted on the same CPU; when none
+/// is free it waits for one. Inside a signal handler that interrupted this thread's own fallback
+/// section it never waits for the lock the thread holds.
+///
+/// Signals stay deliverable during the hold unless every other slot is held so (then a handler
+/// in each holder, waiting for a slot, would wait forever): that hold blocks the asynchronous
+/// signals, after waiting briefly for the others to finish.
+#[inline]
 pub fn lock_slot(preferred: usize) -> SlotGuard {
-    FALLBACK_SECTIONS.with(|n| n.set(n.get() + 1));
     let table = table();
-    let preferred = preferred % table.len();
-    // Decide (and block, when it must) first, then count the hold: a handler that runs before
-    // this thread holds anything may wait like any thread; one that runs after sees the
-    // nesting and never waits for a lock this thread holds.
-    let signals = Signals::for_hold(table.len());
-    let promised = matches!(signals, Signals::Promised);
-    let nested = HELD.with(|h| {
-        h.set(h.get() + 1);
-        h.get() > 1
-    });
-    let mut waiting_since = None;
+    let n = table.len();
+    let preferred = reduce(preferred, n);
+    // The common case inline: no window open on this thread (so nothing to borrow), more than
+    // one slot, no promise, and the preferred slot free and kept.
+    if let Some(t) = state() {
+        if t.window.get() == NO_WINDOW && n > 1 && !signals_unblocked() {
+            let frame = Frame::enter(t);
+            if let Try::Held = try_unmasked(table, preferred, t, frame.depth) {
+                return frame.owned(preferred, None);
+            }
+            return lock_slot_slow(table, preferred, Some(frame));
+        }
+    }
+    lock_slot_slow(table, preferred, None)
+}
+
+/// [`lock_slot`] past its first try.
+#[inline(never)]
+fn lock_slot_slow(table: &'static LockTable, preferred: usize, frame: Option<Frame>) -> SlotGuard {
+    let n = table.len();
+    let Some(t) = state() else {
+        return lock_blocked(table, preferred, None, 1 << 2 | MASKED);
+    };
+    let frame = frame.unwrap_or_else(|| Frame::enter(t));
+    if let Some(slot) = frame.borrowable(table) {
+        return frame.borrow(slot);
+    }
+    let nested = t.held.get() > 0;
+    if signals_unblocked() {
+        // Counted before the lock is taken: a handler that runs once it is (promise broken)
+        // sees the nesting and never waits for this thread's slot.
+        t.held.set(t.held.get() + 1);
+        compiler_fence(Ordering::SeqCst);
+        let mut waiting_since = None;
+        let mut round = 0;
+        loop {
+            for step in 0..n {
+                let i = after(preferred, step, n);
+                if try_plain(table, i, token(t) | PROMISED) {
+                    return frame.owned(i, None);
+                }
+            }
+            // Nested, every slot busy: under the promise nothing bounds the holders, so after a
+            // second without a free slot, stop.
+            if nested
+                && waiting_since
+                    .get_or_insert_with(std::time::Instant::now)
+                    .elapsed()
+                    > BROKEN_PROMISE_PATIENCE
+            {
+                broken_promise();
+            }
+            pause(&mut round);
+        }
+    }
+    if n == 1 {
+        // One slot: no other slot can settle, every hold blocks signals.
+        return lock_blocked(table, preferred, Some(frame), token(t) | MASKED);
+    }
+    let mut refusals = 0;
+    let mut round = 0;
     loop {
-        if let Some(mut guard) = any_free_slot(table, preferred) {
-            guard.signals = Some(signals);
-            return guard;
+        for step in 0..n {
+            let i = after(preferred, step, n);
+            match try_unmasked(table, i, t, frame.depth) {
+                Try::Held => return frame.owned(i, None),
+                Try::Busy => continue,
+                Try::Refused => {
+                    refusals += 1;
+                    if refusals < REFUSALS_BEFORE_BLOCKING {
+                        wait_to_settle(table, i);
+                    }
+                    break;
+                }
+            }
         }
-        if !nested {
-            let guard = table[preferred].lock().unwrap_or_else(|p| p.into_inner());
-            return SlotGuard {
-                index: preferred,
-                guard: Some(guard),
-                signals: Some(signals),
-            };
+        if refusals >= REFUSALS_BEFORE_BLOCKING {
+            return lock_blocked(table, preferred, Some(frame), token(t) | MASKED);
         }
-        // Nested, every slot busy. At most `slots − 1` holders can be held up by a handler like
-        // this one, so some holder finishes and a slot comes free. Under the promise nothing
-        // bounds them: after a second without a free slot, stop.
-        if promised
-            && waiting_since
-                .get_or_insert_with(std::time::Instant::now)
-                .elapsed()
-                > BROKEN_PROMISE_PATIENCE
-        {
-            broken_promise();
-        }
-        std::thread::yield_now();
+        pause(&mut round);
     }
 }
+
+/// After a refusal: spins (a bounded while) until some slot other than `mine` is free or held
+/// with signals blocked, as it is once another holder's section is over. A section takes tens
+/// of nanoseconds; blocking signals for the hold, two system calls, takes far longer.
+fn wait_to_settle(table: &LockTable, mine: usize) {
+    for _ in 0..SETTLE_SPINS {
+        if another_slot_settles(table, mine) {
+            return;
+        }
+        core::hint::spin_loop();
+    }
+}
+
+/// How long [`wait_to_settle`] spins at most.
+const SETTLE_SPINS: u32 = 256;
 
 /// Locks exactly slot `index` (for sections whose caller chose the CPU, `index = given(cpu)`);
 /// `None` if there is no such slot, or if this thread already holds a slot lock (a signal
 /// handler): waiting could then deadlock, and the caller reports the CPU as moved.
 pub fn lock_slot_exact(index: usize) -> Option<SlotGuard> {
     let table = table();
-    if index >= table.len() || HELD.with(|h| h.get()) > 0 {
+    if index >= table.len() {
         return None;
     }
-    FALLBACK_SECTIONS.with(|n| n.set(n.get() + 1));
-    let signals = Signals::for_hold(table.len());
-    HELD.with(|h| h.set(h.get() + 1));
-    let guard = table[index].lock().unwrap_or_else(|p| p.into_inner());
-    Some(SlotGuard {
-        index,
-        guard: Some(guard),
-        signals: Some(signals),
-    })
+    let Some(t) = state() else {
+        let signals = SignalsBlocked::new();
+        let mut round = 0;
+        while !try_plain(table, index, 1 << 2 | MASKED) {
+            pause(&mut round);
+        }
+        return Some(SlotGuard {
+            index,
+            hold: Hold::Stateless,
+            signals: Some(signals),
+            _thread: PhantomData,
+        });
+    };
+    let frame = Frame::enter(t);
+    if let Some(slot) = frame.borrowable(table) {
+        // The interrupted frame has taken a slot and not checked yet: waiting for another one
+        // while it holds that one could deadlock.
+        return (slot == index).then(|| frame.borrow(slot));
+    }
+    if t.held.get() > 0 {
+        return None;
+    }
+    let mut round = 0;
+    if signals_unblocked() {
+        t.held.set(t.held.get() + 1);
+        compiler_fence(Ordering::SeqCst);
+        while !try_plain(table, index, token(t) | PROMISED) {
+            pause(&mut round);
+        }
+        return Some(frame.owned(index, None));
+    }
+    let mut refusals = if table.len() == 1 {
+        REFUSALS_BEFORE_BLOCKING
+    } else {
+        0
+    };
+    loop {
+        if refusals < REFUSALS_BEFORE_BLOCKING {
+            match try_unmasked(table, index, t, frame.depth) {
+                Try::Held => return Some(frame.owned(index, None)),
+                Try::Busy => {}
+                Try::Refused => {
+                    refusals += 1;
+                    if refusals < REFUSALS_BEFORE_BLOCKING {
+                        wait_to_settle(table, index);
+                    }
+                }
+            }
+        }
+        if refusals >= REFUSALS_BEFORE_BLOCKING {
+            let signals = SignalsBlocked::new();
+            while !try_plain(table, index, token(t) | MASKED) {
+                pause(&mut round);
+            }
+            t.held.set(t.held.get() + 1);
+            return Some(frame.owned(index, Some(signals)));
+        }
+        pause(&mut round);
+    }
 }
 
 /// Locks slot `cpu` for a section whose caller chose the CPU (`index = given(cpu)`), if the
@@ -398,11 +777,12 @@ pub(crate) fn fence_all() {
 /// for signal handlers).
 pub(crate) fn fence_slot(index: usize) {
     let table = table();
+    let index = index % table.len();
     // A handler running a section while this thread held the lock could wait for it forever.
     let _signals = SignalsBlocked::new();
-    drop(
-        table[index % table.len()]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()),
-    );
+    let mut round = 0;
+    while !try_plain(table, index, 1 << 2 | MASKED) {
+        pause(&mut round);
+    }
+    table[index].store(FREE, Ordering::Release);
 }

@@ -609,8 +609,17 @@ pub enum AbortAction {
 /// by `mm_cid`): attaches the thread on its first section, counts real aborts, and says how to
 /// go on. Never blocks for long: while a demotion
 /// is in flight it yields.
-#[cold]
+#[inline]
 pub fn after_abort(index_is_mm_cid: bool) -> AbortAction {
+    // In `Fallback` mode every section comes here first: one load says so.
+    if fallback_decided() {
+        return AbortAction::Fallback;
+    }
+    after_abort_slow(index_is_mm_cid)
+}
+
+#[cold]
+fn after_abort_slow(index_is_mm_cid: bool) -> AbortAction {
     let before = THREAD.with(|t| t.state.get());
     // The first use decides the mode, which may register this very thread.
     let mode = mode();

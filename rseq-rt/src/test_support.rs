@@ -200,3 +200,11 @@ pub fn store_buffering(
         forbidden
     })
 }
+
+/// Makes the fallback call `hook` each time a thread has taken a slot lock with signals
+/// deliverable and not yet checked the other slots (the window in which a signal handler on
+/// that thread borrows the slot); `None` removes it. Process-wide.
+pub fn set_fallback_window_hook(hook: Option<fn()>) {
+    let ptr = hook.map_or(core::ptr::null_mut(), |f| f as *mut ());
+    crate::fallback::WINDOW_HOOK.store(ptr, Release);
+}

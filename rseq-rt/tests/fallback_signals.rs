@@ -1,7 +1,9 @@
 //! The fallback's signal handling, and `assume_no_sections_in_signal_handlers`: by default at
 //! most `slots − 1` slot locks are held with signals deliverable and a thread past that holds
 //! its lock with asynchronous signals blocked, so a handler that interrupts its own thread's
-//! section always finds a slot in the end; after the promise nothing is counted or blocked; a
+//! section always finds a slot in the end (even when every thread's handler runs one while its
+//! thread holds a slot); a handler that interrupts its thread between taking a slot and
+//! checking the others borrows that slot; after the promise nothing is counted or blocked; a
 //! handler that breaks the promise and waits in vain for a slot aborts the process with a
 //! message (run in child processes: the promise is process-wide, and the last case aborts).
 
@@ -9,8 +11,8 @@ use rseq_rt::fallback::{
     assume_no_sections_in_signal_handlers, lock_slot_exact, signals_unblocked, slots,
     unmasked_holds, with_slot,
 };
-use rseq_rt::test_support::run_test_in_child;
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use rseq_rt::test_support::{run_test_in_child, set_fallback_window_hook};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
 const CHILD_ENV: &str = "RSEQ_RT_FALLBACK_SIGNALS_CHILD";
@@ -269,4 +271,121 @@ fn without_the_promise_a_handler_in_its_threads_section_gets_a_slot() {
         let got = HANDLER_SLOT.load(SeqCst);
         assert!(got != 0 && got < slots(), "the handler ran on slot {got}");
     }
+}
+
+static WINDOW_RAISED: AtomicBool = AtomicBool::new(false);
+static HANDLER_SAW_BLOCKED: AtomicBool = AtomicBool::new(false);
+
+/// The window hook: raises SIGUSR1 on the calling thread, once.
+fn raise_in_window() {
+    if !WINDOW_RAISED.swap(true, SeqCst) {
+        // SAFETY: signals this thread; the handler runs before pthread_kill returns.
+        unsafe { libc::pthread_kill(libc::pthread_self(), libc::SIGUSR1) };
+    }
+}
+
+extern "C" fn section_in_handler_noting_the_mask(_: libc::c_int) {
+    let (slot, masked) = with_slot(HELD_SLOT.load(SeqCst), |slot| {
+        (slot, blocked(libc::SIGUSR2))
+    });
+    HANDLER_SLOT.store(slot, SeqCst);
+    HANDLER_SAW_BLOCKED.store(masked, SeqCst);
+}
+
+/// A signal that lands between a thread taking its slot and checking the others (the window
+/// hook raises it there), with every other slot held for good: the handler's section cannot
+/// wait for a slot (none would come free: its own thread holds the last one), so it borrows the
+/// one its thread has just taken, with signals blocked. Without the borrow it waits forever and
+/// the child is killed.
+#[test]
+fn a_handler_in_the_window_borrows_its_threads_slot() {
+    if std::env::var_os(CHILD_ENV).is_none() {
+        if slots() < 2 {
+            eprintln!(
+                "note: one fallback slot here: every hold blocks signals, there is no window"
+            );
+            return;
+        }
+        child_succeeds(
+            "a_handler_in_the_window_borrows_its_threads_slot",
+            "window",
+            "child failed",
+        );
+        return;
+    }
+    let holders = Holders::hold(slots());
+    // SAFETY: installs a handler that only takes a slot lock and stores atomics.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = section_in_handler_noting_the_mask as *const () as usize;
+        libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
+    }
+    HELD_SLOT.store(1, SeqCst);
+    set_fallback_window_hook(Some(raise_in_window));
+    let (slot, masked) = with_slot(0, |slot| (slot, blocked(libc::SIGUSR1)));
+    set_fallback_window_hook(None);
+    assert!(WINDOW_RAISED.load(SeqCst), "the hook ran in the window");
+    assert_eq!(
+        HANDLER_SLOT.load(SeqCst),
+        0,
+        "the handler ran its section on the slot its thread had just taken"
+    );
+    assert!(
+        HANDLER_SAW_BLOCKED.load(SeqCst),
+        "the borrowed slot is held with signals blocked"
+    );
+    assert_eq!(
+        (slot, masked),
+        (0, true),
+        "every other slot held with signals deliverable: the thread's own hold blocks them"
+    );
+    drop(holders);
+}
+
+static HANDLED: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn counting_section_in_handler(_: libc::c_int) {
+    with_slot(0, |_| HANDLED.fetch_add(1, SeqCst));
+}
+
+/// One thread per slot, each holding its slot while every other one is held, then signalling
+/// itself: each handler runs a section, which must find a slot its thread does not hold. The
+/// holds check the others before keeping signals deliverable, so at least one of them blocks
+/// them; its handler runs after its unlock, and that slot serves the others' handlers in turn.
+/// Were every hold kept with signals deliverable, every handler would wait for a slot forever
+/// (the child is killed).
+#[test]
+fn every_holders_handler_runs_a_section() {
+    if std::env::var_os(CHILD_ENV).is_none() {
+        child_succeeds(
+            "every_holders_handler_runs_a_section",
+            "all",
+            "child failed",
+        );
+        return;
+    }
+    // SAFETY: installs a handler that only takes a slot lock and adds to an atomic.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = counting_section_in_handler as *const () as usize;
+        libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
+    }
+    let n = slots();
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(n));
+    let threads: Vec<_> = (0..n)
+        .map(|i| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let guard = lock_slot_exact(i).expect("slot");
+                barrier.wait();
+                // SAFETY: signals this thread (handled now, or at the unlock if blocked).
+                unsafe { libc::pthread_kill(libc::pthread_self(), libc::SIGUSR1) };
+                drop(guard);
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(HANDLED.load(SeqCst), n, "every handler ran its section");
 }
