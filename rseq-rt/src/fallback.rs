@@ -15,10 +15,10 @@
 //! slot's word with a sequentially consistent compare-exchange, then reads the other words, and
 //! keeps the slot with signals deliverable only if one of them is free or held with signals
 //! blocked (of threads taking slots at once, the last one sees all the others, as in Dekker's
-//! algorithm). Otherwise it gives the slot back, waits briefly for another holder to finish,
-//! and tries again; after a few refusals it holds its lock with the asynchronous signals
-//! blocked, two `pthread_sigmask` calls. A lone thread never pays that; with one slot (one
-//! possible CPU) every hold does.
+//! algorithm). Otherwise it reads again for a short while, then holds its lock with the
+//! asynchronous signals blocked, two `pthread_sigmask` calls (the holder of the last slot does
+//! so at once, so refused holders never wait for each other). A lone thread never pays that;
+//! with one slot (one possible CPU) every hold does.
 //!
 //! Between taking its slot and reading the others, a thread holds a lock it may still give
 //! back: a handler that interrupts it there must not wait for a slot either (with every slot
@@ -381,14 +381,15 @@ enum Try {
     Held,
     /// The slot is not free.
     Busy,
-    /// Every other slot is held with signals deliverable: holding this one too could let
-    /// handlers deadlock. Given back.
-    Refused,
+    /// Every other slot is held with signals deliverable: holding this one so too could let
+    /// handlers deadlock. The slot is still taken, its window still open (this is the window
+    /// to restore): [`downgrade`].
+    Refused(usize),
 }
 
 /// Tries slot `i` for frame `depth` of thread `t` with signals deliverable: takes it if it is
-/// free, then keeps it only if [`another_slot_settles`]. Between the two a handler on this
-/// thread borrows it (the window).
+/// free, then keeps it so only if [`another_slot_settles`]. From before the compare-exchange
+/// until the check is over a handler on this thread borrows it (the window).
 #[inline(always)]
 fn try_unmasked(table: &LockTable, i: usize, t: &'static ThreadState, depth: usize) -> Try {
     let word = &table[i];
@@ -414,19 +415,50 @@ fn try_unmasked(table: &LockTable, i: usize, t: &'static ThreadState, depth: usi
         return Try::Busy;
     }
     window_hook();
-    let kept = another_slot_settles(table, i);
-    if kept {
-        t.held.set(t.held.get() + 1);
-    } else {
-        word.store(FREE, Ordering::Release);
+    if !another_slot_settles(table, i) && !settles_soon(table, i) {
+        return Try::Refused(saved);
     }
+    t.held.set(t.held.get() + 1);
     compiler_fence(Ordering::SeqCst);
     t.window.set(saved);
-    if kept {
-        Try::Held
-    } else {
-        Try::Refused
+    Try::Held
+}
+
+/// After a failed check, still holding slot `i` (window open): whether another slot settles
+/// within a short spin. Reading again is as good as the first read (it also follows this
+/// thread's compare-exchange, and a slot held with signals deliverable stays so until it is
+/// given back or downgraded). Only the holder of the last slot never waits: it downgrades at
+/// once, so holders that refuse each other do not wait for each other, and a section lasts
+/// tens of nanoseconds where blocking signals takes two system calls.
+#[cold]
+fn settles_soon(table: &LockTable, i: usize) -> bool {
+    if i + 1 == table.len() {
+        return false;
     }
+    for _ in 0..SETTLE_SPINS {
+        core::hint::spin_loop();
+        if another_slot_settles(table, i) {
+            return true;
+        }
+    }
+    false
+}
+
+/// How long [`settles_soon`] spins at most.
+const SETTLE_SPINS: u32 = 64;
+
+/// Gives a refused slot back and takes one again with the asynchronous signals blocked. The
+/// slot is given back before the two system calls, so other threads' checks do not see it held
+/// with signals deliverable while they run (and do not stall on it); then the thread goes
+/// straight to a blocked hold instead of trying again with signals deliverable, since two
+/// threads that keep sections running back to back would refuse each other over and over.
+#[cold]
+fn downgrade(frame: Frame, table: &'static LockTable, i: usize, window: usize) -> SlotGuard {
+    let t = frame.t;
+    table[i].store(FREE, Ordering::Release);
+    compiler_fence(Ordering::SeqCst);
+    t.window.set(window);
+    lock_blocked(table, i, Some(frame), token(t) | MASKED)
 }
 
 /// Takes slot `i` for good with signals blocked (the caller blocked them) or under the promise.
@@ -513,12 +545,8 @@ fn pause(round: &mut u32) {
     }
 }
 
-/// How often a thread whose hold was refused (every other slot held with signals deliverable)
-/// waits for one of them and tries again before it blocks signals for its hold.
-const REFUSALS_BEFORE_BLOCKING: u32 = 8;
-
-/// Takes a slot from `preferred` on (the first free one) with signals blocked, waiting for one;
-/// for a thread whose holds were refused, or that has no state left.
+/// Takes a slot from `preferred` on (the first free one) with signals blocked, waiting for one:
+/// after a refusal, with one slot, or for a thread that has no state left.
 fn lock_blocked(
     table: &'static LockTable,
     preferred: usize,
@@ -558,7 +586,7 @@ fn lock_blocked(
 ///
 /// Signals stay deliverable during the hold unless every other slot is held so (then a handler
 /// in each holder, waiting for a slot, would wait forever): that hold blocks the asynchronous
-/// signals, after waiting briefly for the others to finish.
+/// signals, after a short wait for another holder to finish.
 #[inline]
 pub fn lock_slot(preferred: usize) -> SlotGuard {
     let table = table();
@@ -569,10 +597,11 @@ pub fn lock_slot(preferred: usize) -> SlotGuard {
     if let Some(t) = state() {
         if t.window.get() == NO_WINDOW && n > 1 && !signals_unblocked() {
             let frame = Frame::enter(t);
-            if let Try::Held = try_unmasked(table, preferred, t, frame.depth) {
-                return frame.owned(preferred, None);
-            }
-            return lock_slot_slow(table, preferred, Some(frame));
+            return match try_unmasked(table, preferred, t, frame.depth) {
+                Try::Held => frame.owned(preferred, None),
+                Try::Refused(window) => downgrade(frame, table, preferred, window),
+                Try::Busy => lock_slot_slow(table, preferred, Some(frame)),
+            };
         }
     }
     lock_slot_slow(table, preferred, None)
@@ -621,44 +650,19 @@ fn lock_slot_slow(table: &'static LockTable, preferred: usize, frame: Option<Fra
         // One slot: no other slot can settle, every hold blocks signals.
         return lock_blocked(table, preferred, Some(frame), token(t) | MASKED);
     }
-    let mut refusals = 0;
     let mut round = 0;
     loop {
         for step in 0..n {
             let i = after(preferred, step, n);
             match try_unmasked(table, i, t, frame.depth) {
                 Try::Held => return frame.owned(i, None),
-                Try::Busy => continue,
-                Try::Refused => {
-                    refusals += 1;
-                    if refusals < REFUSALS_BEFORE_BLOCKING {
-                        wait_to_settle(table, i);
-                    }
-                    break;
-                }
+                Try::Refused(window) => return downgrade(frame, table, i, window),
+                Try::Busy => {}
             }
-        }
-        if refusals >= REFUSALS_BEFORE_BLOCKING {
-            return lock_blocked(table, preferred, Some(frame), token(t) | MASKED);
         }
         pause(&mut round);
     }
 }
-
-/// After a refusal: spins (a bounded while) until some slot other than `mine` is free or held
-/// with signals blocked, as it is once another holder's section is over. A section takes tens
-/// of nanoseconds; blocking signals for the hold, two system calls, takes far longer.
-fn wait_to_settle(table: &LockTable, mine: usize) {
-    for _ in 0..SETTLE_SPINS {
-        if another_slot_settles(table, mine) {
-            return;
-        }
-        core::hint::spin_loop();
-    }
-}
-
-/// How long [`wait_to_settle`] spins at most.
-const SETTLE_SPINS: u32 = 256;
 
 /// Locks exactly slot `index` (for sections whose caller chose the CPU, `index = given(cpu)`);
 /// `None` if there is no such slot, or if this thread already holds a slot lock (a signal
@@ -699,33 +703,31 @@ pub fn lock_slot_exact(index: usize) -> Option<SlotGuard> {
         }
         return Some(frame.owned(index, None));
     }
-    let mut refusals = if table.len() == 1 {
-        REFUSALS_BEFORE_BLOCKING
-    } else {
-        0
+    // With signals blocked, exactly this slot (after a refusal, given back first: see
+    // `downgrade`).
+    let blocked = |frame: Frame| {
+        let signals = SignalsBlocked::new();
+        let mut round = 0;
+        while !try_plain(table, index, token(t) | MASKED) {
+            pause(&mut round);
+        }
+        t.held.set(t.held.get() + 1);
+        frame.owned(index, Some(signals))
     };
+    if table.len() == 1 {
+        return Some(blocked(frame));
+    }
     loop {
-        if refusals < REFUSALS_BEFORE_BLOCKING {
-            match try_unmasked(table, index, t, frame.depth) {
-                Try::Held => return Some(frame.owned(index, None)),
-                Try::Busy => {}
-                Try::Refused => {
-                    refusals += 1;
-                    if refusals < REFUSALS_BEFORE_BLOCKING {
-                        wait_to_settle(table, index);
-                    }
-                }
+        match try_unmasked(table, index, t, frame.depth) {
+            Try::Held => return Some(frame.owned(index, None)),
+            Try::Refused(window) => {
+                table[index].store(FREE, Ordering::Release);
+                compiler_fence(Ordering::SeqCst);
+                t.window.set(window);
+                return Some(blocked(frame));
             }
+            Try::Busy => pause(&mut round),
         }
-        if refusals >= REFUSALS_BEFORE_BLOCKING {
-            let signals = SignalsBlocked::new();
-            while !try_plain(table, index, token(t) | MASKED) {
-                pause(&mut round);
-            }
-            t.held.set(t.held.get() + 1);
-            return Some(frame.owned(index, Some(signals)));
-        }
-        pause(&mut round);
     }
 }
 
