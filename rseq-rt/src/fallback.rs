@@ -461,6 +461,14 @@ fn downgrade(frame: Frame, table: &'static LockTable, i: usize, window: usize) -
     lock_blocked(table, i, Some(frame), token(t) | MASKED)
 }
 
+/// Takes exactly slot `i` with `word`, waiting until it is free.
+fn take_waiting(table: &LockTable, i: usize, word: usize) {
+    let mut round = 0;
+    while !try_plain(table, i, word) {
+        pause(&mut round);
+    }
+}
+
 /// Takes slot `i` for good with signals blocked (the caller blocked them) or under the promise.
 #[inline(always)]
 fn try_plain(table: &LockTable, i: usize, word: usize) -> bool {
@@ -674,10 +682,7 @@ pub fn lock_slot_exact(index: usize) -> Option<SlotGuard> {
     }
     let Some(t) = state() else {
         let signals = SignalsBlocked::new();
-        let mut round = 0;
-        while !try_plain(table, index, 1 << 2 | MASKED) {
-            pause(&mut round);
-        }
+        take_waiting(table, index, 1 << 2 | MASKED);
         return Some(SlotGuard {
             index,
             hold: Hold::Stateless,
@@ -698,19 +703,14 @@ pub fn lock_slot_exact(index: usize) -> Option<SlotGuard> {
     if signals_unblocked() {
         t.held.set(t.held.get() + 1);
         compiler_fence(Ordering::SeqCst);
-        while !try_plain(table, index, token(t) | PROMISED) {
-            pause(&mut round);
-        }
+        take_waiting(table, index, token(t) | PROMISED);
         return Some(frame.owned(index, None));
     }
     // With signals blocked, exactly this slot (after a refusal, given back first: see
     // `downgrade`).
     let blocked = |frame: Frame| {
         let signals = SignalsBlocked::new();
-        let mut round = 0;
-        while !try_plain(table, index, token(t) | MASKED) {
-            pause(&mut round);
-        }
+        take_waiting(table, index, token(t) | MASKED);
         t.held.set(t.held.get() + 1);
         frame.owned(index, Some(signals))
     };
@@ -782,9 +782,6 @@ pub(crate) fn fence_slot(index: usize) {
     let index = index % table.len();
     // A handler running a section while this thread held the lock could wait for it forever.
     let _signals = SignalsBlocked::new();
-    let mut round = 0;
-    while !try_plain(table, index, 1 << 2 | MASKED) {
-        pause(&mut round);
-    }
+    take_waiting(table, index, 1 << 2 | MASKED);
     table[index].store(FREE, Ordering::Release);
 }

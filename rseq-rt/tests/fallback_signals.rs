@@ -170,15 +170,20 @@ extern "C" fn section_in_handler(_: libc::c_int) {
     HANDLER_SLOT.store(slot, SeqCst);
 }
 
+/// Installs `handler` for SIGUSR1 (each handler here only takes a slot lock and stores atomics).
+fn on_sigusr1(handler: extern "C" fn(libc::c_int)) {
+    // SAFETY: a zeroed sigaction with only the handler set; the handlers are async-signal-safe.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = handler as *const () as usize;
+        libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
+    }
+}
+
 /// Holds slot `held` on this thread and raises SIGUSR1, whose handler runs a section.
 fn interrupt_own_section(held: usize) {
     HELD_SLOT.store(held, SeqCst);
-    // SAFETY: installs a handler that only takes a slot lock and stores an atomic.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = section_in_handler as *const () as usize;
-        libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
-    }
+    on_sigusr1(section_in_handler);
     let guard = lock_slot_exact(held).expect("slot");
     // SAFETY: signals this thread; the handler runs before pthread_kill returns (unblocked).
     unsafe { libc::pthread_kill(libc::pthread_self(), libc::SIGUSR1) };
@@ -314,12 +319,7 @@ fn a_handler_in_the_window_borrows_its_threads_slot() {
         return;
     }
     let holders = Holders::hold(slots());
-    // SAFETY: installs a handler that only takes a slot lock and stores atomics.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = section_in_handler_noting_the_mask as *const () as usize;
-        libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
-    }
+    on_sigusr1(section_in_handler_noting_the_mask);
     HELD_SLOT.store(1, SeqCst);
     set_fallback_window_hook(Some(raise_in_window));
     let (slot, masked) = with_slot(0, |slot| (slot, blocked(libc::SIGUSR1)));
@@ -364,12 +364,7 @@ fn every_holders_handler_runs_a_section() {
         );
         return;
     }
-    // SAFETY: installs a handler that only takes a slot lock and adds to an atomic.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = counting_section_in_handler as *const () as usize;
-        libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
-    }
+    on_sigusr1(counting_section_in_handler);
     let n = slots();
     let barrier = std::sync::Arc::new(std::sync::Barrier::new(n));
     let threads: Vec<_> = (0..n)
