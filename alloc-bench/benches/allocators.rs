@@ -1,0 +1,310 @@
+//! `cargo bench -p rseq-alloc-bench [--features others]`: `PerCpuAlloc` as the global
+//! allocator against glibc's malloc (and mimalloc, jemalloc and snmalloc with `others`), on the
+//! workloads of `rseq_alloc_bench::Workload`.
+//!
+//! One worker binary per allocator (a process has one global allocator); `PerCpuAlloc` runs
+//! twice, on rseq and with `RSEQ_DISABLE=1` (its fallback). The workers run alternately, one
+//! process per run, in `ALLOC_BENCH_BATCHES` batches (default 5) whose order rotates; the
+//! tables give medians. `ALLOC_BENCH_SCALE` (default 1) scales every workload's size, and
+//! `ALLOC_BENCH_ONLY` (comma-separated workload names) picks workloads. This machine is shared
+//! and noisy: compare the ratios of one run, not absolute figures across runs.
+
+use rseq_alloc_bench::Workload;
+use std::collections::BTreeMap;
+use std::process::Command;
+
+struct Allocator {
+    name: &'static str,
+    exe: &'static str,
+    env: &'static [(&'static str, &'static str)],
+}
+
+const GLIBC: &str = "glibc";
+const PERCPU: &str = "PerCpuAlloc";
+const FALLBACK: &str = "PerCpuAlloc (fallback)";
+const OTHERS: [&str; 3] = ["mimalloc", "jemalloc", "snmalloc"];
+
+fn allocators() -> Vec<Allocator> {
+    let mut list = vec![
+        Allocator {
+            name: GLIBC,
+            exe: env!("CARGO_BIN_EXE_alloc-bench-glibc"),
+            env: &[],
+        },
+        Allocator {
+            name: PERCPU,
+            exe: env!("CARGO_BIN_EXE_alloc-bench-percpu"),
+            env: &[],
+        },
+        Allocator {
+            name: FALLBACK,
+            exe: env!("CARGO_BIN_EXE_alloc-bench-percpu"),
+            env: &[("RSEQ_DISABLE", "1")],
+        },
+    ];
+    for (name, exe) in [
+        (
+            "mimalloc",
+            option_env!("CARGO_BIN_EXE_alloc-bench-mimalloc"),
+        ),
+        (
+            "jemalloc",
+            option_env!("CARGO_BIN_EXE_alloc-bench-jemalloc"),
+        ),
+        (
+            "snmalloc",
+            option_env!("CARGO_BIN_EXE_alloc-bench-snmalloc"),
+        ),
+    ] {
+        if let Some(exe) = exe {
+            list.push(Allocator {
+                name,
+                exe,
+                env: &[],
+            });
+        }
+    }
+    list
+}
+
+fn env_number(key: &str, default: f64) -> f64 {
+    match std::env::var(key) {
+        Err(_) => default,
+        Ok(v) => match v.parse::<f64>() {
+            Ok(x) if x > 0.0 && x.is_finite() => x,
+            _ => {
+                eprintln!("{key}={v}: expected a positive number");
+                std::process::exit(2);
+            }
+        },
+    }
+}
+
+/// Runs `workload` under `a` once; its value and its `info` line.
+fn run(a: &Allocator, workload: Workload, scale: f64) -> (f64, String) {
+    let out = Command::new(a.exe)
+        .arg(workload.name())
+        .arg(scale.to_string())
+        .envs(a.env.iter().copied())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", a.exe));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let value = stdout
+        .lines()
+        .find_map(|l| l.split(' ').find_map(|w| w.strip_prefix("value=")))
+        .and_then(|v| v.parse::<f64>().ok());
+    match (out.status.success(), value) {
+        (true, Some(v)) => (
+            v,
+            stdout
+                .lines()
+                .find_map(|l| l.strip_prefix("info "))
+                .unwrap_or("")
+                .to_string(),
+        ),
+        _ => {
+            eprintln!(
+                "{} failed on {} ({}):\n{}{}",
+                a.name,
+                workload.name(),
+                out.status,
+                stdout,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::process::exit(1);
+        }
+    }
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+fn main() {
+    let batches = env_number("ALLOC_BENCH_BATCHES", 5.0) as usize;
+    let scale = env_number("ALLOC_BENCH_SCALE", 1.0);
+    let workloads: Vec<Workload> = match std::env::var("ALLOC_BENCH_ONLY") {
+        Ok(list) => list
+            .split(',')
+            .map(|n| {
+                Workload::from_name(n.trim()).unwrap_or_else(|| {
+                    eprintln!("ALLOC_BENCH_ONLY: no workload {n:?}");
+                    std::process::exit(2)
+                })
+            })
+            .collect(),
+        Err(_) => Workload::ALL.to_vec(),
+    };
+    let allocs = allocators();
+    println!(
+        "allocators: {} ({} batches, scale {scale}; mimalloc, jemalloc and snmalloc need \
+         --features others)",
+        allocs.iter().map(|a| a.name).collect::<Vec<_>>().join(", "),
+        batches
+    );
+    let mut samples: BTreeMap<(usize, &str), Vec<f64>> = BTreeMap::new();
+    let mut infos: BTreeMap<&str, String> = BTreeMap::new();
+    for batch in 0..batches {
+        eprint!("batch {}/{batches}:", batch + 1);
+        for (w, &workload) in workloads.iter().enumerate() {
+            eprint!(" {}", workload.name());
+            for k in 0..allocs.len() {
+                let a = &allocs[(k + batch + w) % allocs.len()];
+                let (value, info) = run(a, workload, scale);
+                samples.entry((w, a.name)).or_default().push(value);
+                if !info.is_empty() {
+                    infos.insert(a.name, info);
+                }
+            }
+        }
+        eprintln!();
+    }
+    let med: BTreeMap<(usize, &str), f64> =
+        samples.iter_mut().map(|(k, v)| (*k, median(v))).collect();
+    let get = |w: usize, name: &str| med.get(&(w, name)).copied();
+
+    println!("\nMedians (lower is better):");
+    print!("{:<52}", "workload");
+    for a in &allocs {
+        print!("{:>24}", a.name);
+    }
+    println!();
+    for (w, workload) in workloads.iter().enumerate() {
+        print!(
+            "{:<52}",
+            format!("{} ({})", workload.title(), workload.unit())
+        );
+        for a in &allocs {
+            print!("{:>24.2}", get(w, a.name).unwrap_or(f64::NAN));
+        }
+        println!();
+    }
+    for (name, info) in &infos {
+        println!("{name}: {info}");
+    }
+
+    println!("\nPerCpuAlloc's ratios (its median / theirs; lower is better):");
+    let others: Vec<&str> = OTHERS
+        .iter()
+        .copied()
+        .filter(|o| allocs.iter().any(|a| a.name == *o))
+        .collect();
+    print!("{:<48}{:>12}", "workload", "÷ glibc");
+    for o in &others {
+        print!("{:>12}", format!("÷ {o}"));
+    }
+    println!("{:>14}", "÷ best other");
+    for (w, workload) in workloads.iter().enumerate() {
+        let ours = get(w, PERCPU).unwrap_or(f64::NAN);
+        print!(
+            "{:<48}{:>12.2}",
+            workload.title(),
+            ours / get(w, GLIBC).unwrap_or(f64::NAN)
+        );
+        for o in &others {
+            print!("{:>12.2}", ours / get(w, o).unwrap_or(f64::NAN));
+        }
+        let best = others
+            .iter()
+            .filter_map(|o| get(w, o))
+            .fold(f64::INFINITY, f64::min);
+        if best.is_finite() {
+            println!("{:>14.2}", ours / best);
+        } else {
+            println!("{:>14}", "-");
+        }
+    }
+
+    println!("\nGoals (issue: a per-CPU allocator worth installing):");
+    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+    for (w, workload) in workloads.iter().enumerate() {
+        let ours = get(w, PERCPU).unwrap_or(f64::NAN);
+        let glibc = get(w, GLIBC).unwrap_or(f64::NAN);
+        println!(
+            "  {:<44} ≤ 1.0× glibc:       {:>6.2}× {}",
+            workload.title(),
+            ours / glibc,
+            verdict(ours <= glibc)
+        );
+        let mi = get(w, "mimalloc");
+        let best = others
+            .iter()
+            .filter_map(|o| get(w, o))
+            .fold(f64::INFINITY, f64::min);
+        match workload {
+            Workload::Pair | Workload::Batch | Workload::Pair2 => match mi {
+                Some(mi) => println!(
+                    "  {:<44} ≤ 1.0× mimalloc:    {:>6.2}× {}",
+                    "",
+                    ours / mi,
+                    verdict(ours <= mi)
+                ),
+                None => println!("  {:<44} ≤ 1.0× mimalloc:    n/a (--features others)", ""),
+            },
+            Workload::Json | Workload::BTree if best.is_finite() => println!(
+                "  {:<44} ≤ 1.2× best other:  {:>6.2}× {}",
+                "",
+                ours / best,
+                verdict(ours <= 1.2 * best)
+            ),
+            Workload::Json | Workload::BTree => {
+                println!("  {:<44} ≤ 1.2× best other:  n/a (--features others)", "")
+            }
+            Workload::Rss => {
+                match get(w, "jemalloc") {
+                    Some(je) => println!(
+                        "  {:<44} ≤ jemalloc's:       {:>6.2}× {}",
+                        "",
+                        ours / je,
+                        verdict(ours <= je)
+                    ),
+                    None => println!("  {:<44} ≤ jemalloc's:       n/a (--features others)", ""),
+                }
+                match mi {
+                    Some(mi) => println!(
+                        "  {:<44} < 0.1× mimalloc's:  {:>6.2}× {}",
+                        "",
+                        ours / mi,
+                        verdict(ours < 0.1 * mi)
+                    ),
+                    None => println!("  {:<44} < 0.1× mimalloc's:  n/a (--features others)", ""),
+                }
+            }
+            Workload::CrossFree => {}
+        }
+    }
+    println!("\nIn the fallback (RSEQ_DISABLE=1), goal ≤ 1.2× glibc on every row:");
+    for (w, workload) in workloads.iter().enumerate() {
+        let t = get(w, FALLBACK).unwrap_or(f64::NAN) / get(w, GLIBC).unwrap_or(f64::NAN);
+        println!(
+            "  {:<44} {:>6.2}× {}",
+            workload.title(),
+            t,
+            verdict(t <= 1.2)
+        );
+    }
+
+    println!(
+        "\nChart: each allocator's median ÷ glibc's (| marks 1.0; one # is 0.05×, capped at 3×)"
+    );
+    for (w, workload) in workloads.iter().enumerate() {
+        println!("  {}", workload.title());
+        let glibc = get(w, GLIBC).unwrap_or(f64::NAN);
+        for a in &allocs {
+            let r = get(w, a.name).unwrap_or(f64::NAN) / glibc;
+            let n = ((r.min(3.0) / 0.05).round() as usize).min(60);
+            let mut bar: String = "#".repeat(n);
+            if bar.len() < 20 {
+                bar.push_str(&" ".repeat(20 - bar.len()));
+            }
+            bar.insert(20, '|');
+            println!("    {:<24}{:>6.2}× {}", a.name, r, bar.trim_end());
+        }
+    }
+}
