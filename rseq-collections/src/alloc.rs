@@ -488,11 +488,20 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
         !rseq_rt::sections_run_on_rseq() && !self.state.load(Ordering::Relaxed).is_null()
     }
 
+    /// A small request. The pass-through test comes first and the cache path is a call of its
+    /// own, so that a request passed through costs two loads and a jump to the inner
+    /// allocator: inlined together, the cache path's register saves were paid by every
+    /// request (25–30% over glibc's malloc/free pair in the fallback).
     #[inline(always)]
     unsafe fn alloc_small(&self, class: usize) -> *mut u8 {
         if self.passes_through() {
             return self.inner.alloc(class_layout(class));
         }
+        self.alloc_cached(class)
+    }
+
+    #[inline(never)]
+    unsafe fn alloc_cached(&self, class: usize) -> *mut u8 {
         let Some(state) = self.enter(true) else {
             return self.alloc_bypass(class);
         };
@@ -505,12 +514,18 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
         block
     }
 
+    /// As [`alloc_small`](Self::alloc_small).
     #[inline(always)]
     unsafe fn dealloc_small(&self, block: *mut u8, class: usize) {
         if self.passes_through() {
             self.inner.dealloc(block, class_layout(class));
             return;
         }
+        self.dealloc_cached(block, class)
+    }
+
+    #[inline(never)]
+    unsafe fn dealloc_cached(&self, block: *mut u8, class: usize) {
         let Some(state) = self.enter(false) else {
             self.inner.dealloc(block, class_layout(class));
             return;
