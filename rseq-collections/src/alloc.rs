@@ -670,7 +670,7 @@ mod tests {
             // The fallback passes requests through: only the first one used a cache.
             assert!(s.refills <= 1 && s.flushes == 0, "{s:?}");
         }
-        assert!(s.cached_blocks <= CLASSES * CACHE_CAPACITY * rseq_rt::possible_cpus());
+        assert!(s.cached_blocks <= CLASSES * CACHE_CAPACITY * (rseq_rt::possible_cpus() + 1));
         // Moved after use: the drop still frees through the inner allocator.
         let moved = a;
         drop(moved);

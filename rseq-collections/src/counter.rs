@@ -329,7 +329,7 @@ impl PerCpuCounter {
     /// let c = rseq::collections::counter::PerCpuCounter::new();
     /// c.add(1);
     /// assert_eq!(c.per_cpu().iter().sum::<usize>(), 1);
-    /// assert_eq!(c.per_cpu().len(), rseq::possible_cpus());
+    /// assert_eq!(c.per_cpu().len(), rseq::possible_cpus() + 1); // the spare slot too
     /// ```
     pub fn per_cpu(&self) -> Vec<usize> {
         let _takers = self.takers.lock().unwrap_or_else(|p| p.into_inner());

@@ -306,8 +306,10 @@ impl<T, const CAP: usize> PerCpuPool<T, CAP> {
     /// moved. Uses the fence protocol of the [module documentation](self).
     ///
     /// # Errors
-    /// [`FenceError::InvalidCpu`] if `cpu` is not below [`rseq::possible_cpus`]; another
-    /// error if the fence fails, in which case nothing moved.
+    /// [`FenceError::InvalidCpu`] if `cpu` is above [`rseq::possible_cpus`] (that index itself
+    /// is the slot every `PerCpu` has for the generic fallback's spare lock, which this
+    /// structure's own fallback never uses); another error if the fence fails, in which case
+    /// nothing moved.
     ///
     /// ```
     /// use rseq::collections::pool::PerCpuPool;

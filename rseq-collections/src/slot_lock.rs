@@ -3,7 +3,8 @@
 //! compare-exchange, where the runtime's generated fallback would go through its shared lock
 //! table. Slots are interchangeable for these structures (a counter sums them, a buffer's pop
 //! takes from whichever slot it locks), so a thread starts from the slot it used last and
-//! takes any free one.
+//! takes any free one of the CPUs' slots. (Every `PerCpu` has one more, the generic fallback's
+//! spare, which these locks never take: the structures' drains go over the CPUs' slots.)
 
 use rseq_rt::PerCpu;
 use std::cell::Cell;
@@ -29,9 +30,15 @@ fn try_lock(lock: &AtomicUsize) -> bool {
 /// Locks a free slot (`lock(slot)` from 0 to 1), without waiting: the thread's last slot (its
 /// CPU's, re-read now and then), else the first free one from the current CPU's on; `None` if
 /// every slot is held. Unlock with [`unlock`].
+/// The CPUs' slots of `slots`: all but the spare.
+#[inline(always)]
+fn cpu_slots<T>(slots: &PerCpu<T>) -> usize {
+    slots.len() - 1
+}
+
 #[inline(always)]
 pub(crate) fn try_lock_any<T>(slots: &PerCpu<T>, lock: impl Fn(&T) -> &AtomicUsize) -> Option<&T> {
-    let n = slots.len();
+    let n = cpu_slots(slots);
     let uses = USES.get().wrapping_add(1);
     USES.set(uses);
     let mut hint = HINT.get();
@@ -83,7 +90,7 @@ pub(crate) fn unlock(lock: &AtomicUsize) {
 /// The slot this thread locked last (its CPU's when it last looked; if it never locked one,
 /// any slot), for a path that must pick a slot without taking its lock.
 pub(crate) fn hinted<T>(slots: &PerCpu<T>) -> &T {
-    let n = slots.len();
+    let n = cpu_slots(slots);
     slots
         .get(HINT.get() % n)
         .expect("a PerCpu has a slot per CPU index")

@@ -339,8 +339,10 @@ impl<T: Linked> PerCpuStack<T> {
     /// the [module documentation](self): two [`rseq_rt::fence_cpu`] calls.
     ///
     /// # Errors
-    /// [`FenceError::InvalidCpu`] if `cpu` is not below [`rseq::possible_cpus`]; another
-    /// error if the first fence fails, in which case nothing was detached.
+    /// [`FenceError::InvalidCpu`] if `cpu` is above [`rseq::possible_cpus`]; that index itself is
+    /// the fallback's spare slot, where nodes pushed by signal handlers that interrupted their
+    /// own thread's fallback section land ([`PerCpu`](rseq_rt::PerCpu)). Another error if the
+    /// first fence fails, in which case nothing was detached.
     ///
     /// ```
     /// use rseq::collections::stack::{Node, PerCpuStack};
@@ -350,7 +352,7 @@ impl<T: Linked> PerCpuStack<T> {
     /// let mut node = Node::new(3);
     /// // SAFETY: `node` outlives its time on the stack.
     /// unsafe { s.push(NonNull::from(&mut node)) };
-    /// let found: usize = (0..rseq::possible_cpus())
+    /// let found: usize = (0..=rseq::possible_cpus())
     ///     .map(|cpu| s.pop_all_cpu(cpu).unwrap().count())
     ///     .sum();
     /// assert_eq!(found, 1);

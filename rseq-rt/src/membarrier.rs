@@ -183,13 +183,24 @@ pub fn fence_all() -> Result<(), FenceError> {
 /// thread running on that CPU once) — in `Fallback` mode, for the sections holding that slot's
 /// lock.
 ///
+/// `cpu` may also be [`possible_cpus`](crate::possible_cpus)`()`, the index of every
+/// [`PerCpu`](crate::PerCpu)'s last slot: the fallback's spare, which only fallback sections
+/// nested in their own thread's section use (no CPU runs sections on it); its fence waits for
+/// the spare's lock, so a structure that drains slot by slot drains that one too.
+///
 /// ```
 /// rseq::fence_cpu(0).expect("cpu 0 exists");
+/// rseq::fence_cpu(rseq::possible_cpus()).expect("the spare slot");
 /// assert!(rseq::fence_cpu(usize::MAX).is_err());
 /// ```
 pub fn fence_cpu(cpu: usize) -> Result<(), FenceError> {
-    if cpu >= sys::possible_cpus() {
+    let possible = sys::possible_cpus();
+    if cpu > possible {
         return Err(FenceError::InvalidCpu(cpu));
+    }
+    if cpu == possible {
+        crate::fallback::fence_spare();
+        return Ok(());
     }
     match mode() {
         Mode::Rseq(_) => {

@@ -1,4 +1,4 @@
-//! `PerCpu<T>`: one cache-padded slot per possible CPU id.
+//! `PerCpu<T>`: one cache-padded slot per possible CPU id, plus the fallback's spare.
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::fmt;
@@ -65,7 +65,15 @@ impl<T: fmt::Debug> fmt::Debug for CachePadded<T> {
 }
 
 /// Storage with one slot per possible CPU id (`/sys/devices/system/cpu/possible`, sized by the
-/// highest id + 1, so sparse ids still index directly), each slot on its own cache line(s).
+/// highest id + 1, so sparse ids still index directly), plus one, each slot on its own cache
+/// line(s).
+///
+/// The last slot, index [`possible_cpus`](crate::possible_cpus)`()`, is the fallback's spare:
+/// no CPU runs sections on it, and only a fallback section nested in its own thread's fallback
+/// section (a signal handler that interrupted it) works on it, so that such a handler never
+/// waits for a slot its thread holds ([`fallback`](crate::fallback)). Code that sums or drains
+/// every slot covers it by going over all of `len()` ([`fence_cpu`](crate::fence_cpu) accepts
+/// its index).
 ///
 /// Slots are [`PerCpu::STRIDE`] bytes apart, a constant the critical-section code generator
 /// uses to scale the CPU index. Critical sections write the current CPU's slot; from outside a
@@ -79,7 +87,7 @@ impl<T: fmt::Debug> fmt::Debug for CachePadded<T> {
 /// use rseq::PerCpu;
 ///
 /// let counts: PerCpu<AtomicUsize> = PerCpu::new(AtomicUsize::new);
-/// assert_eq!(counts.len(), rseq::possible_cpus());
+/// assert_eq!(counts.len(), rseq::possible_cpus() + 1);
 /// let sum: usize = counts.iter().map(|c| c.load(Ordering::Relaxed)).sum();
 /// let n = counts.len();
 /// assert_eq!(sum, n * (n - 1) / 2);
@@ -101,7 +109,7 @@ impl<T> PerCpu<T> {
     /// Bytes from one slot to the next: `size_of::<T>()` rounded up to the cache-line size.
     pub const STRIDE: usize = core::mem::size_of::<CachePadded<T>>();
 
-    /// One slot per possible CPU, slot `i` initialised with `init(i)`.
+    /// One slot per possible CPU and the spare, slot `i` initialised with `init(i)`.
     pub fn new(init: impl FnMut(usize) -> T) -> Self {
         Self::build(init, None)
     }
@@ -117,7 +125,7 @@ impl<T> PerCpu<T> {
     /// use std::sync::atomic::AtomicUsize;
     ///
     /// let caches = rseq::PerCpu::new_in(|_| AtomicUsize::new(0), &System);
-    /// assert_eq!(caches.len(), rseq::possible_cpus());
+    /// assert_eq!(caches.len(), rseq::possible_cpus() + 1);
     /// ```
     pub fn new_in(init: impl FnMut(usize) -> T, allocator: &'static dyn GlobalAlloc) -> Self {
         Self::build(init, Some(allocator))
@@ -127,11 +135,16 @@ impl<T> PerCpu<T> {
         Layout::array::<CachePadded<T>>(len).expect("PerCpu size overflows")
     }
 
+    /// Slots of every `PerCpu`: the possible CPUs and the spare.
+    fn slot_count() -> usize {
+        crate::sys::possible_cpus() + 1
+    }
+
     fn build(
         mut init: impl FnMut(usize) -> T,
         allocator: Option<&'static dyn GlobalAlloc>,
     ) -> Self {
-        let len = crate::sys::possible_cpus();
+        let len = Self::slot_count();
         let layout = Self::layout(len);
         let slots = if layout.size() == 0 {
             NonNull::dangling()
@@ -171,8 +184,9 @@ impl<T> PerCpu<T> {
         unsafe { core::slice::from_raw_parts_mut(self.slots.as_ptr(), self.len) }
     }
 
-    /// The number of slots: the number of possible CPU ids. Every CPU index a critical section
-    /// can see (`cpu_id` or `mm_cid`) is below it.
+    /// The number of slots: the number of possible CPU ids, plus the spare. Every CPU index a
+    /// critical section can see (`cpu_id` or `mm_cid`) is below it, and so is every slot a
+    /// fallback section locks.
     pub fn len(&self) -> usize {
         self.len
     }
@@ -214,7 +228,7 @@ impl<T> Drop for PerCpu<T> {
         // allocator it came from, with the layout it was allocated with.
         unsafe {
             core::ptr::drop_in_place(self.as_mut_slice());
-            let layout = Self::layout(crate::sys::possible_cpus());
+            let layout = Self::layout(Self::slot_count());
             if layout.size() != 0 {
                 match self.allocator {
                     Some(a) => a.dealloc(self.slots.as_ptr().cast(), layout),

@@ -73,15 +73,15 @@ impl core::fmt::Display for FallbackSlotsError {
             }
             FallbackSlotsError::MoreThanPossibleCpus(n) => write!(
                 f,
-                "at most {n} slots, one per possible CPU (per-CPU data has no more)"
+                "at most {n} CPU slots, one per possible CPU (per-CPU data has no more)"
             ),
         }
     }
 }
 
-/// Makes the fallback use `slots` slot locks instead of one per possible CPU, as on a machine
-/// (or a container) with that many CPUs; call it before the first section or fence. Fails if
-/// the table exists already, or if `slots` exceeds the possible CPUs.
+/// Makes the fallback use `slots` CPU slot locks (and the spare) instead of one per possible
+/// CPU, as on a machine (or a container) with that many CPUs; call it before the first section
+/// or fence. Fails if the table exists already, or if `slots` exceeds the possible CPUs.
 pub fn set_fallback_slots(slots: usize) -> Result<(), FallbackSlotsError> {
     let possible = crate::sys::possible_cpus();
     if slots > possible {
@@ -201,10 +201,10 @@ pub fn store_buffering(
     })
 }
 
-/// Makes the fallback call `hook` each time a thread has taken a slot lock with signals
-/// deliverable and not yet checked the other slots (the window in which a signal handler on
-/// that thread borrows the slot); `None` removes it. Process-wide.
-pub fn set_fallback_window_hook(hook: Option<fn()>) {
+/// Makes the fallback call `hook` each time a section nested in its own thread's fallback
+/// section (a signal handler's) has taken its slot, with signals blocked unless promised;
+/// `None` removes it. Process-wide.
+pub fn set_fallback_nested_hook(hook: Option<fn()>) {
     let ptr = hook.map_or(core::ptr::null_mut(), |f| f as *mut ());
-    crate::fallback::WINDOW_HOOK.store(ptr, Release);
+    crate::fallback::NESTED_HOOK.store(ptr, Release);
 }

@@ -1,10 +1,10 @@
-//! A machine (or a container) with one possible CPU: the fallback has a single slot lock, so a
-//! signal handler that interrupted its own thread's fallback section would find no other slot to
-//! take. Every hold is then made with asynchronous signals blocked (at most `slots − 1` holds
-//! may leave them deliverable), and a handler runs its section between two of its thread's.
-//! `rseq-stress --slots 1` gives the fallback one slot on any machine; each op runs under its own
-//! `timeout`, so a hang fails the test (allowing the hold to leave signals deliverable makes
-//! `signal-handler` hang here), and must end with exact results.
+//! A machine (or a container) with one possible CPU: the fallback has a single CPU slot lock, so
+//! a signal handler that interrupted its own thread's fallback section finds no other CPU slot
+//! to take. It takes the spare, with asynchronous signals blocked, while its thread's hold of
+//! the CPU slot keeps them deliverable. `rseq-stress --slots 1` gives the fallback one CPU slot
+//! on any machine; each op runs under its own `timeout`, so a hang fails the test (a handler
+//! that waited for a CPU slot makes `signal-handler` hang here), and must end with exact
+//! results.
 
 use rseq_tests::{field, run_in, RunMode};
 

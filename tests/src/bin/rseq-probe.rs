@@ -479,10 +479,17 @@ fn fences() {
     for cpu in allowed_cpus() {
         rseq::fence_cpu(cpu).unwrap_or_else(|e| fail(format!("fence_cpu({cpu}): {e}")));
     }
-    let bad = rseq::possible_cpus();
+    // The index after the last CPU is the fallback's spare slot (fenced by its lock); one more
+    // is past every slot.
+    let spare = rseq::possible_cpus();
+    check(
+        rseq::fence_cpu(spare).is_ok(),
+        "fence_cpu of the spare slot",
+    );
+    let bad = spare + 1;
     check(
         rseq::fence_cpu(bad) == Err(FenceError::InvalidCpu(bad)),
-        "fence_cpu past the last cpu",
+        "fence_cpu past the spare slot",
     );
     if !rseq::mode().is_rseq() {
         // The fallback fence waits for the slot's lock holder.

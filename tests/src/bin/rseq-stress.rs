@@ -45,9 +45,10 @@
 //! section spin N iterations at injection point K (`rseq::inject`), `--delay-all N` at every
 //! point. `--deny-membarrier` installs a seccomp filter under which `membarrier(2)` fails before
 //! the mode is decided, as on Linux 4.18–5.9: sections still run on rseq, and fences move the
-//! fencing thread to every CPU (`fence=Migration`). `--slots N` gives the fallback N slot locks
+//! fencing thread to every CPU (`fence=Migration`). `--slots N` gives the fallback N CPU slot locks
 //! instead of one per possible CPU (N at most that), as on a machine or container with N CPUs
-//! (`--slots 1`: a handler that interrupts its own thread has no other slot to take).
+//! (`--slots 1`: a handler that interrupts its own thread has no other CPU slot to take, only
+//! the spare).
 //!
 //! Prints `key=value` lines (`op`, `mode`, `index`, `commit`, `ops`, `aborts`, …; a forked
 //! child's start with `child_`) and `result=ok`; exits 1 with `result=fail` and a message on any
@@ -599,7 +600,7 @@ struct Config {
     delays: Vec<(usize, u32)>,
     /// `--deny-membarrier`: a seccomp filter makes `membarrier(2)` fail (Linux 4.18–5.9).
     deny_membarrier: bool,
-    /// `--slots N`: the fallback's slot locks (0: one per possible CPU).
+    /// `--slots N`: the fallback's CPU slot locks (0: one per possible CPU), besides the spare.
     slots: usize,
 }
 
@@ -782,10 +783,9 @@ extern "C" fn on_signal(_: libc::c_int) {
 }
 
 /// The handler's section (`signal-handler`). In the fallback every handler runs its section
-/// too: one that interrupts its own thread's section takes another slot, and the runtime keeps
-/// enough holds signal-free (at most `slots − 1` with signals deliverable) that such a wait
-/// always ends (with 4 threads on 2 slots, that wait was a deadlock before the runtime bounded
-/// it).
+/// too: one that interrupts its own thread's section takes another slot, with signals blocked,
+/// the spare included, whose holders cannot be interrupted, so such a wait always ends (with 4
+/// threads on 2 slots, that wait was a deadlock before the runtime bounded it).
 fn run_handler_section(words: *mut PerCpu<AtomicUsize>) {
     // SAFETY: both are published before the workers start and stay valid until every worker
     // has joined (`signal_handler` clears them only then); `Ops` tables are constants.
@@ -2534,7 +2534,8 @@ fn main() {
     println!("op={}", cfg.op);
     println!("mode={mode:?}");
     println!("fence={:?}", rseq::fence_mechanism());
-    println!("fallback_slots={}", rseq::fallback::slots());
+    // CPU slots, as `--slots` sets them (the table has the spare besides).
+    println!("fallback_slots={}", rseq::fallback::slots() - 1);
     println!(
         "index={}",
         match (spec.name, cfg.index) {
