@@ -393,8 +393,13 @@ fn mount_filesystems() -> Result<(), String> {
 }
 
 fn power_off() -> ! {
-    // SAFETY: plain system calls; as process 1 we may power the machine off.
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    // SAFETY: plain system calls; as process 1 we may power the machine off. `tcdrain` waits
+    // until the console has sent what was written (one CI boot lost its last line, the `done`
+    // the host looks for, to a power-off that came first); it fails at once on a non-terminal.
     unsafe {
+        libc::tcdrain(1);
         libc::sync();
         libc::reboot(libc::RB_POWER_OFF);
     }
