@@ -89,10 +89,7 @@ fn run(a: &Allocator, workload: Workload, scale: f64) -> (f64, String) {
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", a.exe));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let value = stdout
-        .lines()
-        .find_map(|l| l.split(' ').find_map(|w| w.strip_prefix("value=")))
-        .and_then(|v| v.parse::<f64>().ok());
+    let value = rseq_alloc_bench::printed_value(&stdout);
     match (out.status.success(), value) {
         (true, Some(v)) => (
             v,

@@ -413,6 +413,14 @@ pub fn peak_rss_mib() -> Result<f64, String> {
         .ok_or_else(|| "no VmHWM line in /proc/self/status".to_string())
 }
 
+/// The `value=` a worker printed (what [`worker_main`] writes), if any.
+pub fn printed_value(stdout: &str) -> Option<f64> {
+    stdout
+        .lines()
+        .find_map(|l| l.split(' ').find_map(|w| w.strip_prefix("value=")))
+        .and_then(|v| v.parse::<f64>().ok())
+}
+
 /// A worker's `main`: `alloc-bench-<name> WORKLOAD [SCALE]` runs one workload and prints
 /// `workload=<name> value=<number> unit=<unit>`, then `info` (what the allocator reports about
 /// itself, if anything); exits with 1 and the reason if the workload failed, 2 on a usage

@@ -23,10 +23,7 @@ fn run(exe: &str, workload: Workload, env: &[(&str, &str)]) -> (f64, String) {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    let value = stdout
-        .lines()
-        .find_map(|l| l.split(' ').find_map(|w| w.strip_prefix("value=")))
-        .and_then(|v| v.parse::<f64>().ok())
+    let value = rseq_alloc_bench::printed_value(&stdout)
         .unwrap_or_else(|| panic!("{exe} {}: no value in {stdout:?}", workload.name()));
     assert!(
         value > 0.0 && value.is_finite(),
