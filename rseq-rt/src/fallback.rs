@@ -11,9 +11,10 @@
 //! would ever be released. So the table has one more slot than there are possible CPUs (and
 //! every `PerCpu` one more slot than that number), the *spare*, which is only ever held with
 //! the asynchronous signals blocked:
-//! - a thread that holds no slot (the common case) takes the slot it prefers, or another free
-//!   one of the CPUs' slots, with signals deliverable — a compare-exchange and, at the end, a
-//!   release store, no signal-mask calls — and waits for one if all are held;
+//! - a thread that holds no slot (the common case) takes the slot it prefers, with signals
+//!   deliverable — a compare-exchange and, at the end, a release store, no signal-mask calls;
+//!   if that slot stays held, it yields the CPU once (its holder was most likely preempted on
+//!   this CPU), then takes any free CPU slot, and waits for one if all are held;
 //! - a thread that already holds one (a handler that interrupted its own thread's section, as a
 //!   per-thread count says) blocks the asynchronous signals (two `pthread_sigmask` calls), then
 //!   takes any free slot, the spare included, and waits until one is free.
@@ -228,8 +229,11 @@ pub struct SlotGuard {
     /// This thread's state, whose count the guard lowers on drop (`None`: a hold without
     /// thread state, in a late thread-local destructor).
     thread: Option<&'static ThreadState>,
-    /// Blocked asynchronous signals, restored after the slot is given back.
-    signals: Option<SignalsBlocked>,
+    /// The signal mask to restore after the slot is given back (`Some`: the hold blocked the
+    /// asynchronous signals). Plain words, not a [`SignalsBlocked`]: with a field that has a
+    /// destructor of its own, the guard's drop glue grew too large to inline, and every
+    /// section paid a call and a copy of the guard for it.
+    signals: Option<MaskWords>,
     /// The count is this thread's: the guard stays on it.
     _thread: PhantomData<*const ()>,
 }
@@ -238,7 +242,10 @@ pub struct SlotGuard {
 /// It keeps the kernel's part of the old mask only: 64 signals on every supported architecture,
 /// where the C library's `sigset_t` is 128 bytes. A guard is moved around with the slot guard
 /// on every fallback section, and copying 128 bytes each time was a third of a section's cost.
-struct SignalsBlocked([libc::c_ulong; MASK_WORDS]);
+struct SignalsBlocked(MaskWords);
+
+/// The kernel's part of a saved signal mask.
+type MaskWords = [libc::c_ulong; MASK_WORDS];
 
 /// Words of the kernel's signal mask (`_NSIG` is 64, plus one, on every supported target).
 const MASK_WORDS: usize = 64 / libc::c_ulong::BITS as usize;
@@ -268,20 +275,35 @@ impl SignalsBlocked {
             SignalsBlocked(core::array::from_fn(|i| *words.add(i)))
         }
     }
+
+    /// The saved mask, for a slot guard to restore with [`restore_mask`].
+    fn into_words(self) -> MaskWords {
+        let words = self.0;
+        core::mem::forget(self);
+        words
+    }
 }
 
 impl Drop for SignalsBlocked {
     fn drop(&mut self) {
-        // SAFETY: restores the mask saved by `new` on this same thread (the guard is !Send),
-        // written into a zeroed `sigset_t` (an array of at least `MASK_WORDS` words).
-        unsafe {
-            let mut old: libc::sigset_t = core::mem::zeroed();
-            let words = &mut old as *mut libc::sigset_t as *mut libc::c_ulong;
-            for (i, word) in self.0.iter().enumerate() {
-                *words.add(i) = *word;
-            }
-            libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
+        restore_mask(self.0);
+    }
+}
+
+/// Sets this thread's signal mask to `saved` (a mask that [`SignalsBlocked::new`] saved on this
+/// thread).
+#[cold]
+#[inline(never)]
+fn restore_mask(saved: MaskWords) {
+    // SAFETY: written into a zeroed `sigset_t` (an array of at least `MASK_WORDS` words), then
+    // installed on the calling thread.
+    unsafe {
+        let mut old: libc::sigset_t = core::mem::zeroed();
+        let words = &mut old as *mut libc::sigset_t as *mut libc::c_ulong;
+        for (i, word) in saved.iter().enumerate() {
+            *words.add(i) = *word;
         }
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
     }
 }
 
@@ -295,7 +317,13 @@ impl SlotGuard {
 impl Drop for SlotGuard {
     #[inline(always)]
     fn drop(&mut self) {
-        table()[self.index].store(FREE, Ordering::Release);
+        // SAFETY: the table exists (this guard holds one of its slots), is never freed, and
+        // `index` is one of its slots; this thread saw it published when it took the slot.
+        unsafe {
+            (&*TABLE.load(Ordering::Relaxed))
+                .get_unchecked(self.index)
+                .store(FREE, Ordering::Release);
+        }
         if let Some(t) = self.thread {
             // Unlock first, then stop counting: a signal arriving in between still sees this
             // thread as a holder and takes the nested path instead of waiting on a slot.
@@ -303,10 +331,9 @@ impl Drop for SlotGuard {
             t.held.set(t.held.get() - 1);
         }
         compiler_fence(Ordering::SeqCst);
-        // Pending signals are delivered here, with the slot given back. (Tested first: moving
-        // the empty option out costs a stalled 16-byte copy on every section.)
-        if self.signals.is_some() {
-            drop(self.signals.take());
+        // Pending signals are delivered here, with the slot given back.
+        if let Some(saved) = self.signals {
+            restore_mask(saved);
         }
     }
 }
@@ -380,6 +407,7 @@ fn guard(
     thread: Option<&'static ThreadState>,
     signals: Option<SignalsBlocked>,
 ) -> SlotGuard {
+    let signals = signals.map(SignalsBlocked::into_words);
     if let Some(t) = thread {
         t.sections.set(t.sections.get() + 1);
     }
@@ -392,9 +420,10 @@ fn guard(
 }
 
 /// Locks a slot for a fallback section: the CPU slot `preferred` (reduced modulo the number of
-/// CPU slots) if it is free, else the first free CPU slot — slots are interchangeable under
-/// their locks, and taking a free one avoids waiting for a holder that the scheduler preempted
-/// on the same CPU; when none is free it waits for one. Signals stay deliverable.
+/// CPU slots) once it is free, yielding the CPU once to a holder that does not let go at once
+/// (most likely preempted on this CPU), then the first free CPU slot — slots are
+/// interchangeable under their locks; when none is free it waits for one. Signals stay
+/// deliverable.
 ///
 /// A section nested in its own thread's section (a signal handler that interrupted it, or a
 /// [`with_slot`] body) blocks the asynchronous signals instead and takes any free slot, the
@@ -409,30 +438,100 @@ pub fn lock_slot(preferred: usize) -> SlotGuard {
     if let Some(t) = state() {
         if t.held.get() == 0 {
             count_hold(t);
-            if try_plain(table, preferred, token(t) | UNMASKED) {
-                return guard(preferred, Some(t), None);
-            }
-            return lock_cpu_slot_waiting(table, t, preferred);
+            // The guard is built here for either outcome: returned from the call, it went
+            // through memory on every section.
+            let index = if try_plain(table, preferred, token(t) | UNMASKED) {
+                preferred
+            } else {
+                lock_cpu_slot_waiting(table, t, preferred)
+            };
+            return guard(index, Some(t), None);
         }
     }
     lock_nested(table, preferred)
 }
 
-/// [`lock_slot`] past its first try, for a thread that holds no other slot (counted already):
-/// the first free CPU slot from `preferred` on, waiting for one.
+/// Runs `body` on a slot locked as [`lock_slot`] locks one, passing the slot's index, and
+/// unlocks it: what a critical section's generic fallback does.
+///
+/// The common case (the table exists, the thread holds no slot, its preferred slot is free) is
+/// inlined into the section and calls nothing; every other case is a call to an out-of-line
+/// copy that does nothing afterwards. With [`lock_slot`]'s out-of-line paths inlined into the
+/// section instead, the values live across those calls took six saved registers on every
+/// section, and their stores delay the compare-exchange, which waits for earlier stores.
+#[inline(always)]
+pub fn with_locked_slot<R>(preferred: usize, body: impl FnOnce(usize) -> R) -> R {
+    let table = TABLE.load(Ordering::Acquire);
+    if !table.is_null() {
+        // SAFETY: published once, never freed.
+        let table: &'static LockTable = unsafe { &*table };
+        if let Some(t) = state() {
+            if t.held.get() == 0 {
+                let preferred = reduce(preferred, table.len() - 1);
+                count_hold(t);
+                if try_plain(table, preferred, token(t) | UNMASKED) {
+                    let guard = guard(preferred, Some(t), None);
+                    return body(guard.index);
+                }
+                return with_slot_waiting(table, t, preferred, body);
+            }
+        }
+    }
+    with_slot_any(preferred, body)
+}
+
+/// [`with_locked_slot`] past a failed first try (the hold counted).
 #[inline(never)]
-fn lock_cpu_slot_waiting(
-    table: &LockTable,
+fn with_slot_waiting<R>(
+    table: &'static LockTable,
     t: &'static ThreadState,
     preferred: usize,
-) -> SlotGuard {
+    body: impl FnOnce(usize) -> R,
+) -> R {
+    let guard = guard(lock_cpu_slot_waiting(table, t, preferred), Some(t), None);
+    body(guard.index)
+}
+
+/// [`with_locked_slot`] for a nested section, a thread without state or a table not made yet.
+#[cold]
+#[inline(never)]
+fn with_slot_any<R>(preferred: usize, body: impl FnOnce(usize) -> R) -> R {
+    let guard = lock_slot(preferred);
+    body(guard.index)
+}
+
+/// How many times a section that found its slot held re-reads it before yielding the CPU: a
+/// holder that runs on another CPU releases within this, one preempted on this CPU does not.
+const HOLDER_SPINS: u32 = 64;
+
+/// [`lock_slot`] past its first try, for a thread that holds no other slot (counted already):
+/// takes the preferred slot once its holder lets go, else the first free CPU slot from
+/// `preferred` on, waiting for one, and returns its index.
+///
+/// The preferred slot is its CPU's, so a holder that does not release it within a few dozen
+/// reads was most likely preempted on this CPU by the caller. Yielding once lets it run to its
+/// release. Taking another CPU's slot at once instead (as before) made the two CPUs' threads
+/// share one slot, its lock word's cache line moving between them on every section, until the
+/// holder was scheduled again: with four threads on two CPUs, the DSL counter add took
+/// 18.5–19.5 ns against 13.9–14.2 ns with the yield, the alternative `sched_getcpu` + per-CPU
+/// `fetch_add` 7.2 ns (one run each way, alternating).
+#[inline(never)]
+fn lock_cpu_slot_waiting(table: &LockTable, t: &'static ThreadState, preferred: usize) -> usize {
     let cpus = table.len() - 1;
+    let word = token(t) | UNMASKED;
+    for _ in 0..HOLDER_SPINS {
+        core::hint::spin_loop();
+        if try_plain(table, preferred, word) {
+            return preferred;
+        }
+    }
+    std::thread::yield_now();
     let mut round = 0;
     loop {
         for step in 0..cpus {
             let i = after(preferred, step, cpus);
-            if try_plain(table, i, token(t) | UNMASKED) {
-                return guard(i, Some(t), None);
+            if try_plain(table, i, word) {
+                return i;
             }
         }
         pause(&mut round);

@@ -172,7 +172,9 @@ pub mod word {
 /// for direct use: it changes with the macro, whose version is locked to this crate's.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::fallback::{lock_slot, lock_slot_exact, lock_slot_on_cpu, SlotGuard};
+    pub use crate::fallback::{
+        lock_slot, lock_slot_exact, lock_slot_on_cpu, with_locked_slot, SlotGuard,
+    };
     #[cfg(feature = "unprotected-test-mode")]
     pub use crate::registration::testing::run_unprotected;
     pub use crate::registration::{
