@@ -50,7 +50,7 @@ fn counter_add(counters: &PerCpu<AtomicUsize>, n: usize) {
             0u8
         }
     };
-    if __rseq_code == 255u8 {
+    if __rseq_code == 255u8 && !::rseq::__private::fallback_decided() {
         __rseq_code = ::rseq::__private::cold_with(
             &mut __rseq_slots,
             move |__rseq_slots: &mut [::core::mem::MaybeUninit<usize>; 0usize]| -> u8 {
@@ -111,27 +111,29 @@ fn counter_add(counters: &PerCpu<AtomicUsize>, n: usize) {
                         break __rseq_outcome;
                     }
                 };
-                if __rseq_outcome != 255u8 {
-                    return __rseq_outcome;
-                }
-                {
-                    let __rseq_guard = ::rseq::__private::lock_slot(
-                        ::rseq::current_cpu(),
-                    );
-                    let __rseq_idx: usize = __rseq_guard.index();
-                    let __rseq_code: u8 = 'steps: {
-                        unsafe {
-                            ::rseq::__private::add_word(
-                                (__rseq_base_counters
-                                    + __rseq_idx * <::rseq::PerCpu<AtomicUsize>>::STRIDE),
-                                __rseq_arg_n,
-                            );
+                __rseq_outcome
+            },
+        );
+    }
+    if __rseq_code == 255u8 {
+        __rseq_code = ::rseq::__private::cold_with(
+            &mut __rseq_slots,
+            move |__rseq_slots: &mut [::core::mem::MaybeUninit<usize>; 0usize]| -> u8 {
+                ::rseq::__private::with_locked_slot(
+                    ::rseq::current_cpu(),
+                    move |__rseq_idx: usize| -> u8 {
+                        'steps: {
+                            unsafe {
+                                ::rseq::__private::add_word(
+                                    (__rseq_base_counters
+                                        + __rseq_idx * <::rseq::PerCpu<AtomicUsize>>::STRIDE),
+                                    __rseq_arg_n,
+                                );
+                            }
+                            0u8
                         }
-                        0u8
-                    };
-                    ::core::mem::drop(__rseq_guard);
-                    __rseq_code
-                }
+                    },
+                )
             },
         );
     }

@@ -58,9 +58,9 @@ pub fn expand(section: &Section, checked: &Checked) -> syn::Result<TokenStream> 
     let checks = &plan.checks;
     let slots = plan.saved.len();
     let (hot, retry) = attempts(section, &targets, slots, krate);
-    // A named fallback runs after the cold path gives up on rseq (it returns `ABORTED`), with
-    // the section's own arguments; otherwise the slot-locked body runs inside the cold path.
-    let (fallback, custom_fallback) = match &checked.fallback {
+    // The fallback runs after the cold path gives up on rseq (it returns `ABORTED`): a named
+    // fallback with the section's own arguments, or the slot-locked body.
+    let fallback = match &checked.fallback {
         Some(path) => {
             let args = sig.inputs.iter().filter_map(|input| match input {
                 // Spanned at the path: a mismatch is the named function's, not the section's.
@@ -78,22 +78,34 @@ pub fn expand(section: &Section, checked: &Checked) -> syn::Result<TokenStream> 
             } else {
                 call
             };
-            (
-                quote!(#ABORTED),
-                Some(quote! {
-                    if __rseq_code == #ABORTED {
-                        return #call;
-                    }
-                }),
-            )
+            quote! {
+                if __rseq_code == #ABORTED {
+                    return #call;
+                }
+            }
         }
-        None => (fallback_body(section, checked, plan), None),
+        None => {
+            // The slot-locked body, out of line in a function of its own: a process in
+            // `Fallback` mode for good calls it straight from the failed first attempt, and the
+            // cold path's closure returns `ABORTED` to it when it gives up on rseq. (Inside that
+            // closure, with the retries and the registration calls around it, every fallback
+            // section paid for saving and restoring six registers.)
+            let body = fallback_body(section, checked, plan);
+            quote! {
+                if __rseq_code == #ABORTED {
+                    __rseq_code = #krate::__private::cold_with(
+                        &mut __rseq_slots,
+                        move |__rseq_slots: &mut [::core::mem::MaybeUninit<usize>; #slots]| -> u8 {
+                            #body
+                        },
+                    );
+                }
+            }
+        }
     };
-    // With a named fallback, a process in `Fallback` mode for good goes to it straight from the
-    // failed first attempt.
-    let skip_cold = custom_fallback
-        .as_ref()
-        .map(|_| quote!(&& !#krate::__private::fallback_decided()));
+    // A process in `Fallback` mode for good goes to the fallback straight from the failed first
+    // attempt.
+    let skip_cold = quote!(&& !#krate::__private::fallback_decided());
     let finish = finish(section, checked, plan);
     let mm_cid = matches!(checked.index, IndexMode::MmCid);
     let aborts_counter = checked.aborts.as_ref().map(|aborts| {
@@ -146,14 +158,11 @@ pub fn expand(section: &Section, checked: &Checked) -> syn::Result<TokenStream> 
                                 break __rseq_outcome;
                             }
                         };
-                        if __rseq_outcome != #ABORTED {
-                            return __rseq_outcome;
-                        }
-                        #fallback
+                        __rseq_outcome
                     },
                 );
             }
-            #custom_fallback
+            #fallback
             #finish
         }
     })
@@ -420,7 +429,7 @@ fn fallback_body(section: &Section, checked: &Checked, plan: &Plan) -> TokenStre
     // lock (as with rseq); when it is not, or the slot cannot be locked (no such CPU, or a
     // signal handler nested in this thread's own fallback section), the section reports it
     // moved.
-    // This runs inside `cold(|| ..)`, so `return` leaves the fallback with that code.
+    // This runs inside `cold_with(.., |..| ..)`, so `return` leaves the fallback with that code.
     let lock = match &checked.index {
         IndexMode::Given(param) => {
             let a = arg_ident(param);
@@ -431,7 +440,7 @@ fn fallback_body(section: &Section, checked: &Checked, plan: &Plan) -> TokenStre
                 };
             }
         }
-        _ => quote!(let __rseq_guard = #krate::__private::lock_slot(#preferred);),
+        _ => quote!(),
     };
     // Fault injection: the same points as the asm's delay loops (see `rseq_rt::inject`).
     let spin = |point: usize| {
@@ -523,10 +532,8 @@ fn fallback_body(section: &Section, checked: &Checked, plan: &Plan) -> TokenStre
             Step::Other(_) => quote!(),
         });
     }
-    quote! {{
-        #lock
-        let __rseq_idx: usize = __rseq_guard.index();
-        let __rseq_code: u8 = 'steps: {
+    let steps = quote! {
+        'steps: {
             // SAFETY: the slot lock excludes every other fallback section on this slot (the
             // process is in fallback mode, so no rseq section runs); places are the same as the
             // asm's: per-CPU slots below the lock table's size (= every PerCpu's length), or
@@ -535,10 +542,24 @@ fn fallback_body(section: &Section, checked: &Checked, plan: &Plan) -> TokenStre
                 #(#steps)*
             }
             #COMMITTED
-        };
-        ::core::mem::drop(__rseq_guard);
-        __rseq_code
-    }}
+        }
+    };
+    match &checked.index {
+        IndexMode::Given(_) => quote! {{
+            #lock
+            let __rseq_idx: usize = __rseq_guard.index();
+            let __rseq_code: u8 = #steps;
+            ::core::mem::drop(__rseq_guard);
+            __rseq_code
+        }},
+        // The steps as a closure that the runtime calls with the slot locked: its common case
+        // is inlined here, its other cases run a copy of the steps out of line.
+        _ => quote! {
+            #krate::__private::with_locked_slot(#preferred, move |__rseq_idx: usize| -> u8 {
+                #steps
+            })
+        },
+    }
 }
 
 /// Evaluates the success, failure or moved expression for the outcome code. Each exit binds the
