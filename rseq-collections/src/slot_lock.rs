@@ -2,8 +2,9 @@
 //! without rseq a structure whose slots only its own code touches locks one slot with a
 //! compare-exchange, where the runtime's generated fallback would go through its shared lock
 //! table. Slots are interchangeable for these structures (a counter sums them, a buffer's pop
-//! takes from whichever slot it locks), so a thread starts from the slot it used last and
-//! takes any free one of the CPUs' slots. (Every `PerCpu` has one more, the generic fallback's
+//! takes from whichever slot it locks), so a thread starts from its CPU's slot (as its rseq
+//! area says; without one, the slot it used last, its CPU's when it last asked the kernel)
+//! and takes any free one of the CPUs' slots. (Every `PerCpu` has one more, the generic fallback's
 //! spare, which these locks never take: the structures' drains go over the CPUs' slots.)
 
 use rseq_rt::PerCpu;
@@ -27,18 +28,20 @@ fn try_lock(lock: &AtomicUsize) -> bool {
         .is_ok()
 }
 
-/// Locks a free slot (`lock(slot)` from 0 to 1), without waiting: the thread's last slot (its
-/// CPU's, re-read now and then), else the first free one from the current CPU's on; `None` if
-/// every slot is held. Unlock with [`unlock`].
 /// The CPUs' slots of `slots`: all but the spare.
 #[inline(always)]
 fn cpu_slots<T>(slots: &PerCpu<T>) -> usize {
     slots.len() - 1
 }
 
+/// The slot this thread should try first: its CPU's, from its rseq area where it has one
+/// (a load); else the one it used last, its CPU's when it last asked the kernel (every
+/// `HINT_REFRESH` locks: asking is a `getcpu` call, a system call on some architectures).
 #[inline(always)]
-pub(crate) fn try_lock_any<T>(slots: &PerCpu<T>, lock: impl Fn(&T) -> &AtomicUsize) -> Option<&T> {
-    let n = cpu_slots(slots);
+fn preferred(n: usize) -> usize {
+    if let Some(cpu) = rseq_rt::current_cpu_from_area() {
+        return if cpu < n { cpu } else { cpu % n };
+    }
     let uses = USES.get().wrapping_add(1);
     USES.set(uses);
     let mut hint = HINT.get();
@@ -46,10 +49,25 @@ pub(crate) fn try_lock_any<T>(slots: &PerCpu<T>, lock: impl Fn(&T) -> &AtomicUsi
         hint = rseq_rt::current_cpu() % n;
         HINT.set(hint);
     }
-    let slot = slots.get(hint)?;
+    hint
+}
+
+/// Locks a free slot (`lock(slot)` from 0 to 1), without waiting: the thread's preferred slot
+/// (see [`preferred`]), else the first free one from the current CPU's on; `None` if every slot
+/// is held. Unlock with [`unlock`].
+#[inline(always)]
+pub(crate) fn try_lock_any<T>(slots: &PerCpu<T>, lock: impl Fn(&T) -> &AtomicUsize) -> Option<&T> {
+    let n = cpu_slots(slots);
+    let slot = slots.get(preferred(n))?;
     if try_lock(lock(slot)) {
         return Some(slot);
     }
+    try_lock_other(slots, lock, n)
+}
+
+/// [`try_lock_any`] past its first try.
+#[inline(never)]
+fn try_lock_other<T>(slots: &PerCpu<T>, lock: impl Fn(&T) -> &AtomicUsize, n: usize) -> Option<&T> {
     // The hint is stale (the thread moved) or a thread sharing this CPU holds it: start over
     // from the current CPU.
     let first = rseq_rt::current_cpu() % n;
@@ -62,9 +80,44 @@ pub(crate) fn try_lock_any<T>(slots: &PerCpu<T>, lock: impl Fn(&T) -> &AtomicUsi
     })
 }
 
-/// [`try_lock_any`], yielding while every slot is held. The caller must know that every holder
+/// How many times [`lock_any`] re-reads its preferred slot, held, before it yields: a holder
+/// running on another CPU lets go within this, one preempted on this CPU does not.
+const HOLDER_SPINS: u32 = 64;
+
+/// [`try_lock_any`], waiting while every slot is held. The caller must know that every holder
 /// finishes without waiting for this thread.
+///
+/// Its preferred slot is its CPU's, so a holder that keeps it for a few dozen reads was most
+/// likely preempted on this CPU: the thread yields once, to let it run to its unlock, before it
+/// takes another CPU's slot (taking it at once made two CPUs' threads share one lock line until
+/// the holder ran again).
+#[inline(always)]
 pub(crate) fn lock_any<T>(slots: &PerCpu<T>, lock: impl Fn(&T) -> &AtomicUsize + Copy) -> &T {
+    let first = preferred(cpu_slots(slots));
+    if let Some(slot) = slots.get(first) {
+        if try_lock(lock(slot)) {
+            return slot;
+        }
+    }
+    lock_any_waiting(slots, lock, first)
+}
+
+/// [`lock_any`] past its first try on slot `first`.
+#[inline(never)]
+fn lock_any_waiting<T>(
+    slots: &PerCpu<T>,
+    lock: impl Fn(&T) -> &AtomicUsize + Copy,
+    first: usize,
+) -> &T {
+    if let Some(slot) = slots.get(first) {
+        for _ in 0..HOLDER_SPINS {
+            core::hint::spin_loop();
+            if lock(slot).load(Ordering::Relaxed) == 0 && try_lock(lock(slot)) {
+                return slot;
+            }
+        }
+        std::thread::yield_now();
+    }
     loop {
         if let Some(slot) = try_lock_any(slots, lock) {
             return slot;
@@ -87,12 +140,11 @@ pub(crate) fn unlock(lock: &AtomicUsize) {
     lock.store(0, Ordering::Release);
 }
 
-/// The slot this thread locked last (its CPU's when it last looked; if it never locked one,
-/// any slot), for a path that must pick a slot without taking its lock.
+/// The slot this thread would try first (see [`preferred`]), for a path that must pick a slot
+/// without taking its lock.
 pub(crate) fn hinted<T>(slots: &PerCpu<T>) -> &T {
-    let n = cpu_slots(slots);
     slots
-        .get(HINT.get() % n)
+        .get(preferred(cpu_slots(slots)))
         .expect("a PerCpu has a slot per CPU index")
 }
 

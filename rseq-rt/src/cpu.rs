@@ -41,6 +41,39 @@ fn current_cpu_slow() -> usize {
     sys::sched_getcpu()
 }
 
+/// The CPU the calling thread runs on, as the kernel last published it in the thread's rseq
+/// area: one thread-local load, never a system call; `None` where the thread has no area (no
+/// rseq: [`current_cpu`] then asks the kernel, which costs a `getcpu` call and, on
+/// architectures without a vDSO `getcpu` such as aarch64, a system call). For code that can
+/// use a remembered CPU instead, such as a fallback that only prefers a slot.
+///
+/// ```
+/// if let Some(cpu) = rseq::current_cpu_from_area() {
+///     assert!(cpu < rseq::possible_cpus());
+/// }
+/// ```
+#[inline]
+pub fn current_cpu_from_area() -> Option<usize> {
+    let cpu = read_cpu_id(area_ptr());
+    if (cpu as i32) >= 0 {
+        Some(cpu as usize)
+    } else {
+        current_cpu_from_area_slow()
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn current_cpu_from_area_slow() -> Option<usize> {
+    if attach_for_accessors() {
+        let cpu = read_cpu_id(area_ptr());
+        if (cpu as i32) >= 0 {
+            return Some(cpu as usize);
+        }
+    }
+    None
+}
+
 /// The calling thread's concurrency id (`mm_cid`): dense, below the number of possible CPUs and
 /// the number of threads, so per-CPU data indexed by it stays compact when a process uses few
 /// CPUs of a large machine. Falls back to [`current_cpu`] where the kernel lacks `mm_cid`

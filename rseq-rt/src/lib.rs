@@ -58,7 +58,7 @@ pub mod sys;
 #[doc(hidden)]
 pub mod test_support;
 
-pub use cpu::{current_cpu, current_mm_cid, current_node};
+pub use cpu::{current_cpu, current_cpu_from_area, current_mm_cid, current_node};
 pub use error::{BarrierError, FenceError, RegistrationError};
 pub use membarrier::{fence_all, fence_cpu, fence_mechanism, FenceMechanism};
 pub use percpu::{CachePadded, PerCpu};
