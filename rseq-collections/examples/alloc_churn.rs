@@ -6,8 +6,8 @@
 //!
 //! Each thread allocates and frees `iterations` blocks of one size through the allocator's
 //! `GlobalAlloc` methods (not as the global allocator, so both run in the same process), in
-//! bursts of 1 (alloc, free), 16 and 48 (fit in a per-CPU cache of 63) and 256 (more than a
-//! cache holds: mostly misses and flushes).
+//! bursts of 1 (alloc, free), 16, 48 and 256 blocks (a per-CPU cache grows to hold a burst: the
+//! first bursts miss, the later ones hit).
 //! Prints nanoseconds per alloc+free pair (median of 5 runs, the two allocators alternating)
 //! and the ratio.
 

@@ -11,46 +11,63 @@
 //! fn main() {
 //!     let words: Vec<String> = (0..1000).map(|i| format!("word {i}")).collect();
 //!     assert_eq!(words[999], "word 999");
+//!     drop(words);
 //!     // The short strings above came from (and went back to) the per-CPU caches.
 //!     println!("{:?}", GLOBAL.stats());
+//!     // Hand the cached blocks back to `System` (after a burst of work, say).
+//!     GLOBAL.release_memory();
 //! }
 //! ```
 //!
 //! # Size classes
 //!
-//! Requests of at most [`MAX_SMALL_SIZE`] (256) bytes with an alignment of at most
-//! [`CLASS_ALIGN`] (16) are rounded up to one of the eight [`SIZE_CLASSES`]:
-//! 16, 32, 48, 64, 96, 128, 192 and 256 bytes. Every block of a class is allocated from the
-//! inner allocator with the class's layout (`Layout::from_size_align(class, 16)`) and returned
-//! to it with that same layout, whether it went through a cache or not, so a block's route is a
-//! function of the request's layout only: [`GlobalAlloc::dealloc`] receives the layout the block
-//! was requested with, maps it to the same class, and the block goes back to where it came from.
-//! Larger or more-aligned requests go straight to the inner allocator with their own layout
-//! ([`GlobalAlloc::realloc`] of those uses the inner allocator's `realloc`).
+//! Requests of at most [`MAX_SMALL_SIZE`] (32 KiB) bytes with an alignment of at most
+//! [`CLASS_ALIGN`] (16) are rounded up to one of the 40 [`SIZE_CLASSES`]: steps of 16 bytes up
+//! to 128, then four classes per power of two (so at most a quarter of a block is unused).
+//! Every block of a class is allocated from the inner allocator with the class's layout
+//! (`Layout::from_size_align(class, 16)`) and returned to it with that same layout, whether it
+//! went through a cache or not, so a block's route is a function of the request's layout only:
+//! [`GlobalAlloc::dealloc`] receives the layout the block was requested with, maps it to the
+//! same class, and the block goes back to where it came from. Larger or more-aligned requests
+//! go straight to the inner allocator with their own layout ([`GlobalAlloc::realloc`] of those
+//! uses the inner allocator's `realloc`).
 //!
-//! # The caches
+//! # The per-CPU caches
 //!
-//! Each class has one cache per possible CPU (a [`PerCpu`] slot of 512 bytes): an array of
-//! [`CACHE_CAPACITY`] (63) free block addresses and a length. `alloc` pops the top address and
-//! `dealloc` pushes one, each with one critical section that checks the bound inside the
-//! section (the `buffer_pop`/`buffer_push` pair of the `critical_section` documentation), so
-//! the hit path takes no lock and runs no atomic read-modify-write. The two sections are
-//! `#[inline(always)]`: inlined into `alloc`/`dealloc`, a hit costs about half of what an
-//! out-of-line call does.
+//! Each CPU has one region (a [`PerCpu`] slot of about 145 KiB, allocated zeroed so that only
+//! the parts in use become resident): for each class a stack of free block addresses, at most
+//! [`max_cached_blocks`] of them (128 KiB of blocks, between 4 and 2048), and a header with
+//! the stack's top and its current *limit*. `alloc` pops the top address and `dealloc` pushes
+//! one, each with one critical section that checks the top against the class's base or its
+//! limit inside the section, so the hit path takes no lock and runs no atomic
+//! read-modify-write. Both sections are inlined into `alloc`/`dealloc`.
 //!
-//! - **Miss** (the CPU's cache of the class is empty): [`REFILL_BATCH`] (16) blocks are
-//!   allocated from the inner allocator, one by one with the class layout; one is returned and
-//!   the others are pushed (a block that no longer fits, because the thread moved to a CPU whose
-//!   cache is fuller, goes back to the inner allocator).
-//! - **Full** (`dealloc` finds the cache full): `REFILL_BATCH - 1` cached blocks are popped and
-//!   freed to the inner allocator, then the block is pushed (or freed too, if the cache filled
-//!   up again in between).
+//! **Capacity adapts.** A class's limit starts at zero blocks. Each miss (an empty stack on
+//! `alloc`) and each overflow (a stack at its limit on `dealloc`) raises it by one batch (4 KiB
+//! of blocks, 2 to 32 of them), while the CPU's limits add up to at most [`CPU_CACHE_BYTES`]
+//! (512 KiB) of blocks; past that, the growing class takes a batch's worth of capacity from the
+//! CPU's other classes in turn, and the blocks above a lowered limit move to the transfer cache.
+//! So a CPU's cache is sized by what its threads ask for, within a fixed budget.
 //!
-//! Blocks are never carved out of slabs, so every block can be freed on its own, and nothing is
-//! kept besides the caches: at most `possible CPUs × 8 classes × 63` blocks (at most 51 KiB of
-//! blocks per CPU, when every cache of every class is full) sit in caches at any time
-//! ([`PerCpuAlloc::stats`] counts them). Blocks freed on another CPU than the one they were
-//! allocated on simply join that CPU's cache.
+//! **The transfer cache.** Each class has one shared cache of free blocks (up to 128 KiB of
+//! them, 8 to 4096 addresses) behind a mutex. A miss takes a batch from it (or, if it is empty,
+//! from the inner allocator, block by block), returns one block and pushes the others; an
+//! overflow that cannot grow moves a batch of cached blocks and the freed block to it (and what
+//! does not fit to the inner allocator). Blocks allocated on one CPU and freed on another
+//! (a producer and a consumer) so cycle through it a batch at a time without reaching the inner
+//! allocator.
+//!
+//! **Returning memory.** [`PerCpuAlloc::release_memory`] stops each CPU's cache (its limits,
+//! then its tops, set to zero, with a [`fence_cpu`](rseq_rt::fence_cpu) after each step),
+//! frees its blocks and restarts it with zero capacity, then empties the transfer caches: every
+//! cached block goes back to the inner allocator. Nothing does this on its own: the caches hold
+//! at most `CPU_CACHE_BYTES` per CPU (give or take a batch per racing thread) and the transfer
+//! caches at most 128 KiB per class.
+//!
+//! **Stats.** [`PerCpuAlloc::stats`] counts misses, overflows, the misses the transfer cache
+//! served, and the blocks and bytes cached per CPU and in the transfer caches;
+//! [`PerCpuAlloc::cpu_stats`] gives each CPU's misses, overflows, capacity and cached blocks
+//! per class. Hits are not counted: that would add a store to every hit.
 //!
 //! # In the fallback
 //!
@@ -58,15 +75,17 @@
 //! `RSEQ_DISABLE=1`; or after a demotion), a cache would only add the locks' cost to every
 //! request: small requests then go straight to the inner allocator, with their class layout as
 //! always (so a block cached before a demotion and a block allocated after it go back the same
-//! way). The blocks still cached when the process was demoted stay there until the allocator is
-//! dropped. The check is one relaxed load ([`rseq_rt::sections_run_on_rseq`]).
+//! way). The blocks still cached when the process was demoted stay there until
+//! `release_memory` or the allocator's drop. The check is one relaxed load
+//! ([`rseq_rt::sections_run_on_rseq`]).
 //!
 //! # Initialisation and reentrancy
 //!
-//! The per-CPU state (one `PerCpu` of caches per class) is created on the first small
-//! allocation, with its memory from the *inner* allocator ([`PerCpu::new_in`]), never from the
-//! global allocator, which may be this very allocator. Racing threads each build a state and
-//! publish it with a compare-and-swap; a loser frees its copy through the inner allocator.
+//! The per-CPU state (the regions and the transfer caches) is created on the first small
+//! allocation, with its memory from the *inner* allocator ([`PerCpu::new_zeroed_in`]), never
+//! from the global allocator, which may be this very allocator. Racing threads each build a
+//! state and publish it with a compare-and-swap; a loser frees its copy through the inner
+//! allocator.
 //!
 //! The rseq runtime allocates through the global allocator while it decides the process's mode
 //! (it reads `/sys` and the environment), while it attaches a thread (arming its thread-exit
@@ -93,20 +112,19 @@
 //!
 //! # Limitations
 //!
-//! - Cached blocks are not handed back to the inner allocator when a thread exits or goes
-//!   idle: up to the caches' capacity stays cached (per CPU, not per thread).
-//! - Blocks move between threads through the caches. Over an inner allocator with per-thread
-//!   arenas (glibc's `malloc`), a block may be freed to the inner allocator by another thread
-//!   than the one that allocated it, which such allocators handle more slowly (glibc takes the
-//!   owning arena's lock). Workloads whose bursts overflow the caches pay for it.
+//! - Blocks are not carved from spans of this allocator's own: each is an allocation of the
+//!   inner allocator, so blocks of different CPUs can share a cache line, and memory reaches
+//!   the operating system only as the inner allocator returns it.
+//! - Idle CPUs' caches are drained only by [`PerCpuAlloc::release_memory`], not on a timer.
+//! - Over an inner allocator with per-thread arenas (glibc's `malloc`), a block may be freed to
+//!   the inner allocator by another thread than the one that allocated it, which such
+//!   allocators handle more slowly (glibc takes the owning arena's lock).
 //! - In the runtime's `Fallback` mode, `fork` while another thread is inside an allocation can
-//!   leave that thread's slot lock held in the child, as with any lock-based allocator. In
-//!   `Rseq` mode there is no lock.
+//!   leave that thread's slot lock held in the child, as with any lock-based allocator; in
+//!   either mode, so can a transfer cache's mutex. In `Rseq` mode the hit path holds no lock.
 //! - Dropping a `PerCpuAlloc` (one that is not a `static`) frees every cached block and the
 //!   state to the inner allocator; it may be moved freely before and after use (the state keeps
 //!   no pointer to it that is used after a move).
-//! - Hits are not counted (that would put a shared write on the fast path); misses and
-//!   flushes are, see [`AllocStats`].
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::Cell;
@@ -115,34 +133,124 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use rseq_macros::critical_section;
 use rseq_rt::PerCpu;
 use std::alloc::System;
+use std::sync::{Mutex, MutexGuard};
 
-/// The block sizes of the small classes, in bytes.
-pub const SIZE_CLASSES: [usize; 8] = [16, 32, 48, 64, 96, 128, 192, 256];
+/// The block sizes of the size classes, in bytes: steps of 16 up to 128, then four classes
+/// per power of two (at most 25% of a block unused) up to 32 KiB.
+pub const SIZE_CLASSES: [usize; 40] = [
+    16, 32, 48, 64, 80, 96, 112, 128, //
+    160, 192, 224, 256, 320, 384, 448, 512, //
+    640, 768, 896, 1024, 1280, 1536, 1792, 2048, //
+    2560, 3072, 3584, 4096, 5120, 6144, 7168, 8192, //
+    10240, 12288, 14336, 16384, 20480, 24576, 28672, 32768,
+];
 
 /// The largest request (in bytes) served from the caches.
-pub const MAX_SMALL_SIZE: usize = 256;
+pub const MAX_SMALL_SIZE: usize = 32768;
 
 /// The largest alignment served from the caches (and the alignment of every cached block).
 pub const CLASS_ALIGN: usize = 16;
 
-/// Free blocks one CPU's cache of one class holds. 63 addresses and the length make a cache
-/// 512 bytes: a power-of-two `PerCpu` stride, so sections scale the CPU index with a shift.
-pub const CACHE_CAPACITY: usize = 63;
-
-/// Blocks taken from the inner allocator on a miss, and returned to it when a cache is full.
-pub const REFILL_BATCH: usize = 16;
+/// The bytes of free blocks one CPU's cache may be sized for, over all classes: the sum of
+/// every class's capacity times its block size. A class that needs more takes capacity from
+/// the CPU's other classes.
+pub const CPU_CACHE_BYTES: usize = 512 * 1024;
 
 const CLASSES: usize = SIZE_CLASSES.len();
 
-/// Class index by `ceil(size / 16)`, for sizes 0..=256.
-const CLASS_BY_GRANULE: [u8; MAX_SMALL_SIZE / 16 + 1] =
-    [0, 0, 1, 2, 3, 4, 4, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7];
+/// Blocks moved at once between a CPU's cache and the transfer cache or the inner allocator.
+const MAX_BATCH: usize = 32;
+
+/// The most blocks one CPU may cache of each class: 128 KiB of them, between 4 and 2048.
+const MAX_CAP: [usize; CLASSES] = {
+    let mut caps = [0; CLASSES];
+    let mut c = 0;
+    while c < CLASSES {
+        caps[c] = clamp(128 * 1024 / SIZE_CLASSES[c], 4, 2048);
+        c += 1;
+    }
+    caps
+};
+
+/// Blocks per refill or flush: 4 KiB of them, between 2 and [`MAX_BATCH`].
+const BATCH: [usize; CLASSES] = {
+    let mut batch = [0; CLASSES];
+    let mut c = 0;
+    while c < CLASSES {
+        batch[c] = clamp(4096 / SIZE_CLASSES[c], 2, MAX_BATCH);
+        c += 1;
+    }
+    batch
+};
+
+/// The most blocks the transfer cache holds of each class: 128 KiB of them, between two batches
+/// and 4096.
+const TRANSFER_CAP: [usize; CLASSES] = {
+    let mut caps = [0; CLASSES];
+    let mut c = 0;
+    while c < CLASSES {
+        caps[c] = clamp(128 * 1024 / SIZE_CLASSES[c], 2 * BATCH[c], 4096);
+        c += 1;
+    }
+    caps
+};
+
+/// Where each class's addresses start in a CPU's [`Region`]. Slot 0 is never used, so that a
+/// cache's top index is never 0 except in the stopped state of [`drain_cpu`](PerCpuAlloc).
+const BASE: [usize; CLASSES] = {
+    let mut base = [0; CLASSES];
+    let mut next = 1;
+    let mut c = 0;
+    while c < CLASSES {
+        base[c] = next;
+        next += MAX_CAP[c];
+        c += 1;
+    }
+    base
+};
+
+/// Address slots in a CPU's region.
+const SLOTS: usize = BASE[CLASSES - 1] + MAX_CAP[CLASSES - 1];
+
+const fn clamp(v: usize, lo: usize, hi: usize) -> usize {
+    if v < lo {
+        lo
+    } else if v > hi {
+        hi
+    } else {
+        v
+    }
+}
+
+/// Class index by `ceil(size / 16)`, for sizes 0..=1024.
+const CLASS_BY_16: [u8; 1024 / 16 + 1] = class_table(16);
+/// Class index by `ceil(size / 128)`, for sizes 1025..=32768.
+const CLASS_BY_128: [u8; MAX_SMALL_SIZE / 128 + 1] = class_table(128);
+
+const fn class_table<const N: usize>(granule: usize) -> [u8; N] {
+    let mut table = [0; N];
+    let mut i = 0;
+    let mut c = 0;
+    while i < N {
+        while SIZE_CLASSES[c] < i * granule {
+            c += 1;
+        }
+        table[i] = c as u8;
+        i += 1;
+    }
+    table
+}
 
 /// The class index of a request, or `None` for the inner allocator.
 #[inline(always)]
 fn class_of(layout: Layout) -> Option<usize> {
-    if layout.size() <= MAX_SMALL_SIZE && layout.align() <= CLASS_ALIGN {
-        Some(CLASS_BY_GRANULE[layout.size().div_ceil(16)] as usize)
+    let size = layout.size();
+    if layout.align() > CLASS_ALIGN {
+        None
+    } else if size <= 1024 {
+        Some(CLASS_BY_16[size.div_ceil(16)] as usize)
+    } else if size <= MAX_SMALL_SIZE {
+        Some(CLASS_BY_128[size.div_ceil(128)] as usize)
     } else {
         None
     }
@@ -165,63 +273,131 @@ fn class_layout(class: usize) -> Layout {
 ///
 /// assert_eq!(block_size(Layout::new::<[u8; 40]>()), Some(48));
 /// assert_eq!(block_size(Layout::new::<u8>()), Some(16));
+/// assert_eq!(block_size(Layout::new::<[u8; 300]>()), Some(320));
+/// assert_eq!(block_size(Layout::new::<[u8; 4097]>()), Some(5120));
 /// assert_eq!(block_size(Layout::from_size_align(64, 64).unwrap()), None);
-/// assert_eq!(block_size(Layout::new::<[u8; 300]>()), None);
+/// assert_eq!(block_size(Layout::new::<[u8; 40000]>()), None);
 /// ```
 pub fn block_size(layout: Layout) -> Option<usize> {
     class_of(layout).map(|c| SIZE_CLASSES[c])
 }
 
-/// One CPU's cache of one class: a stack of free block addresses.
+/// The most blocks of a request's class that one CPU's cache may hold (its capacity adapts
+/// between 0 and this bound, see the [module documentation](self)), or `None` for requests that
+/// go to the inner allocator.
+///
+/// ```
+/// use rseq::collections::alloc::max_cached_blocks;
+/// use std::alloc::Layout;
+///
+/// assert_eq!(max_cached_blocks(Layout::new::<[u8; 32]>()), Some(2048));
+/// assert_eq!(max_cached_blocks(Layout::new::<[u8; 32768]>()), Some(4));
+/// ```
+pub fn max_cached_blocks(layout: Layout) -> Option<usize> {
+    class_of(layout).map(|c| MAX_CAP[c])
+}
+
+/// One CPU's cache: for each class, the index of its top (one past the last cached address)
+/// and its limit (one past the last slot it may use), and behind them the classes' address
+/// stacks, class `c` in `slots[BASE[c]..BASE[c] + MAX_CAP[c]]`.
+///
+/// `hdr[2c]` is class `c`'s top and `hdr[2c + 1]` its limit, both slot indices, with
+/// `BASE[c] <= top <= limit <= BASE[c] + MAX_CAP[c]`, except in the stopped state (both 0) that
+/// a drain sets and ends. Only the sections change the tops; the limits change with
+/// compare-exchanges from outside (any value in range is safe for the sections); stats are
+/// counted with atomic adds, after the slots so that they do not share the headers' lines.
 #[repr(C)]
-struct Cache {
-    len: AtomicUsize,
-    items: [AtomicUsize; CACHE_CAPACITY],
+struct Region {
+    hdr: [AtomicUsize; 2 * CLASSES],
+    slots: [AtomicUsize; SLOTS],
+    /// `Σ (limit - BASE[c]) × SIZE_CLASSES[c]`, kept with the limits' changes.
+    capacity: AtomicUsize,
+    /// The next class to take capacity from.
+    victim: AtomicUsize,
+    misses: AtomicUsize,
+    overflows: AtomicUsize,
 }
 
-impl Cache {
-    const fn new() -> Self {
-        Cache {
-            len: AtomicUsize::new(0),
-            items: [const { AtomicUsize::new(0) }; CACHE_CAPACITY],
-        }
-    }
-}
-
-/// Pops the current CPU's top free block, or `None` if its cache is empty.
+/// Pops the current CPU's top free block of the class whose top is `hdr[top]` and whose stack
+/// starts at `base`, or `None` if it is empty (or stopped).
 ///
 /// # Safety
-/// None beyond the bound: `len` never exceeds the capacity (only `cache_push` grows it).
+/// `top` and `base` belong to one class (`top = 2c`, `base = BASE[c]`): the section then only
+/// reads that class's slots.
 #[critical_section(crate = ::rseq_rt)]
 #[inline(always)]
-unsafe fn cache_pop(caches: &PerCpu<Cache>) -> Option<usize> {
-    let len = load(caches[cpu].len);
-    if len == 0 {
+unsafe fn cache_pop(regions: &PerCpu<Region>, top: usize, base: usize) -> Option<usize> {
+    let len = load(regions[cpu].hdr[top]);
+    if len <= base {
         fail(None)
     }
     let last = add(len, { usize::MAX });
-    let block = load(caches[cpu].items[last]);
-    commit::store(caches[cpu].len, last);
+    let block = load(regions[cpu].slots[last]);
+    commit::store(regions[cpu].hdr[top], last);
     Some(block)
 }
 
-/// Pushes `block` on the current CPU's cache, unless it is full.
+/// Pushes `block` on the current CPU's stack of the class whose top is `hdr[top]`, unless it
+/// is at its limit (`hdr[top + 1]`).
 ///
 /// # Safety
-/// None beyond the bound checked in the section (indexing needs an `unsafe fn`).
+/// `top` is `2c` for a class `c`: its limit keeps the store within the class's slots.
 #[critical_section(crate = ::rseq_rt)]
 #[inline(always)]
-unsafe fn cache_push(caches: &PerCpu<Cache>, block: usize) -> bool {
-    let len = load(caches[cpu].len);
-    if len >= { CACHE_CAPACITY } {
+unsafe fn cache_push(regions: &PerCpu<Region>, top: usize, limit: usize, block: usize) -> bool {
+    let len = load(regions[cpu].hdr[top]);
+    let end = load(regions[cpu].hdr[limit]);
+    if len >= end {
         fail(false)
     }
-    store(caches[cpu].items[len], block);
+    store(regions[cpu].slots[len], block);
     let grown = add(len, 1);
-    // A plain store: the addresses are only read by sections on the same CPU (program order)
-    // or, in the fallback, under the same slot lock; the block's contents travel the same way.
-    commit::store(caches[cpu].len, grown);
+    // A plain store: the addresses are only read by sections on the same CPU (program order),
+    // under the same slot lock in the fallback, or by a drain after a fence.
+    commit::store(regions[cpu].hdr[top], grown);
     true
+}
+
+/// The transfer cache of one class: free blocks any CPU's cache refills from and flushes to.
+struct Transfer {
+    list: Mutex<TransferList>,
+}
+
+struct TransferList {
+    /// `cap` addresses, `len` of them free blocks, in the state's transfer array.
+    blocks: *mut usize,
+    len: usize,
+    cap: usize,
+}
+
+// SAFETY: the list owns its part of the transfer array and is only reached under its mutex.
+unsafe impl Send for TransferList {}
+
+impl Transfer {
+    fn lock(&self) -> MutexGuard<'_, TransferList> {
+        // Nothing panics with the lock held; a poisoned lock's list is still consistent.
+        self.list.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Moves up to `into.len()` blocks out; returns how many.
+    fn take(&self, into: &mut [usize]) -> usize {
+        let mut list = self.lock();
+        let n = into.len().min(list.len);
+        list.len -= n;
+        // SAFETY: `len + n <= cap` addresses of the list's part of the array.
+        unsafe { ptr::copy_nonoverlapping(list.blocks.add(list.len), into.as_mut_ptr(), n) };
+        n
+    }
+
+    /// Moves as many of `blocks` in as fit; returns how many.
+    fn put(&self, blocks: &[usize]) -> usize {
+        let mut list = self.lock();
+        let n = blocks.len().min(list.cap - list.len);
+        // SAFETY: `len + n <= cap`.
+        unsafe { ptr::copy_nonoverlapping(blocks.as_ptr(), list.blocks.add(list.len), n) };
+        list.len += n;
+        n
+    }
 }
 
 thread_local! {
@@ -250,34 +426,88 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Forward<A> {
         (*self.inner.load(Ordering::Relaxed)).alloc(layout)
     }
 
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        (*self.inner.load(Ordering::Relaxed)).alloc_zeroed(layout)
+    }
+
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         (*self.inner.load(Ordering::Relaxed)).dealloc(ptr, layout)
     }
 }
 
+/// The layout of the transfer caches' address array, all classes.
+fn transfer_layout() -> Layout {
+    let words: usize = TRANSFER_CAP.iter().sum();
+    Layout::array::<usize>(words).expect("small")
+}
+
 /// The per-CPU state, in memory from the inner allocator.
 struct State<A> {
     forward: Forward<A>,
-    caches: [PerCpu<Cache>; CLASSES],
+    regions: PerCpu<Region>,
+    transfer: [Transfer; CLASSES],
+    /// The transfer caches' addresses (`TRANSFER_CAP[c]` words per class, in class order).
+    transfer_array: *mut usize,
+    /// Held by `release_memory` (one drain at a time).
+    draining: Mutex<()>,
 }
 
 /// Counters of a [`PerCpuAlloc`], from [`PerCpuAlloc::stats`].
 ///
 /// The event counts are kept in `usize` atomics, as the runtime's `Stats` are (32-bit powerpc
-/// has no 64-bit atomics): on 32-bit targets they wrap after 2³² events.
+/// has no 64-bit atomics): on 32-bit targets they wrap after 2³² events. The block and byte
+/// counts are snapshots: other threads may be changing them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct AllocStats {
-    /// Cache misses: small allocations that found the CPU's cache empty and took a batch from
-    /// the inner allocator.
-    pub refills: u64,
-    /// Small frees that found the CPU's cache full and returned a batch to the inner allocator.
-    pub flushes: u64,
+    /// Small allocations that found the CPU's cache of their class empty (each refilled it
+    /// with a batch, from the transfer cache or the inner allocator).
+    pub misses: u64,
+    /// Small frees that found the CPU's cache of their class at its limit (each grew the
+    /// limit, or moved a batch to the transfer cache or the inner allocator).
+    pub overflows: u64,
+    /// Of the misses, those the transfer cache served (at least in part).
+    pub transfer_refills: u64,
     /// Small requests served directly by the inner allocator because they were nested in
     /// another call (the runtime's own allocations) or came before the state existed.
     pub bypassed: u64,
-    /// Free blocks in the caches now, all CPUs and classes (a snapshot: other threads may be
-    /// changing it).
+    /// Free blocks in the per-CPU caches, all CPUs and classes.
     pub cached_blocks: usize,
+    /// Their bytes (block sizes).
+    pub cached_bytes: usize,
+    /// Free blocks in the transfer caches, all classes.
+    pub transfer_blocks: usize,
+    /// Their bytes.
+    pub transfer_bytes: usize,
+    /// Bytes of free blocks handed back to the inner allocator by [`PerCpuAlloc::release_memory`].
+    pub released_bytes: u64,
+}
+
+/// One CPU's cache, from [`PerCpuAlloc::cpu_stats`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuCacheStats {
+    /// The CPU (the last index, [`possible_cpus`](rseq_rt::possible_cpus), is the fallback's
+    /// spare slot).
+    pub cpu: usize,
+    /// Misses on this CPU (see [`AllocStats::misses`]).
+    pub misses: u64,
+    /// Overflows on this CPU (see [`AllocStats::overflows`]).
+    pub overflows: u64,
+    /// Bytes the cache's limits allow now, all classes (at most [`CPU_CACHE_BYTES`], give or
+    /// take one batch per racing thread).
+    pub capacity_bytes: usize,
+    /// Free blocks cached per class, in [`SIZE_CLASSES`] order.
+    pub blocks: [usize; SIZE_CLASSES.len()],
+}
+
+impl CpuCacheStats {
+    /// Bytes of the free blocks cached.
+    pub fn cached_bytes(&self) -> usize {
+        self.blocks
+            .iter()
+            .zip(SIZE_CLASSES)
+            .map(|(n, size)| n * size)
+            .sum()
+    }
 }
 
 /// A [`GlobalAlloc`] that caches small blocks per CPU over an inner allocator `A`; see the
@@ -299,14 +529,19 @@ pub struct AllocStats {
 ///     let b = cache.alloc(layout);
 ///     cache.dealloc(b, layout);
 /// }
-/// assert!(cache.stats().refills >= 1);
+/// if rseq::sections_run_on_rseq() {
+///     assert!(cache.stats().misses >= 1);
+/// }
+/// // Everything cached goes back to `System`.
+/// cache.release_memory();
+/// assert_eq!(cache.stats().cached_blocks + cache.stats().transfer_blocks, 0);
 /// ```
 pub struct PerCpuAlloc<A: GlobalAlloc + 'static = System> {
     inner: A,
     state: AtomicPtr<State<A>>,
-    refills: AtomicUsize,
-    flushes: AtomicUsize,
+    transfer_refills: AtomicUsize,
     bypassed: AtomicUsize,
+    released: AtomicUsize,
 }
 
 impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
@@ -315,9 +550,9 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
         PerCpuAlloc {
             inner,
             state: AtomicPtr::new(ptr::null_mut()),
-            refills: AtomicUsize::new(0),
-            flushes: AtomicUsize::new(0),
+            transfer_refills: AtomicUsize::new(0),
             bypassed: AtomicUsize::new(0),
+            released: AtomicUsize::new(0),
         }
     }
 
@@ -326,26 +561,78 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
         &self.inner
     }
 
+    fn published(&self) -> Option<&State<A>> {
+        let state = self.state.load(Ordering::Acquire);
+        // SAFETY: a published state lives as long as `self`.
+        (!state.is_null()).then(|| unsafe { &*state })
+    }
+
     /// A snapshot of the counters.
     pub fn stats(&self) -> AllocStats {
-        let state = self.state.load(Ordering::Acquire);
-        let cached_blocks = if state.is_null() {
-            0
-        } else {
-            // SAFETY: a published state lives as long as `self`.
-            let state = unsafe { &*state };
-            state
-                .caches
-                .iter()
-                .flat_map(|c| c.iter())
-                .map(|c| c.len.load(Ordering::Relaxed))
-                .sum()
-        };
-        AllocStats {
-            refills: self.refills.load(Ordering::Relaxed) as u64,
-            flushes: self.flushes.load(Ordering::Relaxed) as u64,
+        let mut stats = AllocStats {
+            transfer_refills: self.transfer_refills.load(Ordering::Relaxed) as u64,
             bypassed: self.bypassed.load(Ordering::Relaxed) as u64,
-            cached_blocks,
+            released_bytes: self.released.load(Ordering::Relaxed) as u64,
+            ..AllocStats::default()
+        };
+        self.each_cpu(|cpu| {
+            stats.misses += cpu.misses;
+            stats.overflows += cpu.overflows;
+            stats.cached_blocks += cpu.blocks.iter().sum::<usize>();
+            stats.cached_bytes += cpu.cached_bytes();
+        });
+        if let Some(state) = self.published() {
+            for (class, transfer) in state.transfer.iter().enumerate() {
+                let len = transfer.lock().len;
+                stats.transfer_blocks += len;
+                stats.transfer_bytes += len * SIZE_CLASSES[class];
+            }
+        }
+        stats
+    }
+
+    /// Each CPU's cache (and the fallback's spare slot), in CPU order; empty before the first
+    /// small allocation.
+    ///
+    /// ```
+    /// use rseq::collections::alloc::PerCpuAlloc;
+    /// use std::alloc::{GlobalAlloc, Layout, System};
+    ///
+    /// let cache = PerCpuAlloc::new(System);
+    /// let layout = Layout::new::<[u8; 100]>();
+    /// let blocks: Vec<_> = (0..100).map(|_| unsafe { cache.alloc(layout) }).collect();
+    /// for b in blocks {
+    ///     unsafe { cache.dealloc(b, layout) };
+    /// }
+    /// let per_cpu = cache.cpu_stats();
+    /// assert_eq!(per_cpu.len(), rseq::possible_cpus() + 1);
+    /// let cached: usize = per_cpu.iter().map(|c| c.cached_bytes()).sum();
+    /// assert_eq!(cached, cache.stats().cached_bytes);
+    /// ```
+    pub fn cpu_stats(&self) -> Vec<CpuCacheStats> {
+        let mut all = Vec::new();
+        self.each_cpu(|cpu| all.push(cpu));
+        all
+    }
+
+    /// Calls `f` with each CPU's cache stats, allocating nothing (so that `stats` can be read
+    /// between the inner allocator's counts without changing them).
+    fn each_cpu(&self, mut f: impl FnMut(CpuCacheStats)) {
+        let Some(state) = self.published() else {
+            return;
+        };
+        for (cpu, region) in state.regions.iter().enumerate() {
+            f(CpuCacheStats {
+                cpu,
+                misses: region.misses.load(Ordering::Relaxed) as u64,
+                overflows: region.overflows.load(Ordering::Relaxed) as u64,
+                capacity_bytes: region.capacity.load(Ordering::Relaxed),
+                blocks: core::array::from_fn(|c| {
+                    region.hdr[2 * c]
+                        .load(Ordering::Relaxed)
+                        .saturating_sub(BASE[c])
+                }),
+            });
         }
     }
 
@@ -391,22 +678,59 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
         }
         BUSY.set(true);
         let layout = Layout::new::<State<A>>();
-        // SAFETY: `State` is not zero-sized.
-        let fresh = unsafe { self.inner.alloc(layout) }.cast::<State<A>>();
-        let published = if fresh.is_null() {
+        // SAFETY: neither layout is zero-sized.
+        let (fresh, array) = unsafe {
+            (
+                self.inner.alloc(layout).cast::<State<A>>(),
+                self.inner.alloc(transfer_layout()).cast::<usize>(),
+            )
+        };
+        let published = if fresh.is_null() || array.is_null() {
+            // SAFETY: whichever succeeded came from the inner allocator with these layouts.
+            unsafe {
+                if !fresh.is_null() {
+                    self.inner.dealloc(fresh.cast(), layout);
+                }
+                if !array.is_null() {
+                    self.inner.dealloc(array.cast(), transfer_layout());
+                }
+            }
             ptr::null_mut()
         } else {
             // SAFETY: `fresh` is valid for a `State`; `forward` is written before any reference
-            // to it is taken. The `'static` reference to it is only held by the `PerCpu`s in
-            // the same `State`, which are dropped before its memory is freed.
+            // to it is taken. The `'static` reference to it is only held by the `PerCpu` in the
+            // same `State`, which is dropped before its memory is freed. Zero bytes are a valid
+            // `Region` (atomics); each region's headers are then set to empty stacks of zero
+            // capacity. The transfer lists split `array` by `TRANSFER_CAP`.
             unsafe {
                 let forward = ptr::addr_of_mut!((*fresh).forward);
                 forward.write(Forward {
                     inner: AtomicPtr::new(ptr::from_ref(&self.inner).cast_mut()),
                 });
                 let forward: &'static Forward<A> = &*forward;
-                let caches = core::array::from_fn(|_| PerCpu::new_in(|_| Cache::new(), forward));
-                ptr::addr_of_mut!((*fresh).caches).write(caches);
+                let regions = PerCpu::<Region>::new_zeroed_in(forward);
+                for region in regions.iter() {
+                    for (c, base) in BASE.iter().enumerate() {
+                        region.hdr[2 * c].store(*base, Ordering::Relaxed);
+                        region.hdr[2 * c + 1].store(*base, Ordering::Relaxed);
+                    }
+                }
+                ptr::addr_of_mut!((*fresh).regions).write(regions);
+                let mut start = 0;
+                let transfer = core::array::from_fn(|c| {
+                    let list = TransferList {
+                        blocks: array.add(start),
+                        len: 0,
+                        cap: TRANSFER_CAP[c],
+                    };
+                    start += TRANSFER_CAP[c];
+                    Transfer {
+                        list: Mutex::new(list),
+                    }
+                });
+                ptr::addr_of_mut!((*fresh).transfer).write(transfer);
+                ptr::addr_of_mut!((*fresh).transfer_array).write(array);
+                ptr::addr_of_mut!((*fresh).draining).write(Mutex::new(()));
             }
             match self.state.compare_exchange(
                 ptr::null_mut(),
@@ -416,17 +740,26 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
             ) {
                 Ok(_) => fresh,
                 Err(theirs) => {
-                    // SAFETY: ours, never published; its `forward` points at `self.inner`.
-                    unsafe {
-                        ptr::drop_in_place(fresh);
-                        self.inner.dealloc(fresh.cast(), layout);
-                    }
+                    // SAFETY: ours, never published, empty; its `forward` points at
+                    // `self.inner`.
+                    unsafe { self.free_state(fresh) };
                     theirs
                 }
             }
         };
         BUSY.set(false);
         published
+    }
+
+    /// Frees a state's memory (not its cached blocks) to the inner allocator.
+    ///
+    /// # Safety
+    /// Nothing else uses the state; its `forward` points at `self.inner`.
+    unsafe fn free_state(&self, state: *mut State<A>) {
+        let array = (*state).transfer_array;
+        ptr::drop_in_place(state);
+        self.inner.dealloc(array.cast(), transfer_layout());
+        self.inner.dealloc(state.cast(), Layout::new::<State<A>>());
     }
 
     /// A block of `class` from the inner allocator, for a request that cannot use the caches.
@@ -437,47 +770,287 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
         self.inner.alloc(class_layout(class))
     }
 
-    /// The miss path: a batch from the inner allocator, one block returned, the rest cached.
-    /// Runs with the guard set.
+    /// The current CPU's region, for the slow paths' bookkeeping (the sections find theirs
+    /// themselves).
+    fn my_region<'s>(&self, state: &'s State<A>) -> Option<&'s Region> {
+        state.regions.get(rseq_rt::current_cpu())
+    }
+
+    /// Raises `class`'s limit in `region` by a batch, within the class's bound and the CPU's
+    /// byte budget (taking capacity from its other classes if needed). Returns whether it did.
+    fn grow(&self, state: &State<A>, region: &Region, class: usize) -> bool {
+        let base = BASE[class];
+        let end = base + MAX_CAP[class];
+        let limit = region.hdr[2 * class + 1].load(Ordering::Relaxed);
+        if limit < base || limit >= end {
+            // Stopped by a drain, or at its bound.
+            return false;
+        }
+        let more = BATCH[class].min(end - limit);
+        let bytes = more * SIZE_CLASSES[class];
+        if region.capacity.load(Ordering::Relaxed) + bytes > CPU_CACHE_BYTES
+            && !self.make_room(state, region, class, bytes)
+        {
+            return false;
+        }
+        region.capacity.fetch_add(bytes, Ordering::Relaxed);
+        if region.hdr[2 * class + 1]
+            .compare_exchange(limit, limit + more, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            region.capacity.fetch_sub(bytes, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Lowers other classes' limits in `region`, one batch at a time, round-robin, until
+    /// `bytes` more fit the budget (or every class was tried once). Blocks left above a lowered
+    /// limit are moved to the transfer cache. Returns whether `bytes` fit now.
+    #[cold]
+    fn make_room(&self, state: &State<A>, region: &Region, class: usize, bytes: usize) -> bool {
+        let fits = || region.capacity.load(Ordering::Relaxed) + bytes <= CPU_CACHE_BYTES;
+        for _ in 0..CLASSES {
+            if fits() {
+                return true;
+            }
+            let victim = region.victim.fetch_add(1, Ordering::Relaxed) % CLASSES;
+            let base = BASE[victim];
+            let limit = region.hdr[2 * victim + 1].load(Ordering::Relaxed);
+            if victim == class || limit <= base {
+                continue;
+            }
+            let less = BATCH[victim].min(limit - base);
+            if region.hdr[2 * victim + 1]
+                .compare_exchange(limit, limit - less, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+            {
+                region
+                    .capacity
+                    .fetch_sub(less * SIZE_CLASSES[victim], Ordering::Relaxed);
+                // The blocks above the new limit: popped on this CPU (if the thread moved, it
+                // pops as many from the CPU it is on, which costs that CPU a refill later).
+                let top = region.hdr[2 * victim].load(Ordering::Relaxed);
+                let excess = top.saturating_sub(limit - less).min(MAX_BATCH);
+                let mut out = [0; MAX_BATCH];
+                let mut n = 0;
+                while n < excess {
+                    // SAFETY: `2 * victim` and `BASE[victim]` are one class's.
+                    match unsafe { cache_pop(&state.regions, 2 * victim, base) } {
+                        Some(block) => out[n] = block,
+                        None => break,
+                    }
+                    n += 1;
+                }
+                // SAFETY: the popped blocks are free blocks of `victim`.
+                unsafe { self.give_back(state, victim, &out[..n]) };
+            }
+        }
+        fits()
+    }
+
+    /// Free blocks of `class` to the transfer cache, and those that do not fit to the inner
+    /// allocator.
+    ///
+    /// # Safety
+    /// Each is a free block of `class`, owned by the caller.
+    unsafe fn give_back(&self, state: &State<A>, class: usize, blocks: &[usize]) {
+        let kept = state.transfer[class].put(blocks);
+        for &block in &blocks[kept..] {
+            self.inner.dealloc(block as *mut u8, class_layout(class));
+        }
+    }
+
+    /// The miss path: the class's capacity grows, a batch comes from the transfer cache (or
+    /// the inner allocator), one block is returned and the rest cached. Runs with the guard set.
     #[cold]
     #[inline(never)]
-    unsafe fn refill(&self, caches: &PerCpu<Cache>, class: usize) -> *mut u8 {
-        self.refills.fetch_add(1, Ordering::Relaxed);
-        let layout = class_layout(class);
-        let first = self.inner.alloc(layout);
-        if first.is_null() {
-            return first;
+    unsafe fn refill(&self, state: &State<A>, class: usize) -> *mut u8 {
+        if let Some(region) = self.my_region(state) {
+            region.misses.fetch_add(1, Ordering::Relaxed);
+            self.grow(state, region, class);
         }
-        for _ in 1..REFILL_BATCH {
+        let want = BATCH[class];
+        let mut batch = [0; MAX_BATCH];
+        let mut got = state.transfer[class].take(&mut batch[..want]);
+        if got > 0 {
+            self.transfer_refills.fetch_add(1, Ordering::Relaxed);
+        }
+        let layout = class_layout(class);
+        while got < want {
             let block = self.inner.alloc(layout);
             if block.is_null() {
                 break;
             }
-            if !cache_push(caches, block as usize) {
-                // The thread moved to a CPU whose cache is fuller.
-                self.inner.dealloc(block, layout);
+            batch[got] = block as usize;
+            got += 1;
+        }
+        if got == 0 {
+            return ptr::null_mut();
+        }
+        // The first block is returned and the others pushed last to first, so that the
+        // following pops hand them out in the order they came (from the inner allocator,
+        // usually ascending addresses: neighbours in time stay neighbours in memory).
+        let mut left = got;
+        while left > 1 && cache_push(&state.regions, 2 * class, 2 * class + 1, batch[left - 1]) {
+            left -= 1;
+        }
+        // The cache filled (another thread on this CPU, or the thread moved).
+        self.give_back(state, class, &batch[1..left]);
+        batch[0] as *mut u8
+    }
+
+    /// The full path: the class's capacity grows and `block` is cached, or a batch of cached
+    /// blocks and `block` go to the transfer cache (or the inner allocator). Runs with the
+    /// guard set.
+    #[cold]
+    #[inline(never)]
+    unsafe fn overflow(&self, state: &State<A>, class: usize, block: *mut u8) {
+        if let Some(region) = self.my_region(state) {
+            region.overflows.fetch_add(1, Ordering::Relaxed);
+            if self.grow(state, region, class)
+                && cache_push(&state.regions, 2 * class, 2 * class + 1, block as usize)
+            {
+                return;
+            }
+        }
+        let mut batch = [0; MAX_BATCH];
+        batch[0] = block as usize;
+        let mut n = 1;
+        while n < BATCH[class] {
+            match cache_pop(&state.regions, 2 * class, BASE[class]) {
+                Some(old) => batch[n] = old,
+                None => break,
+            }
+            n += 1;
+        }
+        self.give_back(state, class, &batch[..n]);
+    }
+
+    /// Hands every cached free block back to the inner allocator: each CPU's cache (stopped,
+    /// drained and restarted with zero capacity, which grows again on demand) and the transfer
+    /// caches. Returns the bytes handed back (also counted in
+    /// [`AllocStats::released_bytes`]). Whether the inner allocator gives the memory to the
+    /// operating system is its own policy (glibc's `free` trims its heaps' tops and unmaps
+    /// large chunks).
+    ///
+    /// Call it when a phase of the program ends (a burst of work, the last request of a
+    /// connection pool): the caches otherwise keep up to [`CPU_CACHE_BYTES`] per CPU and the
+    /// transfer caches up to 128 KiB per class. A CPU whose cache is being drained sees misses
+    /// meanwhile. In `Rseq` mode each CPU's drain takes a membarrier fence
+    /// ([`fence_cpu`](rseq_rt::fence_cpu)); a CPU whose fence fails is skipped (its cache
+    /// kept). Concurrent calls drain one after the other.
+    ///
+    /// ```
+    /// use rseq::collections::alloc::PerCpuAlloc;
+    /// use std::alloc::{GlobalAlloc, Layout, System};
+    ///
+    /// let cache = PerCpuAlloc::new(System);
+    /// let layout = Layout::new::<[u8; 64]>();
+    /// let blocks: Vec<_> = (0..1000).map(|_| unsafe { cache.alloc(layout) }).collect();
+    /// for b in blocks {
+    ///     unsafe { cache.dealloc(b, layout) };
+    /// }
+    /// let before = cache.stats();
+    /// let released = cache.release_memory();
+    /// assert_eq!(released, before.cached_bytes + before.transfer_bytes);
+    /// assert_eq!(cache.stats().cached_bytes + cache.stats().transfer_bytes, 0);
+    /// ```
+    pub fn release_memory(&self) -> usize {
+        let Some(state) = self.published() else {
+            return 0;
+        };
+        // The runtime's own allocations (a fence's first use registers with membarrier) and
+        // the frees below go to the inner allocator.
+        let nested = BUSY.replace(true);
+        let mut released = 0;
+        {
+            let _one_at_a_time = state.draining.lock().unwrap_or_else(|e| e.into_inner());
+            for cpu in 0..state.regions.len() {
+                // SAFETY: the guard is set; `cpu` is a slot of the regions.
+                released += unsafe { self.drain_cpu(state, cpu) };
+            }
+            for (class, transfer) in state.transfer.iter().enumerate() {
+                let mut batch = [0; MAX_BATCH];
+                loop {
+                    let n = transfer.take(&mut batch);
+                    if n == 0 {
+                        break;
+                    }
+                    for &block in &batch[..n] {
+                        // SAFETY: a free block of `class`, now ours.
+                        unsafe { self.inner.dealloc(block as *mut u8, class_layout(class)) };
+                    }
+                    released += n * SIZE_CLASSES[class];
+                }
+            }
+        }
+        BUSY.set(nested);
+        self.released.fetch_add(released, Ordering::Relaxed);
+        released
+    }
+
+    /// Stops CPU `cpu`'s cache, frees its blocks to the inner allocator and restarts it empty,
+    /// with zero capacity. Returns the bytes freed.
+    ///
+    /// The stop: every class's limit is set to 0 and a fence on the CPU waits for the sections
+    /// that read the old limits, so pushes fail from then on (`top >= 0`). Then every top is
+    /// swapped with 0, so pops fail too (`0 <= base`), and a second fence waits for the pops
+    /// that read the old tops. A pop that committed after the swap left a non-zero top (tops
+    /// are never 0 otherwise: slot 0 is unused), so the swap and the fence are repeated until
+    /// every top stays 0: the last swapped values are then the stacks' tops, and no section
+    /// can change the stopped cache. (`grow` and `make_room` leave a stopped class alone.)
+    ///
+    /// # Safety
+    /// The guard is set and the caller holds `draining`.
+    unsafe fn drain_cpu(&self, state: &State<A>, cpu: usize) -> usize {
+        let region = state.regions.get(cpu).expect("a slot");
+        let mut limits = [0; CLASSES];
+        for (class, limit) in limits.iter_mut().enumerate() {
+            *limit = region.hdr[2 * class + 1].swap(0, Ordering::SeqCst);
+        }
+        if rseq_rt::fence_cpu(cpu).is_err() {
+            // Nothing was stopped yet: the limits go back.
+            for (class, limit) in limits.iter().enumerate() {
+                region.hdr[2 * class + 1].store(*limit, Ordering::SeqCst);
+            }
+            return 0;
+        }
+        for (class, limit) in limits.iter().enumerate() {
+            let capacity = limit.saturating_sub(BASE[class]) * SIZE_CLASSES[class];
+            region.capacity.fetch_sub(capacity, Ordering::Relaxed);
+        }
+        let mut tops = [0; CLASSES];
+        loop {
+            for (class, top) in tops.iter_mut().enumerate() {
+                let now = region.hdr[2 * class].swap(0, Ordering::SeqCst);
+                if now != 0 {
+                    *top = now;
+                }
+            }
+            if rseq_rt::fence_cpu(cpu).is_err() {
+                // Stopped for good: its blocks stay cached and every request on this CPU
+                // misses. The fence worked a moment ago, so this is not expected.
+                return 0;
+            }
+            // The fence orders this load after the sections it waited for.
+            if (0..CLASSES).all(|c| region.hdr[2 * c].load(Ordering::Acquire) == 0) {
                 break;
             }
         }
-        first
-    }
-
-    /// The full path: a batch back to the inner allocator, then `block` cached (or freed too,
-    /// if the cache filled again). Runs with the guard set.
-    #[cold]
-    #[inline(never)]
-    unsafe fn flush(&self, caches: &PerCpu<Cache>, class: usize, block: *mut u8) {
-        self.flushes.fetch_add(1, Ordering::Relaxed);
-        let layout = class_layout(class);
-        for _ in 1..REFILL_BATCH {
-            match cache_pop(caches) {
-                Some(old) => self.inner.dealloc(old as *mut u8, layout),
-                None => break,
+        let mut freed = 0;
+        for (class, &top) in tops.iter().enumerate() {
+            for slot in &region.slots[BASE[class]..top.max(BASE[class])] {
+                self.inner
+                    .dealloc(slot.load(Ordering::Relaxed) as *mut u8, class_layout(class));
             }
+            freed += top.saturating_sub(BASE[class]) * SIZE_CLASSES[class];
+            // Restarted empty: the top first, so that the cache stays stopped (top >= limit)
+            // until the limit is in place again.
+            region.hdr[2 * class].store(BASE[class], Ordering::SeqCst);
+            region.hdr[2 * class + 1].store(BASE[class], Ordering::SeqCst);
         }
-        if REFILL_BATCH == 1 || !cache_push(caches, block as usize) {
-            self.inner.dealloc(block, layout);
-        }
+        freed
     }
 
     /// Whether small requests go straight to the inner allocator because the process runs its
@@ -505,10 +1078,9 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
         let Some(state) = self.enter(true) else {
             return self.alloc_bypass(class);
         };
-        let caches = &state.caches[class];
-        let block = match cache_pop(caches) {
+        let block = match cache_pop(&state.regions, 2 * class, BASE[class]) {
             Some(block) => block as *mut u8,
-            None => self.refill(caches, class),
+            None => self.refill(state, class),
         };
         BUSY.set(false);
         block
@@ -530,9 +1102,8 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
             self.inner.dealloc(block, class_layout(class));
             return;
         };
-        let caches = &state.caches[class];
-        if !cache_push(caches, block as usize) {
-            self.flush(caches, class, block);
+        if !cache_push(&state.regions, 2 * class, 2 * class + 1, block as usize) {
+            self.overflow(state, class, block);
         }
         BUSY.set(false);
     }
@@ -541,9 +1112,9 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
 // SAFETY: every small block is a whole block of its class, allocated from the inner allocator
 // with the class layout (at least as large and as aligned as the request) and owned by exactly
 // one party at a time: the caller, one CPU's cache (a slot of which only the sections of that
-// CPU, or the holder of its fallback lock, change), or the inner allocator. Each block goes
-// back to the inner allocator with the layout it was allocated with. Large requests are the
-// inner allocator's.
+// CPU, the holder of its fallback lock, or a drain that stopped it change), the transfer cache
+// (under its mutex), or the inner allocator. Each block goes back to the inner allocator with
+// the layout it was allocated with. Large requests are the inner allocator's.
 unsafe impl<A: GlobalAlloc + 'static> GlobalAlloc for PerCpuAlloc<A> {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
@@ -602,25 +1173,31 @@ impl<A: GlobalAlloc + 'static> Drop for PerCpuAlloc<A> {
             return;
         }
         // SAFETY: `&mut self`: no other thread uses the state or the caches. Every cached block
-        // goes back to the inner allocator with its class layout; then the `PerCpu`s free their
-        // slots through `forward`, pointed at the inner allocator where it is now.
+        // goes back to the inner allocator with its class layout; then the state's memory,
+        // through `forward` pointed at the inner allocator where it is now.
         unsafe {
             let s = &mut *state;
             s.forward
                 .inner
                 .store(ptr::from_mut(&mut self.inner), Ordering::Relaxed);
-            for (class, caches) in s.caches.iter_mut().enumerate() {
-                for cache in caches.iter_mut() {
-                    let len = *cache.len.get_mut();
-                    for item in &mut cache.items[..len] {
+            for region in s.regions.iter_mut() {
+                for (class, base) in BASE.iter().enumerate() {
+                    let top = *region.hdr[2 * class].get_mut();
+                    for slot in &mut region.slots[*base..top.max(*base)] {
                         self.inner
-                            .dealloc(*item.get_mut() as *mut u8, class_layout(class));
+                            .dealloc(*slot.get_mut() as *mut u8, class_layout(class));
                     }
-                    *cache.len.get_mut() = 0;
                 }
             }
-            ptr::drop_in_place(state);
-            self.inner.dealloc(state.cast(), Layout::new::<State<A>>());
+            for (class, transfer) in s.transfer.iter_mut().enumerate() {
+                let list = transfer.list.get_mut().unwrap_or_else(|e| e.into_inner());
+                for i in 0..list.len {
+                    self.inner
+                        .dealloc(*list.blocks.add(i) as *mut u8, class_layout(class));
+                }
+                list.len = 0;
+            }
+            self.free_state(state);
         }
     }
 }
@@ -649,14 +1226,28 @@ mod tests {
             }
         }
         assert_eq!(class_of(Layout::from_size_align(16, 32).unwrap()), None);
-        assert_eq!(class_of(Layout::from_size_align(257, 8).unwrap()), None);
+        assert_eq!(class_of(Layout::from_size_align(32769, 8).unwrap()), None);
+    }
+
+    #[test]
+    fn the_tables_fit_the_region_and_the_batches() {
+        assert!(SIZE_CLASSES.windows(2).all(|w| w[0] < w[1]));
+        assert!(SIZE_CLASSES.iter().all(|s| s % CLASS_ALIGN == 0));
+        for c in 0..CLASSES {
+            assert!(BATCH[c] <= MAX_CAP[c] && BATCH[c] <= MAX_BATCH);
+            assert!(TRANSFER_CAP[c] >= BATCH[c]);
+            assert!(BASE[c] >= 1);
+        }
+        assert_eq!(SLOTS, 1 + MAX_CAP.iter().sum::<usize>());
+        // One CPU's region: the address stacks and their headers, 18 557 words here.
+        assert!(core::mem::size_of::<Region>() < 160 * 1024);
     }
 
     #[test]
     fn a_local_allocator_reuses_and_frees_everything_on_drop() {
         let a = PerCpuAlloc::new(System);
         let layout = Layout::new::<[u8; 100]>();
-        let blocks: Vec<*mut u8> = (0..200).map(|_| unsafe { a.alloc(layout) }).collect();
+        let blocks: Vec<*mut u8> = (0..3000).map(|_| unsafe { a.alloc(layout) }).collect();
         assert!(blocks
             .iter()
             .all(|b| !b.is_null() && (*b as usize).is_multiple_of(16)));
@@ -665,12 +1256,12 @@ mod tests {
         }
         let s = a.stats();
         if rseq_rt::sections_run_on_rseq() {
-            assert!(s.refills >= 1 && s.flushes >= 1, "{s:?}");
+            assert!(s.misses >= 1 && s.overflows >= 1, "{s:?}");
+            assert!(s.cached_blocks > 0, "{s:?}");
         } else {
             // The fallback passes requests through: only the first one used a cache.
-            assert!(s.refills <= 1 && s.flushes == 0, "{s:?}");
+            assert!(s.misses <= 1 && s.overflows == 0, "{s:?}");
         }
-        assert!(s.cached_blocks <= CLASSES * CACHE_CAPACITY * (rseq_rt::possible_cpus() + 1));
         // Moved after use: the drop still frees through the inner allocator.
         let moved = a;
         drop(moved);

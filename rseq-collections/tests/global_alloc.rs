@@ -17,7 +17,7 @@
 mod modes;
 
 use rseq_collections::alloc::{
-    block_size, PerCpuAlloc, CACHE_CAPACITY, MAX_SMALL_SIZE, SIZE_CLASSES,
+    block_size, max_cached_blocks, PerCpuAlloc, MAX_SMALL_SIZE, SIZE_CLASSES,
 };
 use rseq_rt::{FallbackReason, Mode};
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -154,7 +154,10 @@ fn report(test: &str) {
 /// The inner allocator's live blocks that belong to users (not sitting in a cache). Exact when
 /// no other thread allocates.
 fn user_live_blocks() -> isize {
-    GLOBAL.inner().live_blocks.load(Relaxed) - GLOBAL.stats().cached_blocks as isize
+    let stats = GLOBAL.stats();
+    GLOBAL.inner().live_blocks.load(Relaxed)
+        - stats.cached_blocks as isize
+        - stats.transfer_blocks as isize
 }
 
 /// [`user_live_blocks`] once it holds still: the same over two reads 20 ms apart. Right after
@@ -184,8 +187,13 @@ fn assert_no_misuse() {
     );
     assert_eq!(inner.double_frees.load(Relaxed), 0, "blocks freed twice");
     let cached = GLOBAL.stats().cached_blocks;
-    // One cache per slot: the CPUs' and the fallback's spare.
-    let bound = (rseq_rt::possible_cpus() + 1) * SIZE_CLASSES.len() * CACHE_CAPACITY;
+    // One cache per slot (the CPUs' and the fallback's spare), each class's stack at most its
+    // bound.
+    let per_cpu: usize = SIZE_CLASSES
+        .iter()
+        .map(|&size| max_cached_blocks(Layout::from_size_align(size, 16).unwrap()).unwrap())
+        .sum();
+    let bound = (rseq_rt::possible_cpus() + 1) * per_cpu;
     assert!(cached <= bound, "{cached} cached blocks, more than {bound}");
 }
 
@@ -472,8 +480,8 @@ fn no_block_is_handed_out_twice() {
     let before = settled_user_live_blocks();
     // Fill and overflow the caches, several rounds: later rounds reuse cached blocks.
     for _ in 0..3 {
-        all_live_blocks_are_distinct(1, 3 * CACHE_CAPACITY);
-        all_live_blocks_are_distinct(6, 2 * CACHE_CAPACITY);
+        all_live_blocks_are_distinct(1, 600);
+        all_live_blocks_are_distinct(6, 300);
     }
     // Alloc/free pairs bounce blocks through the caches, in many threads at once.
     std::thread::scope(|s| {
@@ -515,8 +523,8 @@ fn requests_go_where_their_layout_says() {
     unsafe {
         // Large and over-aligned requests reach the inner allocator with their own layout.
         for layout in [
-            Layout::from_size_align(257, 8).unwrap(),
-            Layout::from_size_align(4096, 8).unwrap(),
+            Layout::from_size_align(MAX_SMALL_SIZE + 1, 8).unwrap(),
+            Layout::from_size_align(100_000, 8).unwrap(),
             Layout::from_size_align(64, 64).unwrap(),
             Layout::from_size_align(8, 32).unwrap(),
         ] {
@@ -527,8 +535,13 @@ fn requests_go_where_their_layout_says() {
             p.write_bytes(0xab, layout.size());
             std::alloc::dealloc(p, layout);
         }
-        // Small ones never do: the inner allocator only sees class layouts.
-        let small: Vec<_> = (1..=MAX_SMALL_SIZE)
+        // Small ones never do: the inner allocator only sees class layouts. Every size to
+        // 1100, then every class size and its neighbours, and a stride through the rest.
+        let sizes = (1..=1100)
+            .chain(SIZE_CLASSES.iter().flat_map(|&c| [c - 1, c, c + 1]))
+            .chain((1100..MAX_SMALL_SIZE).step_by(97))
+            .filter(|&size| size <= MAX_SMALL_SIZE);
+        let small: Vec<_> = sizes
             .flat_map(|size| [1, 2, 4, 8, 16].map(|a| Layout::from_size_align(size, a).unwrap()))
             .map(|l| (std::hint::black_box(std::alloc::alloc_zeroed(l)), l))
             .collect();
@@ -635,16 +648,16 @@ fn a_dropped_allocator_returns_every_block() {
     let stats = moved.stats();
     println!("a_dropped_allocator_returns_every_block: local {stats:?}");
     if rseq_rt::sections_run_on_rseq() {
-        assert!(stats.refills > 0 && stats.flushes > 0, "{stats:?}");
+        assert!(stats.misses > 0 && stats.overflows > 0, "{stats:?}");
     } else {
         // In the fallback, small requests go straight to the inner allocator: only the first
         // one, which built the state, went through a cache.
-        assert!(stats.refills <= 1 && stats.flushes == 0, "{stats:?}");
+        assert!(stats.misses <= 1 && stats.overflows == 0, "{stats:?}");
     }
-    // Every block is cached, except the state and one `PerCpu` allocation per class.
+    // Every block is cached, except the state, its regions and its transfer array.
     assert_eq!(
         counts.live_blocks.load(Relaxed),
-        stats.cached_blocks as isize + 1 + SIZE_CLASSES.len() as isize
+        (stats.cached_blocks + stats.transfer_blocks) as isize + 3
     );
     drop(moved);
     assert_eq!(counts.live_blocks.load(Relaxed), 0);
@@ -652,6 +665,250 @@ fn a_dropped_allocator_returns_every_block() {
     assert_eq!(counts.mismatches.load(Relaxed), 0);
     assert_eq!(counts.double_frees.load(Relaxed), 0);
     report("a_dropped_allocator_returns_every_block");
+}
+
+/// How long `mixed_stress` runs: `ALLOC_STRESS_MS`, else 1.5 s in a child process, 0.3 s in
+/// the parent's own run (alongside the other tests).
+fn stress_time() -> std::time::Duration {
+    let ms = std::env::var("ALLOC_STRESS_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if in_child() { 1500 } else { 300 });
+    std::time::Duration::from_millis(ms)
+}
+
+/// A block of the stress: its bytes all hold `mark`.
+struct Stamped {
+    ptr: *mut u8,
+    layout: Layout,
+    mark: u8,
+}
+
+// SAFETY: the block is owned by the `Stamped`, which is sent whole.
+unsafe impl Send for Stamped {}
+
+impl Stamped {
+    fn new(layout: Layout, mark: u8) -> Stamped {
+        // SAFETY: non-zero size (the stress never asks for 0 bytes).
+        let ptr = unsafe { std::alloc::alloc(layout) };
+        assert!(!ptr.is_null(), "{layout:?}");
+        assert!(
+            (ptr as usize).is_multiple_of(layout.align()),
+            "{ptr:?} {layout:?}"
+        );
+        // SAFETY: `layout.size()` bytes were just allocated.
+        unsafe { ptr.write_bytes(mark, layout.size()) };
+        Stamped { ptr, layout, mark }
+    }
+
+    fn check(&self) {
+        // SAFETY: the block is live and was written whole.
+        let bytes = unsafe { std::slice::from_raw_parts(self.ptr, self.layout.size()) };
+        if let Some(at) = bytes.iter().position(|&b| b != self.mark) {
+            panic!(
+                "block {:?} ({:?}) corrupted at byte {at}: {:#x}, not {:#x}",
+                self.ptr, self.layout, bytes[at], self.mark
+            );
+        }
+    }
+
+    /// Grows or shrinks the block with `realloc`; the kept prefix must survive.
+    fn resize(&mut self, size: usize, mark: u8) {
+        self.check();
+        // SAFETY: the block was allocated with `layout`; `size` is non-zero and small.
+        let ptr = unsafe { std::alloc::realloc(self.ptr, self.layout, size) };
+        assert!(!ptr.is_null());
+        let kept = self.layout.size().min(size);
+        // SAFETY: `size` bytes are live at `ptr`.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(ptr, size) };
+        assert!(
+            bytes[..kept].iter().all(|&b| b == self.mark),
+            "realloc lost the contents"
+        );
+        bytes.fill(mark);
+        self.ptr = ptr;
+        self.layout = Layout::from_size_align(size, self.layout.align()).unwrap();
+        self.mark = mark;
+    }
+}
+
+impl Drop for Stamped {
+    fn drop(&mut self) {
+        self.check();
+        // SAFETY: allocated with `layout` (kept current by `resize`).
+        unsafe { std::alloc::dealloc(self.ptr, self.layout) };
+    }
+}
+
+/// A size for the stress: mostly small, some medium, a few past the largest class.
+fn stress_size(rng: &mut Lcg) -> usize {
+    match rng.next() % 100 {
+        0..=69 => 1 + rng.next() as usize % 256,
+        70..=94 => 257 + rng.next() as usize % 3840,
+        95..=98 => 4097 + rng.next() as usize % (MAX_SMALL_SIZE - 4096),
+        _ => MAX_SMALL_SIZE + 1 + rng.next() as usize % 30_000,
+    }
+}
+
+/// A mixed workload for a fixed time: four threads allocate blocks of every size and a few
+/// alignments, keep them for a random while, resize some, free most themselves and send the
+/// rest in batches to the next thread, which frees them; every block's bytes are checked before
+/// its free. Meanwhile a fifth thread hands the caches back with `release_memory` every few
+/// milliseconds, so drains race with the sections. Then every block is freed and, in a child,
+/// the inner allocator must hold exactly what it held before, give or take the caches.
+#[test]
+fn mixed_stress() {
+    const THREADS: usize = 4;
+    let before = settled_user_live_blocks();
+    let released_before = GLOBAL.stats().released_bytes;
+    let deadline = std::time::Instant::now() + stress_time();
+    let (mut senders, receivers): (Vec<_>, Vec<_>) = (0..THREADS)
+        .map(|_| mpsc::channel::<Vec<Stamped>>())
+        .unzip();
+    senders.rotate_left(1);
+    let ops = AtomicUsize::new(0);
+    let releases = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        let mut handles = Vec::new();
+        for (id, (next, prev)) in senders.into_iter().zip(receivers).enumerate() {
+            let ops = &ops;
+            handles.push(s.spawn(move || {
+                let mut rng = Lcg(0x5eed + id as u64);
+                let mut live: Vec<Stamped> = Vec::new();
+                let mut outgoing: Vec<Stamped> = Vec::new();
+                let mut n = 0usize;
+                while std::time::Instant::now() < deadline {
+                    for _ in 0..64 {
+                        n += 1;
+                        let mark = (n % 251) as u8 + 1;
+                        match rng.next() % 16 {
+                            0..=6 => {
+                                let align = [1, 8, 16, 16, 32][rng.next() as usize % 5];
+                                let layout =
+                                    Layout::from_size_align(stress_size(&mut rng), align).unwrap();
+                                live.push(Stamped::new(layout, mark));
+                            }
+                            7..=10 if !live.is_empty() => {
+                                let at = rng.next() as usize % live.len();
+                                drop(live.swap_remove(at));
+                            }
+                            11 if !live.is_empty() => {
+                                let at = rng.next() as usize % live.len();
+                                live[at].resize(stress_size(&mut rng), mark);
+                            }
+                            12..=13 if !live.is_empty() => {
+                                let at = rng.next() as usize % live.len();
+                                outgoing.push(live.swap_remove(at));
+                                if outgoing.len() >= 32 {
+                                    next.send(std::mem::take(&mut outgoing)).unwrap();
+                                }
+                            }
+                            _ => {
+                                while let Ok(batch) = prev.try_recv() {
+                                    drop(batch);
+                                }
+                            }
+                        }
+                        // Bound the live set (its lifetimes stay random).
+                        if live.len() > 2000 {
+                            live.truncate(1000);
+                        }
+                    }
+                }
+                ops.fetch_add(n, Relaxed);
+                next.send(outgoing).unwrap();
+                drop(next);
+                live.iter().for_each(Stamped::check);
+                drop(live);
+                for batch in prev {
+                    drop(batch);
+                }
+            }));
+        }
+        let releases = &releases;
+        handles.push(s.spawn(move || {
+            // At least once, even if the deadline passed before this thread ran (valgrind
+            // runs one thread at a time).
+            loop {
+                GLOBAL.release_memory();
+                releases.fetch_add(1, Relaxed);
+                if std::time::Instant::now() >= deadline {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(3));
+            }
+        }));
+        join_all(handles);
+    });
+    println!(
+        "mixed_stress: {} operations, {} releases in {:?}",
+        ops.load(Relaxed),
+        releases.load(Relaxed),
+        stress_time()
+    );
+    assert!(releases.load(Relaxed) > 0);
+    let after = settled_user_live_blocks();
+    assert_no_misuse();
+    report("mixed_stress");
+    if in_child() {
+        assert!(
+            (after - before).abs() <= 8,
+            "leak: {before} before, {after} after"
+        );
+        // Everything cached goes back to the inner allocator on request.
+        let cached = GLOBAL.stats();
+        let released = GLOBAL.release_memory();
+        assert_eq!(released, cached.cached_bytes + cached.transfer_bytes);
+        let now = GLOBAL.stats();
+        assert_eq!((now.cached_blocks, now.transfer_blocks), (0, 0), "{now:?}");
+        assert!(now.released_bytes >= released_before + released as u64);
+        assert_eq!(settled_user_live_blocks(), after);
+    }
+}
+
+/// `mixed_stress` under valgrind (which has no rseq: the fallback, so the pass-through and the
+/// inner allocator's side of every block), with valgrind's checks of every access.
+#[test]
+fn mixed_stress_under_valgrind() {
+    if in_child() {
+        return;
+    }
+    if Command::new("valgrind").arg("--version").output().is_err() {
+        modes::not_applicable("valgrind is not installed");
+        return;
+    }
+    let out = Command::new("valgrind")
+        .args(["-q", "--error-exitcode=9"])
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", "mixed_stress", "--nocapture", "--test-threads=1"])
+        .env_remove("RSEQ_DISABLE")
+        .env_remove("GLIBC_TUNABLES")
+        .env(CHILD_ENV, "valgrind")
+        .env("ALLOC_STRESS_MS", "2000")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let launcher: Vec<&str> = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("valgrind: "))
+        .collect();
+    if launcher
+        .iter()
+        .any(|l| l.contains("cannot execute binary file") || l.contains("failed to start tool"))
+    {
+        modes::not_applicable(format_args!(
+            "this valgrind cannot run the target's programs: {}",
+            launcher.join("; ")
+        ));
+        return;
+    }
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "mixed_stress under valgrind ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    println!("{stdout}");
 }
 
 /// The tests above, each alone in a child process, in each mode: the environment without
@@ -671,6 +928,7 @@ fn every_test_in_every_mode() {
         "no_block_is_handed_out_twice",
         "requests_go_where_their_layout_says",
         "a_dropped_allocator_returns_every_block",
+        "mixed_stress",
     ];
     let own = modes::own_registration();
     // Each run's environment, and the mode it must give where the parent can tell (with why).

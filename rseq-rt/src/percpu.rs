@@ -131,6 +131,46 @@ impl<T> PerCpu<T> {
         Self::build(init, Some(allocator))
     }
 
+    /// Like [`new_in`](Self::new_in), with every slot's bytes zero: the memory comes from
+    /// `allocator.alloc_zeroed` and nothing else writes it, so the pages of large slots are not
+    /// touched here (from an allocator that maps fresh pages for large requests, as glibc's
+    /// `calloc` does, they are not even resident) until code uses them.
+    ///
+    /// Panics (through `handle_alloc_error`) if the allocator fails.
+    ///
+    /// # Safety
+    /// All-zero bytes must be a valid `T`: integers, atomics, raw pointers, `Option<NonNull<_>>`
+    /// and arrays and `repr(C)` structs of them.
+    ///
+    /// ```
+    /// use std::alloc::System;
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    ///
+    /// // SAFETY: zero is a valid `[AtomicUsize; 4096]`.
+    /// let big = unsafe { rseq::PerCpu::<[AtomicUsize; 4096]>::new_zeroed_in(&System) };
+    /// assert!(big.iter().all(|slot| slot[4095].load(Ordering::Relaxed) == 0));
+    /// ```
+    pub unsafe fn new_zeroed_in(allocator: &'static dyn GlobalAlloc) -> Self {
+        let len = Self::slot_count();
+        let layout = Self::layout(len);
+        let slots = if layout.size() == 0 {
+            NonNull::dangling()
+        } else {
+            // SAFETY: the layout has a non-zero size.
+            let raw = unsafe { allocator.alloc_zeroed(layout) };
+            NonNull::new(raw.cast::<CachePadded<T>>())
+                .unwrap_or_else(|| std::alloc::handle_alloc_error(layout))
+        };
+        // The caller vouches that the zeroed slots are valid `T`s (and `CachePadded` adds only
+        // alignment padding).
+        PerCpu {
+            slots,
+            len,
+            allocator: Some(allocator),
+            _owns: PhantomData,
+        }
+    }
+
     fn layout(len: usize) -> Layout {
         Layout::array::<CachePadded<T>>(len).expect("PerCpu size overflows")
     }
