@@ -24,13 +24,27 @@
 //! Requests of at most [`MAX_SMALL_SIZE`] (32 KiB) bytes with an alignment of at most
 //! [`CLASS_ALIGN`] (16) are rounded up to one of the 40 [`SIZE_CLASSES`]: steps of 16 bytes up
 //! to 128, then four classes per power of two (so at most a quarter of a block is unused).
-//! Every block of a class is allocated from the inner allocator with the class's layout
-//! (`Layout::from_size_align(class, 16)`) and returned to it with that same layout, whether it
-//! went through a cache or not, so a block's route is a function of the request's layout only:
-//! [`GlobalAlloc::dealloc`] receives the layout the block was requested with, maps it to the
-//! same class, and the block goes back to where it came from. Larger or more-aligned requests
-//! go straight to the inner allocator with their own layout ([`GlobalAlloc::realloc`] of those
-//! uses the inner allocator's `realloc`).
+//! [`GlobalAlloc::dealloc`] receives the layout the block was requested with and maps it to
+//! the same class. Larger or more-aligned requests go straight to the inner allocator with
+//! their own layout ([`GlobalAlloc::realloc`] of those uses the inner allocator's `realloc`).
+//!
+//! # Spans
+//!
+//! The blocks of a class are carved from *spans*: 256 KiB, 256 KiB-aligned allocations of the
+//! inner allocator, each holding blocks of one class behind a 128-byte header. A fresh span
+//! hands out its blocks in address order (so objects allocated one after the other are
+//! neighbours in memory, and one refill's batch is one CPU's run of cache lines); blocks that
+//! come back join their span's free list. Each class's spans sit behind one mutex (the
+//! *central* lists), reached only by refills and flushes, a batch at a time. A span none of
+//! whose blocks is out is reset to address order and kept for the next refills, up to four per
+//! class; more go back to the inner allocator at once, and
+//! [`release_memory`](PerCpuAlloc::release_memory) hands back the kept ones too.
+//!
+//! Blocks served while the caches are bypassed (see below) are allocations of the inner
+//! allocator with the class layout (`Layout::from_size_align(class, 16)`), and mix with span
+//! blocks in the caches. A map with one bit per 256 KiB of address space (in leaves of 512
+//! bytes, one per GiB that holds spans) tells the two apart when a block leaves the caches:
+//! span blocks go back to their span, the others to the inner allocator with the class layout.
 //!
 //! # The per-CPU caches
 //!
@@ -50,22 +64,23 @@
 //! So a CPU's cache is sized by what its threads ask for, within a fixed budget.
 //!
 //! **The transfer cache.** Each class has one shared cache of free blocks (up to 128 KiB of
-//! them, 8 to 4096 addresses) behind a mutex. A miss takes a batch from it (or, if it is empty,
-//! from the inner allocator, block by block), returns one block and pushes the others; an
-//! overflow that cannot grow moves a batch of cached blocks and the freed block to it (and what
-//! does not fit to the inner allocator). Blocks allocated on one CPU and freed on another
-//! (a producer and a consumer) so cycle through it a batch at a time without reaching the inner
-//! allocator.
+//! them, 4 to 4096 addresses) behind a mutex, in front of the central lists. A miss takes a
+//! batch from it (or, if it is empty, from the spans), returns one block and pushes the others;
+//! an overflow that cannot grow moves a batch of cached blocks and the freed block to it (and
+//! what does not fit to their spans). Blocks allocated on one CPU and freed on another (a
+//! producer and a consumer) so cycle through it a batch at a time.
 //!
 //! **Returning memory.** [`PerCpuAlloc::release_memory`] stops each CPU's cache (its limits,
 //! then its tops, set to zero, with a [`fence_cpu`](rseq_rt::fence_cpu) after each step),
 //! frees its blocks and restarts it with zero capacity, then empties the transfer caches: every
-//! cached block goes back to the inner allocator. Nothing does this on its own: the caches hold
-//! at most `CPU_CACHE_BYTES` per CPU (give or take a batch per racing thread) and the transfer
-//! caches at most 128 KiB per class.
+//! cached block goes back to its span (or the inner allocator), and then the empty spans to the
+//! inner allocator. Nothing drains the caches on its own: they hold at most `CPU_CACHE_BYTES`
+//! per CPU (give or take a batch per racing thread), the transfer caches at most 128 KiB per
+//! class, and the central lists at most four empty spans (1 MiB) per class.
 //!
 //! **Stats.** [`PerCpuAlloc::stats`] counts misses, overflows, the misses the transfer cache
-//! served, and the blocks and bytes cached per CPU and in the transfer caches;
+//! served, the blocks and bytes cached per CPU and in the transfer caches, the spans held and
+//! the bytes handed back;
 //! [`PerCpuAlloc::cpu_stats`] gives each CPU's misses, overflows, capacity and cached blocks
 //! per class. Hits are not counted: that would add a store to every hit.
 //!
@@ -73,11 +88,11 @@
 //!
 //! Where sections take the fallback's slot locks (no rseq: valgrind, qemu-user, seccomp,
 //! `RSEQ_DISABLE=1`; or after a demotion), a cache would only add the locks' cost to every
-//! request: small requests then go straight to the inner allocator, with their class layout as
-//! always (so a block cached before a demotion and a block allocated after it go back the same
-//! way). The blocks still cached when the process was demoted stay there until
-//! `release_memory` or the allocator's drop. The check is one relaxed load
-//! ([`rseq_rt::sections_run_on_rseq`]).
+//! request: small requests then go straight to the inner allocator, with their class layout,
+//! and no span is made. The check is one relaxed load ([`rseq_rt::sections_run_on_rseq`]).
+//! After a demotion (spans exist), a free also looks the block up in the span map and gives a
+//! span's block back to its span; the blocks still cached when the process was demoted stay
+//! there until `release_memory` or the allocator's drop.
 //!
 //! # Initialisation and reentrancy
 //!
@@ -112,18 +127,19 @@
 //!
 //! # Limitations
 //!
-//! - Blocks are not carved from spans of this allocator's own: each is an allocation of the
-//!   inner allocator, so blocks of different CPUs can share a cache line, and memory reaches
-//!   the operating system only as the inner allocator returns it.
-//! - Idle CPUs' caches are drained only by [`PerCpuAlloc::release_memory`], not on a timer.
-//! - Over an inner allocator with per-thread arenas (glibc's `malloc`), a block may be freed to
-//!   the inner allocator by another thread than the one that allocated it, which such
-//!   allocators handle more slowly (glibc takes the owning arena's lock).
+//! - Memory reaches the operating system only as the inner allocator returns it (glibc unmaps
+//!   freed chunks above its mmap threshold and trims its heaps' tops).
+//! - Idle CPUs' caches and the kept empty spans are handed back only by
+//!   [`PerCpuAlloc::release_memory`], not on a timer.
+//! - Spans' addresses must be below 2⁴⁸ on 64-bit targets (the map's range); a span the inner
+//!   allocator places higher is handed back, and that refill takes blocks of the inner
+//!   allocator instead.
 //! - In the runtime's `Fallback` mode, `fork` while another thread is inside an allocation can
 //!   leave that thread's slot lock held in the child, as with any lock-based allocator; in
 //!   either mode, so can a transfer cache's mutex. In `Rseq` mode the hit path holds no lock.
-//! - Dropping a `PerCpuAlloc` (one that is not a `static`) frees every cached block and the
-//!   state to the inner allocator; it may be moved freely before and after use (the state keeps
+//! - Dropping a `PerCpuAlloc` (one that is not a `static`) frees every cached block, the spans
+//!   none of whose blocks the program holds, and the state to the inner allocator (spans with
+//!   blocks still out are leaked); it may be moved freely before and after use (the state keeps
 //!   no pointer to it that is used after a move).
 
 use core::alloc::{GlobalAlloc, Layout};
@@ -134,6 +150,9 @@ use rseq_macros::critical_section;
 use rseq_rt::PerCpu;
 use std::alloc::System;
 use std::sync::{Mutex, MutexGuard};
+
+mod spans;
+use spans::{Central, SpanMap, SPAN};
 
 /// The block sizes of the size classes, in bytes: steps of 16 up to 128, then four classes
 /// per power of two (at most 25% of a block unused) up to 32 KiB.
@@ -450,6 +469,13 @@ struct State<A> {
     transfer_array: *mut usize,
     /// Held by `release_memory` (one drain at a time).
     draining: Mutex<()>,
+    /// Each class's spans.
+    central: [Central; CLASSES],
+    /// Which addresses are spans.
+    map: SpanMap,
+    /// Whether a span was ever made: until then no block can be a span's, and the fallback's
+    /// frees skip the map.
+    has_spans: AtomicBool,
 }
 
 /// Counters of a [`PerCpuAlloc`], from [`PerCpuAlloc::stats`].
@@ -478,8 +504,21 @@ pub struct AllocStats {
     pub transfer_blocks: usize,
     /// Their bytes.
     pub transfer_bytes: usize,
-    /// Bytes of free blocks handed back to the inner allocator by [`PerCpuAlloc::release_memory`].
+    /// Bytes handed back to the inner allocator: spans emptied beyond the ones kept, blocks of
+    /// the inner allocator leaving the caches, and all that [`PerCpuAlloc::release_memory`]
+    /// hands back.
     pub released_bytes: u64,
+    /// Spans held (each 256 KiB from the inner allocator, carved into blocks of one class).
+    pub spans: usize,
+    /// Their bytes.
+    pub span_bytes: usize,
+    /// Blocks out of the spans: with the program or in a cache.
+    pub span_blocks_out: usize,
+    /// Allocations of the inner allocator that the front-end holds for itself: its state, the
+    /// per-CPU regions, the transfer array, the span map and the spans. With `cached_blocks`,
+    /// `transfer_blocks` and `span_blocks_out`, this tells the program's blocks from the
+    /// inner allocator's count of live blocks.
+    pub own_allocations: usize,
 }
 
 /// One CPU's cache, from [`PerCpuAlloc::cpu_stats`].
@@ -587,6 +626,14 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
                 stats.transfer_blocks += len;
                 stats.transfer_bytes += len * SIZE_CLASSES[class];
             }
+            for central in &state.central {
+                let counts = central.counts();
+                stats.spans += counts.spans;
+                stats.span_blocks_out += counts.out;
+            }
+            stats.span_bytes = stats.spans * SPAN;
+            // The state, the regions, the transfer array.
+            stats.own_allocations = 3 + state.map.allocations() + stats.spans;
         }
         stats
     }
@@ -685,66 +732,76 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
                 self.inner.alloc(transfer_layout()).cast::<usize>(),
             )
         };
-        let published = if fresh.is_null() || array.is_null() {
-            // SAFETY: whichever succeeded came from the inner allocator with these layouts.
-            unsafe {
-                if !fresh.is_null() {
-                    self.inner.dealloc(fresh.cast(), layout);
+        let map = SpanMap::new(&self.inner);
+        let published = match map {
+            Some(map) if !fresh.is_null() && !array.is_null() => {
+                // SAFETY: `fresh` is valid for a `State`; `forward` is written before any reference
+                // to it is taken. The `'static` reference to it is only held by the `PerCpu` in the
+                // same `State`, which is dropped before its memory is freed. Zero bytes are a valid
+                // `Region` (atomics); each region's headers are then set to empty stacks of zero
+                // capacity. The transfer lists split `array` by `TRANSFER_CAP`.
+                unsafe {
+                    let forward = ptr::addr_of_mut!((*fresh).forward);
+                    forward.write(Forward {
+                        inner: AtomicPtr::new(ptr::from_ref(&self.inner).cast_mut()),
+                    });
+                    let forward: &'static Forward<A> = &*forward;
+                    let regions = PerCpu::<Region>::new_zeroed_in(forward);
+                    for region in regions.iter() {
+                        for (c, base) in BASE.iter().enumerate() {
+                            region.hdr[2 * c].store(*base, Ordering::Relaxed);
+                            region.hdr[2 * c + 1].store(*base, Ordering::Relaxed);
+                        }
+                    }
+                    ptr::addr_of_mut!((*fresh).regions).write(regions);
+                    let mut start = 0;
+                    let transfer = core::array::from_fn(|c| {
+                        let list = TransferList {
+                            blocks: array.add(start),
+                            len: 0,
+                            cap: TRANSFER_CAP[c],
+                        };
+                        start += TRANSFER_CAP[c];
+                        Transfer {
+                            list: Mutex::new(list),
+                        }
+                    });
+                    ptr::addr_of_mut!((*fresh).transfer).write(transfer);
+                    ptr::addr_of_mut!((*fresh).transfer_array).write(array);
+                    ptr::addr_of_mut!((*fresh).draining).write(Mutex::new(()));
+                    ptr::addr_of_mut!((*fresh).central).write([const { Central::new() }; CLASSES]);
+                    ptr::addr_of_mut!((*fresh).map).write(map);
+                    ptr::addr_of_mut!((*fresh).has_spans).write(AtomicBool::new(false));
                 }
-                if !array.is_null() {
-                    self.inner.dealloc(array.cast(), transfer_layout());
-                }
-            }
-            ptr::null_mut()
-        } else {
-            // SAFETY: `fresh` is valid for a `State`; `forward` is written before any reference
-            // to it is taken. The `'static` reference to it is only held by the `PerCpu` in the
-            // same `State`, which is dropped before its memory is freed. Zero bytes are a valid
-            // `Region` (atomics); each region's headers are then set to empty stacks of zero
-            // capacity. The transfer lists split `array` by `TRANSFER_CAP`.
-            unsafe {
-                let forward = ptr::addr_of_mut!((*fresh).forward);
-                forward.write(Forward {
-                    inner: AtomicPtr::new(ptr::from_ref(&self.inner).cast_mut()),
-                });
-                let forward: &'static Forward<A> = &*forward;
-                let regions = PerCpu::<Region>::new_zeroed_in(forward);
-                for region in regions.iter() {
-                    for (c, base) in BASE.iter().enumerate() {
-                        region.hdr[2 * c].store(*base, Ordering::Relaxed);
-                        region.hdr[2 * c + 1].store(*base, Ordering::Relaxed);
+                match self.state.compare_exchange(
+                    ptr::null_mut(),
+                    fresh,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => fresh,
+                    Err(theirs) => {
+                        // SAFETY: ours, never published, empty; its `forward` points at
+                        // `self.inner`.
+                        unsafe { self.free_state(fresh) };
+                        theirs
                     }
                 }
-                ptr::addr_of_mut!((*fresh).regions).write(regions);
-                let mut start = 0;
-                let transfer = core::array::from_fn(|c| {
-                    let list = TransferList {
-                        blocks: array.add(start),
-                        len: 0,
-                        cap: TRANSFER_CAP[c],
-                    };
-                    start += TRANSFER_CAP[c];
-                    Transfer {
-                        list: Mutex::new(list),
-                    }
-                });
-                ptr::addr_of_mut!((*fresh).transfer).write(transfer);
-                ptr::addr_of_mut!((*fresh).transfer_array).write(array);
-                ptr::addr_of_mut!((*fresh).draining).write(Mutex::new(()));
             }
-            match self.state.compare_exchange(
-                ptr::null_mut(),
-                fresh,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => fresh,
-                Err(theirs) => {
-                    // SAFETY: ours, never published, empty; its `forward` points at
-                    // `self.inner`.
-                    unsafe { self.free_state(fresh) };
-                    theirs
+            map => {
+                // SAFETY: whichever succeeded came from the inner allocator with these layouts.
+                unsafe {
+                    if !fresh.is_null() {
+                        self.inner.dealloc(fresh.cast(), layout);
+                    }
+                    if !array.is_null() {
+                        self.inner.dealloc(array.cast(), transfer_layout());
+                    }
+                    if let Some(mut map) = map {
+                        map.free(&self.inner);
+                    }
                 }
+                ptr::null_mut()
             }
         };
         BUSY.set(false);
@@ -757,6 +814,7 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
     /// Nothing else uses the state; its `forward` points at `self.inner`.
     unsafe fn free_state(&self, state: *mut State<A>) {
         let array = (*state).transfer_array;
+        (*state).map.free(&self.inner);
         ptr::drop_in_place(state);
         self.inner.dealloc(array.cast(), transfer_layout());
         self.inner.dealloc(state.cast(), Layout::new::<State<A>>());
@@ -856,8 +914,54 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
     /// Each is a free block of `class`, owned by the caller.
     unsafe fn give_back(&self, state: &State<A>, class: usize, blocks: &[usize]) {
         let kept = state.transfer[class].put(blocks);
-        for &block in &blocks[kept..] {
-            self.inner.dealloc(block as *mut u8, class_layout(class));
+        self.free_blocks(state, class, &blocks[kept..]);
+    }
+
+    /// Free blocks of `class` back to where they came from: their spans, or the inner
+    /// allocator (blocks allocated while the caches were bypassed, or in the fallback).
+    /// Returns the bytes handed back to the inner allocator (those blocks, and spans left
+    /// empty beyond the kept ones).
+    ///
+    /// # Safety
+    /// Each is a free block of `class`, owned by the caller.
+    unsafe fn free_blocks(&self, state: &State<A>, class: usize, blocks: &[usize]) -> usize {
+        let mut ours = [0; MAX_BATCH];
+        let mut n = 0;
+        let mut released = 0;
+        for &block in blocks {
+            if state.map.contains(block) {
+                ours[n] = block;
+                n += 1;
+                if n == MAX_BATCH {
+                    released += state.central[class].put(&state.map, &self.inner, &ours);
+                    n = 0;
+                }
+            } else {
+                self.inner.dealloc(block as *mut u8, class_layout(class));
+                released += SIZE_CLASSES[class];
+            }
+        }
+        released += state.central[class].put(&state.map, &self.inner, &ours[..n]);
+        if released != 0 {
+            self.released.fetch_add(released, Ordering::Relaxed);
+        }
+        released
+    }
+
+    /// Frees one block of `class` outside the caches (the fallback's and a nested request's
+    /// frees): to its span, or to the inner allocator.
+    ///
+    /// # Safety
+    /// A free block of `class`, owned by the caller; `state` is the published state (or null).
+    #[inline(always)]
+    unsafe fn free_direct(&self, state: *const State<A>, class: usize, block: *mut u8) {
+        if !state.is_null()
+            && (*state).has_spans.load(Ordering::Relaxed)
+            && (*state).map.contains(block as usize)
+        {
+            self.free_blocks(&*state, class, &[block as usize]);
+        } else {
+            self.inner.dealloc(block, class_layout(class));
         }
     }
 
@@ -876,6 +980,21 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
         if got > 0 {
             self.transfer_refills.fetch_add(1, Ordering::Relaxed);
         }
+        // Spans only on rseq: in the fallback (this is then the state's first request, or one
+        // after a demotion) requests pass through to the inner allocator, and with no span
+        // made its frees need not look at the map.
+        if got < want && rseq_rt::sections_run_on_rseq() {
+            if !state.has_spans.load(Ordering::Relaxed) {
+                state.has_spans.store(true, Ordering::Relaxed);
+            }
+            got += state.central[class].take(
+                &state.map,
+                &self.inner,
+                SIZE_CLASSES[class],
+                &mut batch[got..want],
+            );
+        }
+        // Only if no span could be had.
         let layout = class_layout(class);
         while got < want {
             let block = self.inner.alloc(layout);
@@ -927,17 +1046,18 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
         self.give_back(state, class, &batch[..n]);
     }
 
-    /// Hands every cached free block back to the inner allocator: each CPU's cache (stopped,
-    /// drained and restarted with zero capacity, which grows again on demand) and the transfer
-    /// caches. Returns the bytes handed back (also counted in
+    /// Hands every cached free block back: each CPU's cache (stopped, drained and restarted
+    /// with zero capacity, which grows again on demand) and the transfer caches, to their spans
+    /// (or the inner allocator); then every span none of whose blocks is out, to the inner
+    /// allocator. Returns the bytes handed back to the inner allocator (also counted in
     /// [`AllocStats::released_bytes`]). Whether the inner allocator gives the memory to the
     /// operating system is its own policy (glibc's `free` trims its heaps' tops and unmaps
     /// large chunks).
     ///
     /// Call it when a phase of the program ends (a burst of work, the last request of a
-    /// connection pool): the caches otherwise keep up to [`CPU_CACHE_BYTES`] per CPU and the
-    /// transfer caches up to 128 KiB per class. A CPU whose cache is being drained sees misses
-    /// meanwhile. In `Rseq` mode each CPU's drain takes a membarrier fence
+    /// connection pool): the caches otherwise keep up to [`CPU_CACHE_BYTES`] per CPU, the
+    /// transfer caches up to 128 KiB per class and the central lists four empty spans per
+    /// class. A CPU whose cache is being drained sees misses meanwhile. In `Rseq` mode each CPU's drain takes a membarrier fence
     /// ([`fence_cpu`](rseq_rt::fence_cpu)); a CPU whose fence fails is skipped (its cache
     /// kept). Concurrent calls drain one after the other.
     ///
@@ -951,10 +1071,14 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
     /// for b in blocks {
     ///     unsafe { cache.dealloc(b, layout) };
     /// }
-    /// let before = cache.stats();
     /// let released = cache.release_memory();
-    /// assert_eq!(released, before.cached_bytes + before.transfer_bytes);
-    /// assert_eq!(cache.stats().cached_bytes + cache.stats().transfer_bytes, 0);
+    /// let now = cache.stats();
+    /// assert_eq!((now.cached_blocks, now.transfer_blocks), (0, 0));
+    /// // Every block is back in its span, and every span back with `System`.
+    /// assert_eq!((now.spans, now.span_blocks_out), (0, 0));
+    /// if rseq::sections_run_on_rseq() {
+    ///     assert!(released >= 1000 * 64);
+    /// }
     /// ```
     pub fn release_memory(&self) -> usize {
         let Some(state) = self.published() else {
@@ -977,21 +1101,24 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
                     if n == 0 {
                         break;
                     }
-                    for &block in &batch[..n] {
-                        // SAFETY: a free block of `class`, now ours.
-                        unsafe { self.inner.dealloc(block as *mut u8, class_layout(class)) };
-                    }
-                    released += n * SIZE_CLASSES[class];
+                    // SAFETY: free blocks of `class`, now ours.
+                    released += unsafe { self.free_blocks(state, class, &batch[..n]) };
                 }
             }
+            let mut spans = 0;
+            for central in &state.central {
+                spans += central.release_empty(&state.map, &self.inner);
+            }
+            self.released.fetch_add(spans, Ordering::Relaxed);
+            released += spans;
         }
         BUSY.set(nested);
-        self.released.fetch_add(released, Ordering::Relaxed);
         released
     }
 
-    /// Stops CPU `cpu`'s cache, frees its blocks to the inner allocator and restarts it empty,
-    /// with zero capacity. Returns the bytes freed.
+    /// Stops CPU `cpu`'s cache, frees its blocks (to their spans or the inner allocator) and
+    /// restarts it empty, with zero capacity. Returns the bytes handed back to the inner
+    /// allocator.
     ///
     /// The stop: every class's limit is set to 0 and a fence on the CPU waits for the sections
     /// that read the old limits, so pushes fail from then on (`top >= 0`). Then every top is
@@ -1040,11 +1167,13 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
         }
         let mut freed = 0;
         for (class, &top) in tops.iter().enumerate() {
-            for slot in &region.slots[BASE[class]..top.max(BASE[class])] {
-                self.inner
-                    .dealloc(slot.load(Ordering::Relaxed) as *mut u8, class_layout(class));
+            for chunk in region.slots[BASE[class]..top.max(BASE[class])].chunks(MAX_BATCH) {
+                let mut blocks = [0; MAX_BATCH];
+                for (block, slot) in blocks.iter_mut().zip(chunk) {
+                    *block = slot.load(Ordering::Relaxed);
+                }
+                freed += self.free_blocks(state, class, &blocks[..chunk.len()]);
             }
-            freed += top.saturating_sub(BASE[class]) * SIZE_CLASSES[class];
             // Restarted empty: the top first, so that the cache stays stopped (top >= limit)
             // until the limit is in place again.
             region.hdr[2 * class].store(BASE[class], Ordering::SeqCst);
@@ -1090,7 +1219,7 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
     #[inline(always)]
     unsafe fn dealloc_small(&self, block: *mut u8, class: usize) {
         if self.passes_through() {
-            self.inner.dealloc(block, class_layout(class));
+            self.free_direct(self.state.load(Ordering::Relaxed), class, block);
             return;
         }
         self.dealloc_cached(block, class)
@@ -1099,7 +1228,7 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
     #[inline(never)]
     unsafe fn dealloc_cached(&self, block: *mut u8, class: usize) {
         let Some(state) = self.enter(false) else {
-            self.inner.dealloc(block, class_layout(class));
+            self.free_direct(self.state.load(Ordering::Acquire), class, block);
             return;
         };
         if !cache_push(&state.regions, 2 * class, 2 * class + 1, block as usize) {
@@ -1173,29 +1302,36 @@ impl<A: GlobalAlloc + 'static> Drop for PerCpuAlloc<A> {
             return;
         }
         // SAFETY: `&mut self`: no other thread uses the state or the caches. Every cached block
-        // goes back to the inner allocator with its class layout; then the state's memory,
-        // through `forward` pointed at the inner allocator where it is now.
+        // goes back to its span or to the inner allocator with its class layout; then the
+        // spans and the state's memory, through `forward` pointed at the inner allocator where
+        // it is now.
         unsafe {
             let s = &mut *state;
             s.forward
                 .inner
                 .store(ptr::from_mut(&mut self.inner), Ordering::Relaxed);
-            for region in s.regions.iter_mut() {
+            for region in s.regions.iter() {
                 for (class, base) in BASE.iter().enumerate() {
-                    let top = *region.hdr[2 * class].get_mut();
-                    for slot in &mut region.slots[*base..top.max(*base)] {
-                        self.inner
-                            .dealloc(*slot.get_mut() as *mut u8, class_layout(class));
+                    let top = region.hdr[2 * class].load(Ordering::Relaxed);
+                    for slot in &region.slots[*base..top.max(*base)] {
+                        self.free_blocks(s, class, &[slot.load(Ordering::Relaxed)]);
                     }
                 }
             }
-            for (class, transfer) in s.transfer.iter_mut().enumerate() {
-                let list = transfer.list.get_mut().unwrap_or_else(|e| e.into_inner());
-                for i in 0..list.len {
-                    self.inner
-                        .dealloc(*list.blocks.add(i) as *mut u8, class_layout(class));
+            for (class, transfer) in s.transfer.iter().enumerate() {
+                let mut batch = [0; MAX_BATCH];
+                loop {
+                    let n = transfer.take(&mut batch);
+                    if n == 0 {
+                        break;
+                    }
+                    self.free_blocks(s, class, &batch[..n]);
                 }
-                list.len = 0;
+            }
+            // Spans with blocks still out (the program's, freed after this drop, if ever) are
+            // leaked rather than freed under it.
+            for central in s.central.iter_mut() {
+                central.free_all(&s.map, &self.inner);
             }
             self.free_state(state);
         }
@@ -1241,6 +1377,36 @@ mod tests {
         assert_eq!(SLOTS, 1 + MAX_CAP.iter().sum::<usize>());
         // One CPU's region: the address stacks and their headers, 18 557 words here.
         assert!(core::mem::size_of::<Region>() < 160 * 1024);
+    }
+
+    #[test]
+    fn fresh_spans_hand_out_neighbours_and_go_back_when_released() {
+        if !rseq_rt::sections_run_on_rseq() {
+            // The fallback passes every request through: no spans.
+            return;
+        }
+        let a = PerCpuAlloc::new(System);
+        let layout = Layout::new::<[u8; 64]>();
+        let blocks: Vec<usize> = (0..2000)
+            .map(|_| unsafe { a.alloc(layout) } as usize)
+            .collect();
+        // One after the other, from fresh spans: mostly the next 64 bytes (a thread that moves
+        // to another CPU starts on another batch; the first request builds the state).
+        let next = blocks.windows(2).filter(|w| w[1] == w[0] + 64).count();
+        assert!(next >= blocks.len() / 2, "{next} of {}", blocks.len());
+        let s = a.stats();
+        assert!(s.spans >= 1 && s.span_blocks_out >= 1900, "{s:?}");
+        for &b in &blocks {
+            unsafe { a.dealloc(b as *mut u8, layout) };
+        }
+        a.release_memory();
+        let s = a.stats();
+        assert_eq!(
+            (s.spans, s.span_blocks_out, s.cached_blocks),
+            (0, 0, 0),
+            "{s:?}"
+        );
+        assert!(s.released_bytes >= spans::SPAN as u64, "{s:?}");
     }
 
     #[test]

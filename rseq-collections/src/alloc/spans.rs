@@ -1,0 +1,456 @@
+//! The span heap behind the caches: blocks carved from spans of [`SPAN`] bytes that the inner
+//! allocator gives out (one `Layout::from_size_align(SPAN, SPAN)` request each), one class per
+//! span, and a map of which span-aligned addresses are spans.
+//!
+//! A span starts with its [`Header`]; its blocks follow, handed out first from a bump pointer
+//! (so a fresh span gives its blocks in address order), then from a list of the blocks that came
+//! back (threaded through their first word). `used` counts the blocks out of the span (in a
+//! cache or with the program). Each class has one [`Central`]: a mutex over its spans that have
+//! a block to give, partly used ones first. A span whose blocks all came back is reset to its
+//! bump pointer (address order again) and kept for the next refills, up to [`KEPT_EMPTY`] per
+//! class; more go back to the inner allocator at once, and [`Central::release_empty`] hands
+//! back the kept ones too.
+//!
+//! Blocks of spans and blocks of the inner allocator (allocated with the class layout while the
+//! caches were bypassed, or in the fallback) mix in the caches; [`SpanMap::contains`] tells
+//! them apart when they leave: one bit per span-aligned address, in leaves of 1 GiB of address
+//! space allocated on demand.
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::ptr;
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+/// log2 of [`SPAN`].
+pub(super) const SPAN_SHIFT: u32 = 18;
+
+/// Bytes of one span (256 KiB), and its alignment.
+pub(super) const SPAN: usize = 1 << SPAN_SHIFT;
+
+/// The span header's bytes, before the first block (a cache line on every target).
+const HEADER: usize = 128;
+
+/// Spans' addresses are below `1 << ADDR_BITS` (a span the inner allocator places higher is
+/// handed back and the refill takes blocks of the inner allocator instead).
+const ADDR_BITS: u32 = if usize::BITS == 64 { 48 } else { 32 };
+
+/// log2 of the address space one leaf of the map covers.
+const LEAF_SHIFT: u32 = 30;
+
+const TOP_ENTRIES: usize = 1 << (ADDR_BITS - LEAF_SHIFT);
+
+const BITS: usize = usize::BITS as usize;
+
+/// One bit per span of a leaf's address range (aligned to a cache line: 512 bytes on 64-bit
+/// targets, read by every free that leaves the caches).
+#[repr(C, align(64))]
+struct Leaf([AtomicUsize; (1 << (LEAF_SHIFT - SPAN_SHIFT)) / BITS]);
+
+/// Which span-aligned addresses are live spans.
+pub(super) struct SpanMap {
+    /// `TOP_ENTRIES` leaf pointers (null: no span there yet), zeroed memory of the inner
+    /// allocator (2 MiB of address space on 64-bit targets, touched only where spans are).
+    top: *mut AtomicPtr<Leaf>,
+    /// Leaves allocated (each one inner allocation).
+    leaves: AtomicUsize,
+}
+
+fn top_layout() -> Layout {
+    Layout::array::<AtomicPtr<Leaf>>(TOP_ENTRIES).expect("small")
+}
+
+impl SpanMap {
+    /// An empty map, or `None` if the inner allocator fails.
+    pub(super) fn new<A: GlobalAlloc>(inner: &A) -> Option<SpanMap> {
+        // SAFETY: a non-zero layout; zero is a null `AtomicPtr`.
+        let top = unsafe { inner.alloc_zeroed(top_layout()) }.cast::<AtomicPtr<Leaf>>();
+        (!top.is_null()).then_some(SpanMap {
+            top,
+            leaves: AtomicUsize::new(0),
+        })
+    }
+
+    /// The leaf of `addr`'s range and `addr`'s bit in it, if `addr` is in the mapped range.
+    #[inline(always)]
+    fn slot(&self, addr: usize) -> Option<(&AtomicPtr<Leaf>, usize)> {
+        if usize::BITS == 64 && (addr as u64) >> ADDR_BITS != 0 {
+            return None;
+        }
+        // SAFETY: `addr >> LEAF_SHIFT < TOP_ENTRIES` by the check above.
+        let entry = unsafe { &*self.top.add(addr >> LEAF_SHIFT) };
+        Some((
+            entry,
+            (addr >> SPAN_SHIFT) & ((1 << (LEAF_SHIFT - SPAN_SHIFT)) - 1),
+        ))
+    }
+
+    /// Whether `addr` lies in a live span (any address inside it).
+    #[inline]
+    pub(super) fn contains(&self, addr: usize) -> bool {
+        let Some((entry, bit)) = self.slot(addr) else {
+            return false;
+        };
+        let leaf = entry.load(Ordering::Acquire);
+        if leaf.is_null() {
+            return false;
+        }
+        // SAFETY: leaves live as long as the map.
+        let word = unsafe { (*leaf).0[bit / BITS].load(Ordering::Acquire) };
+        word & (1 << (bit % BITS)) != 0
+    }
+
+    /// Marks the span at `span` live; false if it is out of range or a leaf could not be
+    /// allocated.
+    fn insert<A: GlobalAlloc>(&self, inner: &A, span: usize) -> bool {
+        let Some((entry, bit)) = self.slot(span) else {
+            return false;
+        };
+        let mut leaf = entry.load(Ordering::Acquire);
+        if leaf.is_null() {
+            // SAFETY: a non-zero layout; zero words are a valid `Leaf`.
+            let fresh = unsafe { inner.alloc_zeroed(Layout::new::<Leaf>()) }.cast::<Leaf>();
+            if fresh.is_null() {
+                return false;
+            }
+            match entry.compare_exchange(
+                ptr::null_mut(),
+                fresh,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    self.leaves.fetch_add(1, Ordering::Relaxed);
+                    leaf = fresh;
+                }
+                Err(theirs) => {
+                    // SAFETY: ours, never published.
+                    unsafe { inner.dealloc(fresh.cast(), Layout::new::<Leaf>()) };
+                    leaf = theirs;
+                }
+            }
+        }
+        // SAFETY: leaves live as long as the map.
+        unsafe { (*leaf).0[bit / BITS].fetch_or(1 << (bit % BITS), Ordering::Release) };
+        true
+    }
+
+    /// Marks the span at `span` gone (before its memory goes back to the inner allocator).
+    fn remove(&self, span: usize) {
+        if let Some((entry, bit)) = self.slot(span) {
+            let leaf = entry.load(Ordering::Acquire);
+            if !leaf.is_null() {
+                // SAFETY: leaves live as long as the map.
+                unsafe { (*leaf).0[bit / BITS].fetch_and(!(1 << (bit % BITS)), Ordering::Release) };
+            }
+        }
+    }
+
+    /// The inner allocations the map holds.
+    pub(super) fn allocations(&self) -> usize {
+        1 + self.leaves.load(Ordering::Relaxed)
+    }
+
+    /// Frees the leaves and the top array.
+    ///
+    /// # Safety
+    /// Nothing uses the map any more; `inner` is the allocator it was built with.
+    pub(super) unsafe fn free<A: GlobalAlloc>(&mut self, inner: &A) {
+        for i in 0..TOP_ENTRIES {
+            let leaf = (*self.top.add(i)).load(Ordering::Relaxed);
+            if !leaf.is_null() {
+                inner.dealloc(leaf.cast(), Layout::new::<Leaf>());
+            }
+        }
+        inner.dealloc(self.top.cast(), top_layout());
+    }
+}
+
+/// The start of a span: its bookkeeping, under its class's [`Central`] mutex.
+#[repr(C)]
+struct Header {
+    /// The first block that came back (its first word links the next), or 0.
+    free: usize,
+    /// The next block never handed out (since the span was made or last emptied).
+    bump: usize,
+    /// The first block.
+    first: usize,
+    /// One past the last block.
+    end: usize,
+    /// Blocks out of the span.
+    used: usize,
+    /// The links of the list the span is on (`partial` or `empty`), if any.
+    prev: *mut Header,
+    next: *mut Header,
+    listed: bool,
+}
+
+const _: () = assert!(core::mem::size_of::<Header>() <= HEADER);
+
+fn span_layout() -> Layout {
+    // SAFETY: a power of two, and the size is its multiple.
+    unsafe { Layout::from_size_align_unchecked(SPAN, SPAN) }
+}
+
+/// Empty spans a class keeps for its next refills; more go back to the inner allocator at once.
+pub(super) const KEPT_EMPTY: usize = 4;
+
+/// One class's spans.
+pub(super) struct Central {
+    list: Mutex<List>,
+}
+
+/// A doubly linked list of spans, through their headers.
+struct Chain {
+    head: *mut Header,
+    len: usize,
+}
+
+impl Chain {
+    /// # Safety
+    /// `span` is a live span of the class, on no list.
+    unsafe fn push(&mut self, span: *mut Header) {
+        (*span).prev = ptr::null_mut();
+        (*span).next = self.head;
+        if !self.head.is_null() {
+            (*self.head).prev = span;
+        }
+        self.head = span;
+        (*span).listed = true;
+        self.len += 1;
+    }
+
+    /// # Safety
+    /// `span` is on this list.
+    unsafe fn remove(&mut self, span: *mut Header) {
+        let (prev, next) = ((*span).prev, (*span).next);
+        if prev.is_null() {
+            self.head = next;
+        } else {
+            (*prev).next = next;
+        }
+        if !next.is_null() {
+            (*next).prev = prev;
+        }
+        (*span).listed = false;
+        self.len -= 1;
+    }
+}
+
+struct List {
+    /// Spans with blocks out and a block to give; refills take from these first, so that the
+    /// empty ones stay empty.
+    partial: Chain,
+    /// Spans with no block out, reset to hand out their blocks in address order again.
+    empty: Chain,
+    /// Spans held, all of this class (full ones are on no list).
+    spans: usize,
+    /// Blocks out of the spans (in caches or with the program).
+    out: usize,
+}
+
+// SAFETY: the list owns its spans, reached only under the mutex.
+unsafe impl Send for List {}
+
+/// Counts of one class's spans, for the stats.
+#[derive(Clone, Copy, Default)]
+pub(super) struct CentralCounts {
+    pub spans: usize,
+    pub out: usize,
+}
+
+impl Central {
+    pub(super) const fn new() -> Central {
+        const NONE: Chain = Chain {
+            head: ptr::null_mut(),
+            len: 0,
+        };
+        Central {
+            list: Mutex::new(List {
+                partial: NONE,
+                empty: NONE,
+                spans: 0,
+                out: 0,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, List> {
+        // Nothing panics with the lock held; a poisoned list is still consistent.
+        self.list.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn counts(&self) -> CentralCounts {
+        let list = self.lock();
+        CentralCounts {
+            spans: list.spans,
+            out: list.out,
+        }
+    }
+
+    /// Fills `out` with blocks of `size` bytes from this class's spans (new ones from the inner
+    /// allocator as needed); returns how many (fewer if the inner allocator fails).
+    pub(super) fn take<A: GlobalAlloc>(
+        &self,
+        map: &SpanMap,
+        inner: &A,
+        size: usize,
+        out: &mut [usize],
+    ) -> usize {
+        let mut list = self.lock();
+        let mut n = 0;
+        while n < out.len() {
+            // SAFETY: listed spans are live spans of this class: their headers and free blocks
+            // are ours under the lock.
+            unsafe {
+                let span = if !list.partial.head.is_null() {
+                    list.partial.head
+                } else if !list.empty.head.is_null() {
+                    let span = list.empty.head;
+                    list.empty.remove(span);
+                    list.partial.push(span);
+                    span
+                } else {
+                    let span = new_span(map, inner, size);
+                    if span.is_null() {
+                        break;
+                    }
+                    list.spans += 1;
+                    list.partial.push(span);
+                    span
+                };
+                let h = &mut *span;
+                let before = n;
+                while n < out.len() && h.free != 0 {
+                    out[n] = h.free;
+                    h.free = *(h.free as *const usize);
+                    n += 1;
+                }
+                while n < out.len() && h.bump < h.end {
+                    out[n] = h.bump;
+                    h.bump += size;
+                    n += 1;
+                }
+                h.used += n - before;
+                list.out += n - before;
+                if h.free == 0 && h.bump >= h.end {
+                    // Full: on no list until a block comes back.
+                    list.partial.remove(span);
+                }
+            }
+        }
+        n
+    }
+
+    /// Gives `blocks` back to their spans. A span left with no block out is reset and kept
+    /// empty, or handed back to the inner allocator if the class keeps [`KEPT_EMPTY`] already.
+    /// Returns the bytes handed back.
+    ///
+    /// # Safety
+    /// Each is a free block of this class, of a live span (`map.contains`), owned by the caller.
+    pub(super) unsafe fn put<A: GlobalAlloc>(
+        &self,
+        map: &SpanMap,
+        inner: &A,
+        blocks: &[usize],
+    ) -> usize {
+        let mut released = 0;
+        let mut list = self.lock();
+        for &block in blocks {
+            let span = (block & !(SPAN - 1)) as *mut Header;
+            let h = &mut *span;
+            *(block as *mut usize) = h.free;
+            h.free = block;
+            h.used -= 1;
+            list.out -= 1;
+            if h.used == 0 {
+                if h.listed {
+                    list.partial.remove(span);
+                }
+                if list.empty.len >= KEPT_EMPTY {
+                    list.spans -= 1;
+                    map.remove(span as usize);
+                    inner.dealloc(span.cast(), span_layout());
+                    released += SPAN;
+                } else {
+                    h.free = 0;
+                    h.bump = h.first;
+                    list.empty.push(span);
+                }
+            } else if !h.listed {
+                list.partial.push(span);
+            }
+        }
+        released
+    }
+
+    /// Hands every empty span back to the inner allocator; returns their bytes.
+    pub(super) fn release_empty<A: GlobalAlloc>(&self, map: &SpanMap, inner: &A) -> usize {
+        let mut list = self.lock();
+        let mut released = 0;
+        while !list.empty.head.is_null() {
+            let span = list.empty.head;
+            // SAFETY: an empty span of this class, taken off its list before it is freed.
+            unsafe {
+                list.empty.remove(span);
+                list.spans -= 1;
+                map.remove(span as usize);
+                inner.dealloc(span.cast(), span_layout());
+            }
+            released += SPAN;
+        }
+        released
+    }
+
+    /// At the allocator's drop, after every cached block came back: hands back the spans none
+    /// of whose blocks is with the program; the others (their blocks may still be in use) are
+    /// leaked.
+    ///
+    /// # Safety
+    /// Nothing uses the class any more.
+    pub(super) unsafe fn free_all<A: GlobalAlloc>(&mut self, map: &SpanMap, inner: &A) {
+        let list = self.list.get_mut().unwrap_or_else(|e| e.into_inner());
+        // Only the empty list holds spans with no block out.
+        let mut span = list.empty.head;
+        while !span.is_null() {
+            let next = (*span).next;
+            map.remove(span as usize);
+            inner.dealloc(span.cast(), span_layout());
+            span = next;
+        }
+        list.empty = Chain {
+            head: ptr::null_mut(),
+            len: 0,
+        };
+    }
+}
+
+/// A fresh span of blocks of `size` bytes, in the map, or null.
+fn new_span<A: GlobalAlloc>(map: &SpanMap, inner: &A, size: usize) -> *mut Header {
+    // SAFETY: a non-zero layout.
+    let span = unsafe { inner.alloc(span_layout()) };
+    if span.is_null() {
+        return ptr::null_mut();
+    }
+    if !map.insert(inner, span as usize) {
+        // SAFETY: just allocated with this layout.
+        unsafe { inner.dealloc(span, span_layout()) };
+        return ptr::null_mut();
+    }
+    let first = span as usize + HEADER;
+    let blocks = (SPAN - HEADER) / size;
+    let header = span.cast::<Header>();
+    // SAFETY: the span is ours and large enough for its header.
+    unsafe {
+        header.write(Header {
+            free: 0,
+            bump: first,
+            first,
+            end: first + blocks * size,
+            used: 0,
+            prev: ptr::null_mut(),
+            next: ptr::null_mut(),
+            listed: false,
+        })
+    };
+    header
+}
