@@ -48,8 +48,9 @@
 //!
 //! # The per-CPU caches
 //!
-//! Each CPU has one region (a [`PerCpu`] slot of about 145 KiB, allocated zeroed so that only
-//! the parts in use become resident): for each class a stack of free block addresses, at most
+//! Each CPU has one region (a [`PerCpu`] slot of 145 KiB, padded to 256 KiB so that sections
+//! scale the CPU index with a shift, allocated zeroed so that only the parts in use become
+//! resident): for each class a stack of free block addresses, at most
 //! [`max_cached_blocks`] of them (128 KiB of blocks, between 4 and 2048), and a header with
 //! the stack's top and its current *limit*. `alloc` pops the top address and `dealloc` pushes
 //! one, each with one critical section that checks the top against the class's base or its
@@ -335,7 +336,16 @@ struct Region {
     victim: AtomicUsize,
     misses: AtomicUsize,
     overflows: AtomicUsize,
+    /// To a power-of-two size (256 KiB), so that sections scale the CPU index with a shift;
+    /// the padding is never touched, so it costs address space only.
+    _pad: [u8; REGION_PAD],
 }
+
+/// The bytes of a region's fields.
+const REGION_FIELDS: usize = (2 * CLASSES + SLOTS + 4) * core::mem::size_of::<usize>();
+
+/// Padding to the next power of two.
+const REGION_PAD: usize = REGION_FIELDS.next_power_of_two() - REGION_FIELDS;
 
 /// Pops the current CPU's top free block of the class whose top is `hdr[top]` and whose stack
 /// starts at `base`, or `None` if it is empty (or stopped).
@@ -1207,7 +1217,9 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
         let Some(state) = self.enter(true) else {
             return self.alloc_bypass(class);
         };
-        let block = match cache_pop(&state.regions, 2 * class, BASE[class]) {
+        // SAFETY: `class_of` gives classes below `CLASSES`.
+        let base = *BASE.get_unchecked(class);
+        let block = match cache_pop(&state.regions, 2 * class, base) {
             Some(block) => block as *mut u8,
             None => self.refill(state, class),
         };
@@ -1375,8 +1387,10 @@ mod tests {
             assert!(BASE[c] >= 1);
         }
         assert_eq!(SLOTS, 1 + MAX_CAP.iter().sum::<usize>());
-        // One CPU's region: the address stacks and their headers, 18 557 words here.
-        assert!(core::mem::size_of::<Region>() < 160 * 1024);
+        // One CPU's region: the address stacks and their headers, 18 557 words here, padded
+        // to a power of two.
+        assert!(core::mem::size_of::<Region>().is_power_of_two());
+        assert!(core::mem::size_of::<Region>() <= 256 * 1024);
     }
 
     #[test]
