@@ -387,6 +387,29 @@ unsafe fn cache_push(regions: &PerCpu<Region>, top: usize, limit: usize, block: 
     true
 }
 
+/// The cache-line size the per-CPU data is padded to (128 bytes on x86-64, where the adjacent
+/// line is prefetched with a line).
+const LINE: usize = core::mem::align_of::<rseq_rt::CachePadded<u8>>();
+
+/// Reorders a batch of consecutive blocks of `size < LINE` bytes so that blocks handed out one
+/// after the other never share a cache line: every `k`-th block first (`k` blocks apart is
+/// more than a line), then the ones after those, and so on (for batches of at least `3k`
+/// blocks, as a refill's 32 of these sizes are: at most 9 to a line). Two threads that start on one CPU
+/// (or a producer and its consumer) take consecutive blocks of one batch; on one line, they
+/// would keep writing the same line from two CPUs long after they moved apart.
+fn spread_over_lines(batch: &mut [usize], size: usize) {
+    let k = LINE.div_ceil(size) + usize::from(!LINE.is_multiple_of(size));
+    let mut spread = [0; MAX_BATCH];
+    let mut n = 0;
+    for start in 0..k.min(batch.len()) {
+        for &block in batch[start..].iter().step_by(k) {
+            spread[n] = block;
+            n += 1;
+        }
+    }
+    batch.copy_from_slice(&spread[..n]);
+}
+
 /// The transfer cache of one class: free blocks any CPU's cache refills from and flushes to.
 struct Transfer {
     list: Mutex<TransferList>,
@@ -1017,9 +1040,12 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
         if got == 0 {
             return ptr::null_mut();
         }
+        if SIZE_CLASSES[class] < LINE {
+            spread_over_lines(&mut batch[..got], SIZE_CLASSES[class]);
+        }
         // The first block is returned and the others pushed last to first, so that the
-        // following pops hand them out in the order they came (from the inner allocator,
-        // usually ascending addresses: neighbours in time stay neighbours in memory).
+        // following pops hand them out in the batch's order (from a fresh span, ascending
+        // addresses: neighbours in time stay neighbours in memory).
         let mut left = got;
         while left > 1 && cache_push(&state.regions, 2 * class, 2 * class + 1, batch[left - 1]) {
             left -= 1;
@@ -1400,13 +1426,13 @@ mod tests {
             return;
         }
         let a = PerCpuAlloc::new(System);
-        let layout = Layout::new::<[u8; 64]>();
+        let layout = Layout::new::<[u8; 256]>();
         let blocks: Vec<usize> = (0..2000)
             .map(|_| unsafe { a.alloc(layout) } as usize)
             .collect();
-        // One after the other, from fresh spans: mostly the next 64 bytes (a thread that moves
-        // to another CPU starts on another batch; the first request builds the state).
-        let next = blocks.windows(2).filter(|w| w[1] == w[0] + 64).count();
+        // One after the other, from fresh spans: mostly the next 256 bytes (a thread that
+        // moves to another CPU starts on another batch; the first request builds the state).
+        let next = blocks.windows(2).filter(|w| w[1] == w[0] + 256).count();
         assert!(next >= blocks.len() / 2, "{next} of {}", blocks.len());
         let s = a.stats();
         assert!(s.spans >= 1 && s.span_blocks_out >= 1900, "{s:?}");
@@ -1421,6 +1447,32 @@ mod tests {
             "{s:?}"
         );
         assert!(s.released_bytes >= spans::SPAN as u64, "{s:?}");
+    }
+
+    #[test]
+    fn small_blocks_handed_out_one_after_the_other_do_not_share_a_line() {
+        for size in [16, 32, 48, 64, 80, 96, 112] {
+            if size >= LINE {
+                continue;
+            }
+            let k = LINE.div_ceil(size) + usize::from(!LINE.is_multiple_of(size));
+            let class = class_of(Layout::from_size_align(size, 1).unwrap()).unwrap();
+            // Batches of at least `3k` blocks (a refill's 32, from a fresh span).
+            for len in [3 * k, 3 * k + 1, 4 * k - 1, BATCH[class]] {
+                let mut batch: Vec<usize> = (0..len).map(|i| 4096 + i * size).collect();
+                spread_over_lines(&mut batch, size);
+                let mut sorted = batch.clone();
+                sorted.sort_unstable();
+                assert_eq!(
+                    sorted,
+                    (0..len).map(|i| 4096 + i * size).collect::<Vec<_>>()
+                );
+                for w in batch.windows(2) {
+                    let (a, b) = (w[0].min(w[1]), w[0].max(w[1]));
+                    assert!((a + size - 1) / LINE < b / LINE, "{size} B: {w:?}");
+                }
+            }
+        }
     }
 
     #[test]
