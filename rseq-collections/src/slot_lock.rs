@@ -68,7 +68,8 @@ pub(crate) fn try_lock_any<T>(slots: &PerCpu<T>, lock: impl Fn(&T) -> &AtomicUsi
 /// [`try_lock_any`] past its first try.
 #[inline(never)]
 fn try_lock_other<T>(slots: &PerCpu<T>, lock: impl Fn(&T) -> &AtomicUsize, n: usize) -> Option<&T> {
-    // The hint is stale (the thread moved) or a thread sharing this CPU holds it: start over
+    // The preferred slot is held: by a thread sharing this CPU, or (with no rseq area, where
+    // the preference is a hint read every `HINT_REFRESH` locks) this thread moved. Start over
     // from the current CPU.
     let first = rseq_rt::current_cpu() % n;
     (0..n).map(|step| (first + step) % n).find_map(|i| {

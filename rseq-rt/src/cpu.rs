@@ -32,13 +32,7 @@ pub fn current_cpu() -> usize {
 #[cold]
 #[inline(never)]
 fn current_cpu_slow() -> usize {
-    if attach_for_accessors() {
-        let cpu = read_cpu_id(area_ptr());
-        if (cpu as i32) >= 0 {
-            return cpu as usize;
-        }
-    }
-    sys::sched_getcpu()
+    current_cpu_from_area_slow().unwrap_or_else(sys::sched_getcpu)
 }
 
 /// The CPU the calling thread runs on, as the kernel last published it in the thread's rseq
