@@ -516,10 +516,10 @@ struct State<A> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct AllocStats {
     /// Small allocations that found the CPU's cache of their class empty (each refilled it
-    /// with a batch, from the transfer cache or the inner allocator).
+    /// with a batch, from the transfer cache or the spans).
     pub misses: u64,
     /// Small frees that found the CPU's cache of their class at its limit (each grew the
-    /// limit, or moved a batch to the transfer cache or the inner allocator).
+    /// limit, or moved a batch to the transfer cache or the blocks' spans).
     pub overflows: u64,
     /// Of the misses, those the transfer cache served (at least in part).
     pub transfer_refills: u64,
@@ -1007,8 +1007,9 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
         }
     }
 
-    /// The miss path: the class's capacity grows, a batch comes from the transfer cache (or
-    /// the inner allocator), one block is returned and the rest cached. Runs with the guard set.
+    /// The miss path: the class's capacity grows, a batch comes from the transfer cache (or the
+    /// spans; from the inner allocator only if no span can be had), one block is returned and
+    /// the rest cached. Runs with the guard set.
     #[cold]
     #[inline(never)]
     unsafe fn refill(&self, state: &State<A>, class: usize) -> *mut u8 {
@@ -1065,8 +1066,8 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
     }
 
     /// The full path: the class's capacity grows and `block` is cached, or a batch of cached
-    /// blocks and `block` go to the transfer cache (or the inner allocator). Runs with the
-    /// guard set.
+    /// blocks and `block` go to the transfer cache (or back to where they came from). Runs with
+    /// the guard set.
     #[cold]
     #[inline(never)]
     unsafe fn overflow(&self, state: &State<A>, class: usize, block: *mut u8) {
@@ -1285,12 +1286,15 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
     }
 }
 
-// SAFETY: every small block is a whole block of its class, allocated from the inner allocator
-// with the class layout (at least as large and as aligned as the request) and owned by exactly
-// one party at a time: the caller, one CPU's cache (a slot of which only the sections of that
-// CPU, the holder of its fallback lock, or a drain that stopped it change), the transfer cache
-// (under its mutex), or the inner allocator. Each block goes back to the inner allocator with
-// the layout it was allocated with. Large requests are the inner allocator's.
+// SAFETY: every small block is a whole block of its class (at least as large as the request,
+// 16-aligned): carved from a span of that class, or allocated from the inner allocator with the
+// class layout. It is owned by exactly one party at a time: the caller, one CPU's cache (a slot
+// of which only the sections of that CPU, the holder of its fallback lock, or a drain that
+// stopped it change), the transfer cache or its span's free list (under their mutexes), or the
+// inner allocator. A block leaving the caches goes back to where it came from (the span map
+// tells which), an inner allocator's block with the layout it was allocated with; a span goes
+// back to the inner allocator only with none of its blocks out. Large requests are the inner
+// allocator's.
 unsafe impl<A: GlobalAlloc + 'static> GlobalAlloc for PerCpuAlloc<A> {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
