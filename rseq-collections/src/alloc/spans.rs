@@ -318,21 +318,23 @@ impl Central {
                     list.partial.push(span);
                     span
                 };
-                let h = &mut *span;
+                // Field by field through the raw pointer (no `&mut Header`): the list's links
+                // are written through the same pointer.
                 let before = n;
-                while n < out.len() && h.free != 0 {
-                    out[n] = h.free;
-                    h.free = *(h.free as *const usize);
+                while n < out.len() && (*span).free != 0 {
+                    let block = (*span).free;
+                    out[n] = block;
+                    (*span).free = *(block as *const usize);
                     n += 1;
                 }
-                while n < out.len() && h.bump < h.end {
-                    out[n] = h.bump;
-                    h.bump += size;
+                while n < out.len() && (*span).bump < (*span).end {
+                    out[n] = (*span).bump;
+                    (*span).bump += size;
                     n += 1;
                 }
-                h.used += n - before;
+                (*span).used += n - before;
                 list.out += n - before;
-                if h.free == 0 && h.bump >= h.end {
+                if (*span).free == 0 && (*span).bump >= (*span).end {
                     // Full: on no list until a block comes back.
                     list.partial.remove(span);
                 }
@@ -356,14 +358,15 @@ impl Central {
         let mut released = 0;
         let mut list = self.lock();
         for &block in blocks {
+            // Field by field through the raw pointer (no `&mut Header`): the list's links
+            // are written through the same pointer.
             let span = (block & !(SPAN - 1)) as *mut Header;
-            let h = &mut *span;
-            *(block as *mut usize) = h.free;
-            h.free = block;
-            h.used -= 1;
+            *(block as *mut usize) = (*span).free;
+            (*span).free = block;
+            (*span).used -= 1;
             list.out -= 1;
-            if h.used == 0 {
-                if h.listed {
+            if (*span).used == 0 {
+                if (*span).listed {
                     list.partial.remove(span);
                 }
                 if list.empty.len >= KEPT_EMPTY {
@@ -372,11 +375,11 @@ impl Central {
                     inner.dealloc(span.cast(), span_layout());
                     released += SPAN;
                 } else {
-                    h.free = 0;
-                    h.bump = h.first;
+                    (*span).free = 0;
+                    (*span).bump = (*span).first;
                     list.empty.push(span);
                 }
-            } else if !h.listed {
+            } else if !(*span).listed {
                 list.partial.push(span);
             }
         }
