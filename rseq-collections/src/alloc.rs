@@ -393,12 +393,17 @@ const LINE: usize = core::mem::align_of::<rseq_rt::CachePadded<u8>>();
 
 /// Reorders a batch of consecutive blocks of `size < LINE` bytes so that blocks handed out one
 /// after the other never share a cache line: every `k`-th block first (`k` blocks apart is
-/// more than a line), then the ones after those, and so on (for batches of at least `3k`
-/// blocks, as a refill's 32 of these sizes are: at most 9 to a line). Two threads that start on one CPU
-/// (or a producer and its consumer) take consecutive blocks of one batch; on one line, they
-/// would keep writing the same line from two CPUs long after they moved apart.
+/// more than a line), then the ones after those, and so on. That needs at least `3k` blocks
+/// (each run of every `k`-th block two long or more, so that the step from one run to the next
+/// is `2k - 1` blocks or more); a shorter batch keeps its order (16-byte blocks under s390x's
+/// 256-byte lines: a refill's 32 are fewer than 48). Two threads that start on one CPU (or a
+/// producer and its consumer) take consecutive blocks of one batch; on one line, they would
+/// keep writing the same line from two CPUs long after they moved apart.
 fn spread_over_lines(batch: &mut [usize], size: usize) {
     let k = LINE.div_ceil(size) + usize::from(!LINE.is_multiple_of(size));
+    if batch.len() < 3 * k || batch.len() > MAX_BATCH {
+        return;
+    }
     let mut spread = [0; MAX_BATCH];
     let mut n = 0;
     for start in 0..k.min(batch.len()) {
@@ -1470,19 +1475,28 @@ mod tests {
             }
             let k = LINE.div_ceil(size) + usize::from(!LINE.is_multiple_of(size));
             let class = class_of(Layout::from_size_align(size, 1).unwrap()).unwrap();
-            // Batches of at least `3k` blocks (a refill's 32, from a fresh span).
-            for len in [3 * k, 3 * k + 1, 4 * k - 1, BATCH[class]] {
-                let mut batch: Vec<usize> = (0..len).map(|i| 4096 + i * size).collect();
-                spread_over_lines(&mut batch, size);
-                let mut sorted = batch.clone();
-                sorted.sort_unstable();
-                assert_eq!(
-                    sorted,
-                    (0..len).map(|i| 4096 + i * size).collect::<Vec<_>>()
-                );
-                for w in batch.windows(2) {
-                    let (a, b) = (w[0].min(w[1]), w[0].max(w[1]));
-                    assert!((a + size - 1) / LINE < b / LINE, "{size} B: {w:?}");
+            // Batches of at least `3k` blocks are spread (a refill's 32, from a fresh span,
+            // where the lines allow), shorter ones keep their order; a span's blocks start
+            // 128 bytes into it, so both alignments of the first block are tried.
+            for base in [4096, 4096 + 128] {
+                for len in [2, k, 3 * k - 1, 3 * k, 3 * k + 1, 4 * k - 1, BATCH[class]] {
+                    if len > MAX_BATCH {
+                        continue;
+                    }
+                    let fresh: Vec<usize> = (0..len).map(|i| base + i * size).collect();
+                    let mut batch = fresh.clone();
+                    spread_over_lines(&mut batch, size);
+                    if len < 3 * k {
+                        assert_eq!(batch, fresh, "{size} B, {len} blocks");
+                        continue;
+                    }
+                    let mut sorted = batch.clone();
+                    sorted.sort_unstable();
+                    assert_eq!(sorted, fresh);
+                    for w in batch.windows(2) {
+                        let (a, b) = (w[0].min(w[1]), w[0].max(w[1]));
+                        assert!((a + size - 1) / LINE < b / LINE, "{size} B: {w:?}");
+                    }
                 }
             }
         }
