@@ -181,39 +181,26 @@ const CLASSES: usize = SIZE_CLASSES.len();
 /// Blocks moved at once between a CPU's cache and the transfer cache or the inner allocator.
 const MAX_BATCH: usize = 32;
 
-/// The most blocks one CPU may cache of each class: 128 KiB of them, between 4 and 2048.
-const MAX_CAP: [usize; CLASSES] = {
-    let mut caps = [0; CLASSES];
+/// `bytes` of blocks of each class, as a count between `lo` and `hi`.
+const fn per_class(bytes: usize, lo: usize, hi: usize) -> [usize; CLASSES] {
+    let mut counts = [0; CLASSES];
     let mut c = 0;
     while c < CLASSES {
-        caps[c] = clamp(128 * 1024 / SIZE_CLASSES[c], 4, 2048);
+        counts[c] = clamp(bytes / SIZE_CLASSES[c], lo, hi);
         c += 1;
     }
-    caps
-};
+    counts
+}
+
+/// The most blocks one CPU may cache of each class: 128 KiB of them, between 4 and 2048.
+const MAX_CAP: [usize; CLASSES] = per_class(128 * 1024, 4, 2048);
 
 /// Blocks per refill or flush: 4 KiB of them, between 2 and [`MAX_BATCH`].
-const BATCH: [usize; CLASSES] = {
-    let mut batch = [0; CLASSES];
-    let mut c = 0;
-    while c < CLASSES {
-        batch[c] = clamp(4096 / SIZE_CLASSES[c], 2, MAX_BATCH);
-        c += 1;
-    }
-    batch
-};
+const BATCH: [usize; CLASSES] = per_class(4096, 2, MAX_BATCH);
 
-/// The most blocks the transfer cache holds of each class: 128 KiB of them, between two batches
-/// and 4096.
-const TRANSFER_CAP: [usize; CLASSES] = {
-    let mut caps = [0; CLASSES];
-    let mut c = 0;
-    while c < CLASSES {
-        caps[c] = clamp(128 * 1024 / SIZE_CLASSES[c], 2 * BATCH[c], 4096);
-        c += 1;
-    }
-    caps
-};
+/// The most blocks the transfer cache holds of each class: 128 KiB of them, up to 4096, and
+/// never fewer than two batches.
+const TRANSFER_CAP: [usize; CLASSES] = per_class(128 * 1024, 4, 4096);
 
 /// Where each class's addresses start in a CPU's [`Region`]. Slot 0 is never used, so that a
 /// cache's top index is never 0 except in the stopped state of [`drain_cpu`](PerCpuAlloc).
@@ -400,7 +387,7 @@ const LINE: usize = core::mem::align_of::<rseq_rt::CachePadded<u8>>();
 /// producer and its consumer) take consecutive blocks of one batch; on one line, they would
 /// keep writing the same line from two CPUs long after they moved apart.
 fn spread_over_lines(batch: &mut [usize], size: usize) {
-    let k = LINE.div_ceil(size) + usize::from(!LINE.is_multiple_of(size));
+    let k = line_step(size);
     if batch.len() < 3 * k || batch.len() > MAX_BATCH {
         return;
     }
@@ -413,6 +400,12 @@ fn spread_over_lines(batch: &mut [usize], size: usize) {
         }
     }
     batch.copy_from_slice(&spread[..n]);
+}
+
+/// How many blocks of `size < LINE` bytes apart two blocks must be never to share a line: a
+/// line's worth, plus one where blocks straddle lines.
+const fn line_step(size: usize) -> usize {
+    LINE.div_ceil(size) + (!LINE.is_multiple_of(size)) as usize
 }
 
 /// The transfer cache of one class: free blocks any CPU's cache refills from and flushes to.
@@ -430,15 +423,17 @@ struct TransferList {
 // SAFETY: the list owns its part of the transfer array and is only reached under its mutex.
 unsafe impl Send for TransferList {}
 
-impl Transfer {
-    fn lock(&self) -> MutexGuard<'_, TransferList> {
-        // Nothing panics with the lock held; a poisoned lock's list is still consistent.
-        self.list.lock().unwrap_or_else(|e| e.into_inner())
-    }
+/// Locks `mutex` even if poisoned: the allocator's locks guard nothing a panic could leave
+/// half-changed (nothing panics with them held), and an allocator must not fail for a panic
+/// elsewhere.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
 
+impl Transfer {
     /// Moves up to `into.len()` blocks out; returns how many.
     fn take(&self, into: &mut [usize]) -> usize {
-        let mut list = self.lock();
+        let mut list = lock(&self.list);
         let n = into.len().min(list.len);
         list.len -= n;
         // SAFETY: `len + n <= cap` addresses of the list's part of the array.
@@ -448,7 +443,7 @@ impl Transfer {
 
     /// Moves as many of `blocks` in as fit; returns how many.
     fn put(&self, blocks: &[usize]) -> usize {
-        let mut list = self.lock();
+        let mut list = lock(&self.list);
         let n = blocks.len().min(list.cap - list.len);
         // SAFETY: `len + n <= cap`.
         unsafe { ptr::copy_nonoverlapping(blocks.as_ptr(), list.blocks.add(list.len), n) };
@@ -661,7 +656,7 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
         });
         if let Some(state) = self.published() {
             for (class, transfer) in state.transfer.iter().enumerate() {
-                let len = transfer.lock().len;
+                let len = lock(&transfer.list).len;
                 stats.transfer_blocks += len;
                 stats.transfer_bytes += len * SIZE_CLASSES[class];
             }
@@ -1140,7 +1135,7 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
         let nested = BUSY.replace(true);
         let mut released = 0;
         {
-            let _one_at_a_time = state.draining.lock().unwrap_or_else(|e| e.into_inner());
+            let _one_at_a_time = lock(&state.draining);
             for cpu in 0..state.regions.len() {
                 // SAFETY: the guard is set; `cpu` is a slot of the regions.
                 released += unsafe { self.drain_cpu(state, cpu) };
@@ -1427,7 +1422,7 @@ mod tests {
         assert!(SIZE_CLASSES.iter().all(|s| s % CLASS_ALIGN == 0));
         for c in 0..CLASSES {
             assert!(BATCH[c] <= MAX_CAP[c] && BATCH[c] <= MAX_BATCH);
-            assert!(TRANSFER_CAP[c] >= BATCH[c]);
+            assert!(TRANSFER_CAP[c] >= 2 * BATCH[c]);
             assert!(BASE[c] >= 1);
         }
         assert_eq!(SLOTS, 1 + MAX_CAP.iter().sum::<usize>());
@@ -1473,7 +1468,7 @@ mod tests {
             if size >= LINE {
                 continue;
             }
-            let k = LINE.div_ceil(size) + usize::from(!LINE.is_multiple_of(size));
+            let k = line_step(size);
             let class = class_of(Layout::from_size_align(size, 1).unwrap()).unwrap();
             // Batches of at least `3k` blocks are spread (a refill's 32, from a fresh span,
             // where the lines allow), shorter ones keep their order; a span's blocks start

@@ -191,6 +191,15 @@ fn settled_user_live_blocks() -> isize {
     panic!("the allocator's live block count did not settle in 2 s (other threads allocating?)");
 }
 
+/// In a child, where only the one test runs: the program holds as many blocks after the
+/// workload as before it, give or take the few the test harness's own thread may hold.
+fn assert_no_leak(before: isize, after: isize) {
+    assert!(
+        (after - before).abs() <= 8,
+        "leak: {before} user blocks before the workload, {after} after"
+    );
+}
+
 fn assert_no_misuse() {
     let inner = GLOBAL.inner();
     assert_eq!(
@@ -411,10 +420,7 @@ fn collections_workload() {
     println!("collections_workload: user-live inner blocks before {before}, after {after}");
     if in_child() {
         // Only this test runs in the child: every block is freed or cached.
-        assert!(
-            (after - before).abs() <= 8,
-            "leak: {before} user blocks before the workload, {after} after"
-        );
+        assert_no_leak(before, after);
         if rseq_rt::mode() == rseq_rt::Mode::Rseq(rseq_rt::Owner::Library) {
             // The pthread key destructors ran sections after the exit hook.
             assert!(rseq_rt::stats().temporary_registrations > 0);
@@ -519,10 +525,7 @@ fn no_block_is_handed_out_twice() {
     assert_no_misuse();
     report("no_block_is_handed_out_twice");
     if in_child() {
-        assert!(
-            (after - before).abs() <= 8,
-            "leak: {before} before, {after} after"
-        );
+        assert_no_leak(before, after);
     }
 }
 
@@ -861,10 +864,7 @@ fn mixed_stress() {
     assert_no_misuse();
     report("mixed_stress");
     if in_child() {
-        assert!(
-            (after - before).abs() <= 8,
-            "leak: {before} before, {after} after"
-        );
+        assert_no_leak(before, after);
         // Everything cached goes back to the inner allocator on request.
         let released = GLOBAL.release_memory();
         let now = GLOBAL.stats();
@@ -907,32 +907,8 @@ fn mixed_stress_under_valgrind() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let launcher: Vec<&str> = stderr
-        .lines()
-        .filter_map(|l| l.strip_prefix("valgrind: "))
-        .collect();
-    if launcher
-        .iter()
-        .any(|l| l.contains("cannot execute binary file") || l.contains("failed to start tool"))
-    {
-        modes::not_applicable(format_args!(
-            "this valgrind cannot run the target's programs: {}",
-            launcher.join("; ")
-        ));
-        return;
-    }
-    // On x86 (i686), valgrind needs the symbol table of the dynamic linker, which Debian only
-    // ships in the 32-bit glibc's debug symbols (libc6-dbg:i386).
-    if launcher
-        .iter()
-        .any(|l| l.contains("a function redirection"))
-        && stderr.contains("mandatory for this platform-tool combination")
-    {
-        modes::not_applicable(
-            "valgrind cannot start the target's programs: its mandatory redirections need the \
-             dynamic linker's symbols, i.e. glibc's debug symbols for this architecture \
-             (on Debian, libc6-dbg:i386 for i686)",
-        );
+    if let Some(why) = rseq_rt::test_support::valgrind_cannot_run(&stderr) {
+        modes::not_applicable(why);
         return;
     }
     assert!(

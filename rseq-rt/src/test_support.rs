@@ -208,3 +208,37 @@ pub fn set_fallback_nested_hook(hook: Option<fn()>) {
     let ptr = hook.map_or(core::ptr::null_mut(), |f| f as *mut ());
     crate::fallback::NESTED_HOOK.store(ptr, Release);
 }
+
+/// Why a valgrind run whose standard error is `stderr` did not run the program at all, or
+/// `None` if it did: valgrind's launcher refuses programs of an architecture it was not built
+/// for (the host's valgrind and a foreign target's program, run under qemu-user), and on x86
+/// (i686) valgrind needs the dynamic linker's symbol table, which Debian ships only in the
+/// 32-bit glibc's debug symbols (libc6-dbg:i386).
+pub fn valgrind_cannot_run(stderr: &str) -> Option<String> {
+    let launcher: Vec<&str> = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("valgrind: "))
+        .collect();
+    if launcher
+        .iter()
+        .any(|l| l.contains("cannot execute binary file") || l.contains("failed to start tool"))
+    {
+        return Some(format!(
+            "this valgrind cannot run the target's programs: {}",
+            launcher.join("; ")
+        ));
+    }
+    if launcher
+        .iter()
+        .any(|l| l.contains("a function redirection"))
+        && stderr.contains("mandatory for this platform-tool combination")
+    {
+        return Some(
+            "valgrind cannot start the target's programs: its mandatory redirections need the \
+             dynamic linker's symbols, i.e. glibc's debug symbols for this architecture \
+             (on Debian, libc6-dbg:i386 for i686)"
+                .to_string(),
+        );
+    }
+    None
+}

@@ -358,34 +358,8 @@ fn under_valgrind_the_fallback_is_chosen() {
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         eprintln!("{stdout}{stderr}");
-        // valgrind's launcher refuses programs of an architecture it was not built for (the
-        // host's valgrind and a foreign target's probe, run under qemu-user).
-        let launcher: Vec<&str> = stderr
-            .lines()
-            .filter_map(|l| l.strip_prefix("valgrind: "))
-            .collect();
-        if launcher
-            .iter()
-            .any(|l| l.contains("cannot execute binary file") || l.contains("failed to start tool"))
-        {
-            not_applicable(format_args!(
-                "this valgrind cannot run the target's programs: {}",
-                launcher.join("; ")
-            ));
-            return;
-        }
-        // On x86 (i686), valgrind needs the symbol table of the dynamic linker, which Debian
-        // only ships in the 32-bit glibc's debug symbols (libc6-dbg:i386).
-        if launcher
-            .iter()
-            .any(|l| l.contains("a function redirection"))
-            && stderr.contains("mandatory for this platform-tool combination")
-        {
-            not_applicable(
-                "valgrind cannot start the target's programs: its mandatory redirections need the \
-                 dynamic linker's symbols, i.e. glibc's debug symbols for this architecture \
-                 (on Debian, libc6-dbg:i386 for i686)",
-            );
+        if let Some(why) = rseq::test_support::valgrind_cannot_run(&stderr) {
+            not_applicable(why);
             return;
         }
         assert!(out.status.success(), "valgrind run failed: {}", out.status);

@@ -275,8 +275,7 @@ impl Central {
     }
 
     fn lock(&self) -> MutexGuard<'_, List> {
-        // Nothing panics with the lock held; a poisoned list is still consistent.
-        self.list.lock().unwrap_or_else(|e| e.into_inner())
+        super::lock(&self.list)
     }
 
     pub(super) fn counts(&self) -> CentralCounts {
