@@ -75,14 +75,24 @@
 //! then its tops, set to zero, with a [`fence_cpu`](rseq_rt::fence_cpu) after each step),
 //! frees its blocks and restarts it with zero capacity, then empties the transfer caches: every
 //! cached block goes back to its span (or the inner allocator), and then the empty spans to the
-//! inner allocator. Nothing drains the caches on its own: they hold at most `CPU_CACHE_BYTES`
-//! per CPU (give or take a batch per racing thread), the transfer caches at most 128 KiB per
-//! class, and the central lists at most four empty spans (1 MiB) per class.
+//! inner allocator. Caches hold at most `CPU_CACHE_BYTES` per CPU (give or take a batch per
+//! racing thread), the transfer caches at most 128 KiB per class, and the central lists at most
+//! four empty spans (1 MiB) per class.
+//!
+//! **Idle memory goes back on its own.** An *idle pass* ([`PerCpuAlloc::release_idle`]) drains,
+//! the same way, the caches of the CPUs that had no miss and no overflow since the last pass
+//! and the transfer caches nobody used since then, and returns to the operating system
+//! (`madvise(MADV_DONTNEED)`) the pages of the spans that stayed empty since the last pass,
+//! keeping the spans themselves (their first page, with the header, stays). A pass runs on its
+//! own from the slow paths once [`RELEASE_DELAY`] (one second) has passed since the last one
+//! (every 64th miss or overflow of a CPU looks at the clock), so idle memory goes back within
+//! one to two delays while the program allocates; a program that goes quiet can call
+//! `release_idle` from a timer of its own.
 //!
 //! **Stats.** [`PerCpuAlloc::stats`] counts misses, overflows, the misses the transfer cache
 //! served, the blocks and bytes cached per CPU and in the transfer caches, the spans held and
-//! the bytes handed back;
-//! [`PerCpuAlloc::cpu_stats`] gives each CPU's misses, overflows, capacity and cached blocks
+//! the bytes handed back, the idle passes, the caches they drained and the bytes they returned
+//! to the system; [`PerCpuAlloc::cpu_stats`] gives each CPU's misses, overflows, capacity and cached blocks
 //! per class. Hits are not counted: that would add a store to every hit.
 //!
 //! # In the fallback
@@ -128,10 +138,13 @@
 //!
 //! # Limitations
 //!
-//! - Memory reaches the operating system only as the inner allocator returns it (glibc unmaps
-//!   freed chunks above its mmap threshold and trims its heaps' tops).
-//! - Idle CPUs' caches and the kept empty spans are handed back only by
-//!   [`PerCpuAlloc::release_memory`], not on a timer.
+//! - Memory reaches the operating system as the inner allocator returns it (glibc unmaps
+//!   freed chunks above its mmap threshold and trims its heaps' tops), except the pages of the
+//!   kept empty spans, which the idle passes return themselves. Spans with any block out keep
+//!   their pages.
+//! - The idle passes run from the slow paths of allocating threads (or the program's own
+//!   calls): no background thread. A CPU whose threads only hit its cache for a whole pass
+//!   counts as idle and refills after the drain.
 //! - Spans' addresses must be below 2⁴⁸ on 64-bit targets (the map's range); a span the inner
 //!   allocator places higher is handed back, and that refill takes blocks of the inner
 //!   allocator instead.
@@ -150,7 +163,8 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use rseq_macros::critical_section;
 use rseq_rt::PerCpu;
 use std::alloc::System;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, TryLockError};
+use std::time::{Duration, Instant};
 
 mod spans;
 use spans::{Central, SpanMap, SPAN};
@@ -175,6 +189,15 @@ pub const CLASS_ALIGN: usize = 16;
 /// every class's capacity times its block size. A class that needs more takes capacity from
 /// the CPU's other classes.
 pub const CPU_CACHE_BYTES: usize = 512 * 1024;
+
+/// How long a CPU's cache may go without a miss or an overflow, and an empty span stay unused,
+/// before the allocator gives their memory up: the CPU's cached blocks go back to their spans,
+/// the span's pages to the operating system. See [`PerCpuAlloc::release_idle`].
+pub const RELEASE_DELAY: Duration = Duration::from_secs(1);
+
+/// Misses (or overflows) of one CPU between two looks at the clock for a due
+/// [`release_idle`](PerCpuAlloc::release_idle) pass.
+const CLOCK_TICK: usize = 64;
 
 const CLASSES: usize = SIZE_CLASSES.len();
 
@@ -323,13 +346,15 @@ struct Region {
     victim: AtomicUsize,
     misses: AtomicUsize,
     overflows: AtomicUsize,
+    /// `misses + overflows` at the last idle pass: unchanged at the next one, the CPU is idle.
+    seen: AtomicUsize,
     /// To a power-of-two size (256 KiB), so that sections scale the CPU index with a shift;
     /// the padding is never touched, so it costs address space only.
     _pad: [u8; REGION_PAD],
 }
 
 /// The bytes of a region's fields.
-const REGION_FIELDS: usize = (2 * CLASSES + SLOTS + 4) * core::mem::size_of::<usize>();
+const REGION_FIELDS: usize = (2 * CLASSES + SLOTS + 5) * core::mem::size_of::<usize>();
 
 /// Padding to the next power of two.
 const REGION_PAD: usize = REGION_FIELDS.next_power_of_two() - REGION_FIELDS;
@@ -418,6 +443,9 @@ struct TransferList {
     blocks: *mut usize,
     len: usize,
     cap: usize,
+    /// Takes and puts so far, and their count at the last idle pass.
+    ops: usize,
+    seen: usize,
 }
 
 // SAFETY: the list owns its part of the transfer array and is only reached under its mutex.
@@ -434,6 +462,7 @@ impl Transfer {
     /// Moves up to `into.len()` blocks out; returns how many.
     fn take(&self, into: &mut [usize]) -> usize {
         let mut list = lock(&self.list);
+        list.ops = list.ops.wrapping_add(1);
         let n = into.len().min(list.len);
         list.len -= n;
         // SAFETY: `len + n <= cap` addresses of the list's part of the array.
@@ -444,10 +473,26 @@ impl Transfer {
     /// Moves as many of `blocks` in as fit; returns how many.
     fn put(&self, blocks: &[usize]) -> usize {
         let mut list = lock(&self.list);
+        list.ops = list.ops.wrapping_add(1);
         let n = blocks.len().min(list.cap - list.len);
         // SAFETY: `len + n <= cap`.
         unsafe { ptr::copy_nonoverlapping(blocks.as_ptr(), list.blocks.add(list.len), n) };
         list.len += n;
+        n
+    }
+
+    /// For an idle pass: moves up to `into.len()` blocks out if no CPU took or put any since
+    /// the last call (returns how many), or notes the activity and moves none.
+    fn take_idle(&self, into: &mut [usize]) -> usize {
+        let mut list = lock(&self.list);
+        if list.ops != list.seen {
+            list.seen = list.ops;
+            return 0;
+        }
+        let n = into.len().min(list.len);
+        list.len -= n;
+        // SAFETY: as in `take`.
+        unsafe { ptr::copy_nonoverlapping(list.blocks.add(list.len), into.as_mut_ptr(), n) };
         n
     }
 }
@@ -506,6 +551,47 @@ struct State<A> {
     central: [Central; CLASSES],
     /// Which addresses are spans.
     map: SpanMap,
+    /// The idle passes' clock and counts.
+    idle: Idle,
+}
+
+/// The bookkeeping of [`PerCpuAlloc::release_idle`].
+struct Idle {
+    /// The clock's origin: the state's creation.
+    since: Instant,
+    /// Milliseconds since `since` at the last pass (wrapping on 32-bit targets after 49 days;
+    /// compared with wrapping arithmetic).
+    last_pass_ms: AtomicUsize,
+    passes: AtomicUsize,
+    drains: AtomicUsize,
+    returned: AtomicUsize,
+    /// The system's page size.
+    page: usize,
+}
+
+impl Idle {
+    fn new() -> Idle {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        Idle {
+            since: Instant::now(),
+            last_pass_ms: AtomicUsize::new(0),
+            passes: AtomicUsize::new(0),
+            drains: AtomicUsize::new(0),
+            returned: AtomicUsize::new(0),
+            page: if page > 0 { page as usize } else { 4096 },
+        }
+    }
+
+    fn now_ms(&self) -> usize {
+        self.since.elapsed().as_millis() as usize
+    }
+
+    /// Whether a pass is due: [`RELEASE_DELAY`] since the last one.
+    fn due(&self, now_ms: usize) -> bool {
+        now_ms.wrapping_sub(self.last_pass_ms.load(Ordering::Relaxed))
+            >= RELEASE_DELAY.as_millis() as usize
+    }
 }
 
 /// Counters of a [`PerCpuAlloc`], from [`PerCpuAlloc::stats`].
@@ -544,6 +630,13 @@ pub struct AllocStats {
     pub span_bytes: usize,
     /// Blocks out of the spans: with the program or in a cache.
     pub span_blocks_out: usize,
+    /// Idle passes run ([`PerCpuAlloc::release_idle`], called or due).
+    pub idle_passes: u64,
+    /// CPU caches drained by the idle passes (no miss or overflow between two passes).
+    pub idle_drains: u64,
+    /// Bytes of empty spans' pages returned to the operating system (`madvise`) by the idle
+    /// passes; the spans are kept, their pages come back zeroed when used again.
+    pub returned_bytes: u64,
     /// Allocations of the inner allocator that the front-end holds for itself: its state, the
     /// per-CPU regions, the transfer array, the span map and the spans. With `cached_blocks`,
     /// `transfer_blocks` and `span_blocks_out`, this tells the program's blocks from the
@@ -666,6 +759,9 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
                 stats.span_blocks_out += counts.out;
             }
             stats.span_bytes = stats.spans * SPAN;
+            stats.idle_passes = state.idle.passes.load(Ordering::Relaxed) as u64;
+            stats.idle_drains = state.idle.drains.load(Ordering::Relaxed) as u64;
+            stats.returned_bytes = state.idle.returned.load(Ordering::Relaxed) as u64;
             // The state, the regions, the transfer array.
             stats.own_allocations = 3 + state.map.allocations() + stats.spans;
         }
@@ -794,6 +890,8 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
                             blocks: array.add(start),
                             len: 0,
                             cap: TRANSFER_CAP[c],
+                            ops: 0,
+                            seen: 0,
                         };
                         start += TRANSFER_CAP[c];
                         Transfer {
@@ -805,6 +903,7 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
                     ptr::addr_of_mut!((*fresh).draining).write(Mutex::new(()));
                     ptr::addr_of_mut!((*fresh).central).write([const { Central::new() }; CLASSES]);
                     ptr::addr_of_mut!((*fresh).map).write(map);
+                    ptr::addr_of_mut!((*fresh).idle).write(Idle::new());
                 }
                 match self.state.compare_exchange(
                     ptr::null_mut(),
@@ -1014,7 +1113,9 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
     #[inline(never)]
     unsafe fn refill(&self, state: &State<A>, class: usize) -> *mut u8 {
         if let Some(region) = self.my_region(state) {
-            region.misses.fetch_add(1, Ordering::Relaxed);
+            if region.misses.fetch_add(1, Ordering::Relaxed) % CLOCK_TICK == CLOCK_TICK - 1 {
+                self.release_idle_if_due(state);
+            }
             self.grow(state, region, class);
         }
         let want = BATCH[class];
@@ -1072,7 +1173,9 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
     #[inline(never)]
     unsafe fn overflow(&self, state: &State<A>, class: usize, block: *mut u8) {
         if let Some(region) = self.my_region(state) {
-            region.overflows.fetch_add(1, Ordering::Relaxed);
+            if region.overflows.fetch_add(1, Ordering::Relaxed) % CLOCK_TICK == CLOCK_TICK - 1 {
+                self.release_idle_if_due(state);
+            }
             if self.grow(state, region, class)
                 && cache_push(&state.regions, 2 * class, 2 * class + 1, block as usize)
             {
@@ -1138,7 +1241,7 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
             let _one_at_a_time = lock(&state.draining);
             for cpu in 0..state.regions.len() {
                 // SAFETY: the guard is set; `cpu` is a slot of the regions.
-                released += unsafe { self.drain_cpu(state, cpu) };
+                released += unsafe { self.drain_cpu(state, cpu) }.unwrap_or(0);
             }
             for (class, transfer) in state.transfer.iter().enumerate() {
                 let mut batch = [0; MAX_BATCH];
@@ -1164,7 +1267,7 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
 
     /// Stops CPU `cpu`'s cache, frees its blocks (to their spans or the inner allocator) and
     /// restarts it empty, with zero capacity. Returns the bytes handed back to the inner
-    /// allocator.
+    /// allocator, or `None` if the CPU could not be fenced (its cache is kept).
     ///
     /// The stop: every class's limit is set to 0 and a fence on the CPU waits for the sections
     /// that read the old limits, so pushes fail from then on (`top >= 0`). Then every top is
@@ -1176,7 +1279,7 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
     ///
     /// # Safety
     /// The guard is set and the caller holds `draining`.
-    unsafe fn drain_cpu(&self, state: &State<A>, cpu: usize) -> usize {
+    unsafe fn drain_cpu(&self, state: &State<A>, cpu: usize) -> Option<usize> {
         let region = state.regions.get(cpu).expect("a slot");
         let mut limits = [0; CLASSES];
         for (class, limit) in limits.iter_mut().enumerate() {
@@ -1187,7 +1290,7 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
             for (class, limit) in limits.iter().enumerate() {
                 region.hdr[2 * class + 1].store(*limit, Ordering::SeqCst);
             }
-            return 0;
+            return None;
         }
         for (class, limit) in limits.iter().enumerate() {
             let capacity = limit.saturating_sub(BASE[class]) * SIZE_CLASSES[class];
@@ -1204,7 +1307,7 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
             if rseq_rt::fence_cpu(cpu).is_err() {
                 // Stopped for good: its blocks stay cached and every request on this CPU
                 // misses. The fence worked a moment ago, so this is not expected.
-                return 0;
+                return None;
             }
             // The fence orders this load after the sections it waited for.
             if (0..CLASSES).all(|c| region.hdr[2 * c].load(Ordering::Acquire) == 0) {
@@ -1225,7 +1328,125 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
             region.hdr[2 * class].store(BASE[class], Ordering::SeqCst);
             region.hdr[2 * class + 1].store(BASE[class], Ordering::SeqCst);
         }
-        freed
+        Some(freed)
+    }
+
+    /// Gives up the memory nobody used since the last call: drains the caches of the CPUs that
+    /// had no miss and no overflow since then (with [`fence_cpu`](rseq_rt::fence_cpu), as
+    /// [`release_memory`](Self::release_memory) does, so their blocks go back to their spans)
+    /// and the transfer caches no CPU took from or gave to, and returns to the operating system (`madvise(MADV_DONTNEED)`) the pages of the spans
+    /// that were empty already at the last call (the spans are kept: their pages come back
+    /// zeroed, as the kernel gives them, when a refill uses them again). Returns the bytes
+    /// given up: handed back to the inner allocator, and returned to the system.
+    ///
+    /// Such a pass also runs on its own, from the slow paths (every 64th miss or overflow of a
+    /// CPU looks at the clock), once [`RELEASE_DELAY`] has passed since the last one: a
+    /// program that keeps allocating gives its idle memory back within one to two delays. A
+    /// program that goes quiet makes no slow path; call this from a timer of your own (once
+    /// per `RELEASE_DELAY`, say) to have its memory returned too, or
+    /// [`release_memory`](Self::release_memory) to give up everything at once.
+    ///
+    /// A CPU whose threads only hit its cache for a whole pass (no miss, no overflow) counts as
+    /// idle too: its blocks go back and its next requests refill, a few batches per pass.
+    ///
+    /// ```
+    /// use rseq::collections::alloc::PerCpuAlloc;
+    /// use std::alloc::{GlobalAlloc, Layout, System};
+    ///
+    /// let cache = PerCpuAlloc::new(System);
+    /// let layout = Layout::new::<[u8; 64]>();
+    /// let blocks: Vec<_> = (0..10_000).map(|_| unsafe { cache.alloc(layout) }).collect();
+    /// for b in blocks {
+    ///     unsafe { cache.dealloc(b, layout) };
+    /// }
+    /// // The first pass sees the CPUs' activity; with none since, the second drains their
+    /// // caches, and the third returns the pages of the spans the drains left empty.
+    /// for _ in 0..3 {
+    ///     cache.release_idle();
+    /// }
+    /// let now = cache.stats();
+    /// assert_eq!(now.idle_passes, 3);
+    /// if rseq::sections_run_on_rseq() {
+    ///     assert_eq!(now.cached_blocks, 0);
+    ///     assert!(now.returned_bytes > 0);
+    /// }
+    /// ```
+    pub fn release_idle(&self) -> usize {
+        let Some(state) = self.published() else {
+            return 0;
+        };
+        let nested = BUSY.replace(true);
+        let given_up = {
+            let _one_at_a_time = lock(&state.draining);
+            state
+                .idle
+                .last_pass_ms
+                .store(state.idle.now_ms(), Ordering::Relaxed);
+            // SAFETY: the guard is set and `draining` held.
+            unsafe { self.idle_pass(state) }
+        };
+        BUSY.set(nested);
+        given_up
+    }
+
+    /// [`release_idle`](Self::release_idle) from a slow path, if it is due and no other drain
+    /// runs. Runs with the guard set.
+    #[cold]
+    #[inline(never)]
+    unsafe fn release_idle_if_due(&self, state: &State<A>) {
+        let now = state.idle.now_ms();
+        if !state.idle.due(now) {
+            return;
+        }
+        let _one_at_a_time = match state.draining.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(TryLockError::WouldBlock) => return,
+        };
+        // Another thread's pass may have ended between the look and the lock.
+        if state.idle.due(now) {
+            state.idle.last_pass_ms.store(now, Ordering::Relaxed);
+            self.idle_pass(state);
+        }
+    }
+
+    /// One idle pass; returns the bytes given up.
+    ///
+    /// # Safety
+    /// The guard is set and the caller holds `draining`.
+    unsafe fn idle_pass(&self, state: &State<A>) -> usize {
+        state.idle.passes.fetch_add(1, Ordering::Relaxed);
+        let mut given_up = 0;
+        for (cpu, region) in state.regions.iter().enumerate() {
+            let activity = region
+                .misses
+                .load(Ordering::Relaxed)
+                .wrapping_add(region.overflows.load(Ordering::Relaxed));
+            let seen = region.seen.swap(activity, Ordering::Relaxed);
+            let cached = (0..CLASSES).any(|c| region.hdr[2 * c].load(Ordering::Relaxed) > BASE[c]);
+            if activity == seen && cached {
+                if let Some(freed) = self.drain_cpu(state, cpu) {
+                    state.idle.drains.fetch_add(1, Ordering::Relaxed);
+                    given_up += freed;
+                }
+            }
+        }
+        for (class, transfer) in state.transfer.iter().enumerate() {
+            let mut batch = [0; MAX_BATCH];
+            loop {
+                let n = transfer.take_idle(&mut batch);
+                if n == 0 {
+                    break;
+                }
+                given_up += self.free_blocks(state, class, &batch[..n]);
+            }
+        }
+        let mut returned = 0;
+        for central in &state.central {
+            returned += central.decommit_idle(state.idle.page);
+        }
+        state.idle.returned.fetch_add(returned, Ordering::Relaxed);
+        given_up + returned
     }
 
     /// Whether small requests go straight to the inner allocator because the process runs its
@@ -1402,6 +1623,13 @@ impl<A: GlobalAlloc + core::fmt::Debug + 'static> core::fmt::Debug for PerCpuAll
 mod tests {
     use super::*;
 
+    /// Whether sections run on rseq, once the mode is decided (tests may run before any
+    /// section did).
+    fn on_rseq() -> bool {
+        let _ = rseq_rt::mode();
+        rseq_rt::sections_run_on_rseq()
+    }
+
     #[test]
     fn every_small_size_maps_to_the_smallest_class_that_fits() {
         for size in 0..=MAX_SMALL_SIZE {
@@ -1434,7 +1662,7 @@ mod tests {
 
     #[test]
     fn fresh_spans_hand_out_neighbours_and_go_back_when_released() {
-        if !rseq_rt::sections_run_on_rseq() {
+        if !on_rseq() {
             // The fallback passes every request through: no spans.
             return;
         }
@@ -1460,6 +1688,121 @@ mod tests {
             "{s:?}"
         );
         assert!(s.released_bytes >= spans::SPAN as u64, "{s:?}");
+    }
+
+    /// Resident pages of `[start, end)`, by `mincore`.
+    fn resident_pages(start: usize, end: usize) -> usize {
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        let start = start.next_multiple_of(page);
+        let pages = (end - start) / page;
+        let mut vec = vec![0u8; pages];
+        let r =
+            unsafe { libc::mincore(start as *mut libc::c_void, pages * page, vec.as_mut_ptr()) };
+        assert_eq!(r, 0, "mincore: {}", std::io::Error::last_os_error());
+        vec.iter().filter(|&&v| v & 1 != 0).count()
+    }
+
+    #[test]
+    fn idle_passes_drain_idle_caches_and_return_empty_spans_to_the_system() {
+        if !on_rseq() {
+            // The fallback passes every request through: no cache, no spans.
+            return;
+        }
+        let a = PerCpuAlloc::new(System);
+        let layout = Layout::new::<[u8; 256]>();
+        // 3000 blocks of 256 bytes: three spans (1023 blocks each), fewer than a class keeps
+        // empty, so every one of them stays held.
+        let fill = |mark: u8| -> Vec<usize> {
+            (0..3000)
+                .map(|_| {
+                    let b = unsafe { a.alloc(layout) };
+                    assert!(!b.is_null());
+                    unsafe { b.write_bytes(mark, 256) };
+                    b as usize
+                })
+                .collect()
+        };
+        let blocks = fill(0xa5);
+        let mut spans: Vec<usize> = blocks.iter().map(|b| b & !(spans::SPAN - 1)).collect();
+        spans.sort_unstable();
+        spans.dedup();
+        assert_eq!(spans.len(), 3, "{:x?}", spans);
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        let resident = |spans: &[usize]| -> usize {
+            spans
+                .iter()
+                .map(|&s| resident_pages(s + page, s + spans::SPAN))
+                .sum()
+        };
+        let all_pages = 3 * (spans::SPAN - page) / page;
+        assert!(
+            resident(&spans) >= all_pages * 9 / 10,
+            "written, so resident"
+        );
+        for &b in &blocks {
+            unsafe { a.dealloc(b as *mut u8, layout) };
+        }
+        // The first pass sees the CPUs' and the transfer cache's activity and drains nothing.
+        a.release_idle();
+        let s = a.stats();
+        assert!(s.cached_blocks + s.transfer_blocks > 0, "{s:?}");
+        assert_eq!((s.idle_passes, s.idle_drains), (1, 0), "{s:?}");
+        // Nothing since: the second drains every cache that holds blocks, so that every span
+        // is empty; the third returns the pages of the spans empty since the second.
+        a.release_idle();
+        let s = a.stats();
+        assert_eq!((s.cached_blocks, s.transfer_blocks), (0, 0), "{s:?}");
+        assert!(s.idle_drains >= 1, "{s:?}");
+        assert_eq!((s.spans, s.span_blocks_out), (3, 0), "{s:?}");
+        a.release_idle();
+        let s = a.stats();
+        assert_eq!(s.returned_bytes, (3 * (spans::SPAN - page)) as u64, "{s:?}");
+        assert_eq!(resident(&spans), 0, "returned to the system");
+        // Another pass returns nothing more.
+        a.release_idle();
+        assert_eq!(a.stats().returned_bytes, s.returned_bytes);
+        // The spans serve refills again, with every byte the program writes kept.
+        let again = fill(0x5a);
+        for &b in &again {
+            let bytes = unsafe { core::slice::from_raw_parts(b as *const u8, 256) };
+            assert!(bytes.iter().all(|&x| x == 0x5a));
+            assert!(spans.contains(&(b & !(spans::SPAN - 1))));
+            unsafe { a.dealloc(b as *mut u8, layout) };
+        }
+        a.release_memory();
+        assert_eq!(a.stats().spans, 0);
+    }
+
+    #[test]
+    fn an_idle_pass_runs_on_its_own_once_the_delay_passed() {
+        if !on_rseq() {
+            return;
+        }
+        let a = PerCpuAlloc::new(System);
+        // The largest class caches at most four blocks per CPU, two per batch: eight at a time
+        // miss (and overflow) at least twice per round, so 1500 rounds make a CPU miss at least
+        // 64 times (a look at the clock) even when the thread visits 32 CPUs.
+        let layout = Layout::new::<[u8; MAX_SMALL_SIZE]>();
+        let churn = || {
+            for _ in 0..1500 {
+                let blocks: [*mut u8; 8] = core::array::from_fn(|_| unsafe { a.alloc(layout) });
+                for b in blocks {
+                    assert!(!b.is_null());
+                    unsafe { a.dealloc(b, layout) };
+                }
+            }
+        };
+        let t0 = Instant::now();
+        churn();
+        let quick = t0.elapsed() < RELEASE_DELAY;
+        std::thread::sleep(RELEASE_DELAY + Duration::from_millis(50));
+        churn();
+        let s = a.stats();
+        assert!(s.idle_passes >= 1, "{s:?}");
+        if quick {
+            // Within one delay of the state's creation, no pass was due before the sleep.
+            assert!(s.idle_passes <= 2, "{s:?}");
+        }
     }
 
     #[test]

@@ -766,8 +766,9 @@ fn stress_size(rng: &mut Lcg) -> usize {
 /// A mixed workload for a fixed time: four threads allocate blocks of every size and a few
 /// alignments, keep them for a random while, resize some, free most themselves and send the
 /// rest in batches to the next thread, which frees them; every block's bytes are checked before
-/// its free. Meanwhile a fifth thread hands the caches back with `release_memory` every few
-/// milliseconds, so drains race with the sections. Then every block is freed and, in a child,
+/// its free. Meanwhile a fifth thread runs an idle pass (`release_idle`) every few milliseconds
+/// and hands every cache back with `release_memory` every fourth time, so drains race with the
+/// sections and refills reuse spans whose pages went back to the system. Then every block is freed and, in a child,
 /// the inner allocator must hold exactly what it held before, give or take the caches.
 #[test]
 fn mixed_stress() {
@@ -842,8 +843,12 @@ fn mixed_stress() {
         handles.push(s.spawn(move || {
             // At least once, even if the deadline passed before this thread ran (valgrind
             // runs one thread at a time).
-            loop {
-                GLOBAL.release_memory();
+            for i in 0.. {
+                if i % 4 == 3 {
+                    GLOBAL.release_memory();
+                } else {
+                    GLOBAL.release_idle();
+                }
                 releases.fetch_add(1, Relaxed);
                 if std::time::Instant::now() >= deadline {
                     break;
@@ -853,13 +858,19 @@ fn mixed_stress() {
         }));
         join_all(handles);
     });
+    let idle = GLOBAL.stats();
     println!(
-        "mixed_stress: {} operations, {} releases in {:?}",
+        "mixed_stress: {} operations, {} releases in {:?}; idle passes {}, drains {}, \
+         {} bytes returned to the system",
         ops.load(Relaxed),
         releases.load(Relaxed),
-        stress_time()
+        stress_time(),
+        idle.idle_passes,
+        idle.idle_drains,
+        idle.returned_bytes
     );
     assert!(releases.load(Relaxed) > 0);
+    assert!(GLOBAL.stats().idle_passes > 0);
     let after = settled_user_live_blocks();
     assert_no_misuse();
     report("mixed_stress");

@@ -182,6 +182,12 @@ struct Header {
     prev: *mut Header,
     next: *mut Header,
     listed: bool,
+    /// On the empty list: the central list's pass count when the span went empty.
+    emptied_at: usize,
+    /// On the empty list: whether its pages after the header's were returned to the operating
+    /// system (they read as zeros, or the inner allocator's mapping's contents, when touched
+    /// again).
+    decommitted: bool,
 }
 
 const _: () = assert!(core::mem::size_of::<Header>() <= HEADER);
@@ -246,6 +252,8 @@ struct List {
     spans: usize,
     /// Blocks out of the spans (in caches or with the program).
     out: usize,
+    /// Calls of [`Central::decommit_idle`] so far.
+    passes: usize,
 }
 
 // SAFETY: the list owns its spans, reached only under the mutex.
@@ -270,6 +278,7 @@ impl Central {
                 empty: NONE,
                 spans: 0,
                 out: 0,
+                passes: 0,
             }),
         }
     }
@@ -307,6 +316,8 @@ impl Central {
                     let span = list.empty.head;
                     list.empty.remove(span);
                     list.partial.push(span);
+                    // Its pages come back zeroed as they are touched.
+                    (*span).decommitted = false;
                     span
                 } else {
                     let span = new_span(map, inner, size);
@@ -376,6 +387,7 @@ impl Central {
                 } else {
                     (*span).free = 0;
                     (*span).bump = (*span).first;
+                    (*span).emptied_at = list.passes;
                     list.empty.push(span);
                 }
             } else if !(*span).listed {
@@ -383,6 +395,39 @@ impl Central {
             }
         }
         released
+    }
+
+    /// Returns to the operating system (`madvise(MADV_DONTNEED)`) the pages of the empty spans
+    /// that were empty already at the previous call, all but the page of the header, and keeps
+    /// the spans. Called once per [`RELEASE_DELAY`](super::RELEASE_DELAY) or more, that is
+    /// a span's memory goes back after it stayed unused between two calls. Returns the bytes
+    /// returned. A span whose `madvise` fails (memory the inner allocator locked, or mapped
+    /// with huge pages) keeps its pages.
+    pub(super) fn decommit_idle(&self, page: usize) -> usize {
+        let mut list = self.lock();
+        list.passes += 1;
+        let passes = list.passes;
+        let mut returned = 0;
+        let mut span = list.empty.head;
+        while !span.is_null() {
+            // SAFETY: listed spans are live spans of this class, ours under the lock; an empty
+            // span's blocks are all free, and its pages after the header's page lie inside
+            // the span's allocation, so only the span's own bytes are dropped.
+            unsafe {
+                if !(*span).decommitted && (*span).emptied_at + 2 <= passes {
+                    let start = (span as usize + HEADER).next_multiple_of(page);
+                    let len = (span as usize + SPAN).saturating_sub(start);
+                    if len > 0
+                        && libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED) == 0
+                    {
+                        (*span).decommitted = true;
+                        returned += len;
+                    }
+                }
+                span = (*span).next;
+            }
+        }
+        returned
     }
 
     /// Hands every empty span back to the inner allocator; returns their bytes.
@@ -452,6 +497,8 @@ fn new_span<A: GlobalAlloc>(map: &SpanMap, inner: &A, size: usize) -> *mut Heade
             prev: ptr::null_mut(),
             next: ptr::null_mut(),
             listed: false,
+            emptied_at: 0,
+            decommitted: false,
         })
     };
     header
