@@ -372,7 +372,7 @@ unsafe fn cache_pop(regions: &PerCpu<Region>, top: usize, base: usize) -> Option
     if len <= base {
         fail(None)
     }
-    let last = add(len, { usize::MAX });
+    let last = sub(len, 1);
     let block = load(regions[cpu].slots[last]);
     commit::store(regions[cpu].hdr[top], last);
     Some(block)
