@@ -1365,7 +1365,7 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
     ///     cache.release_idle();
     /// }
     /// let now = cache.stats();
-    /// assert_eq!(now.idle_passes, 3);
+    /// assert!(now.idle_passes >= 3);
     /// if rseq::sections_run_on_rseq() {
     ///     assert_eq!(now.cached_blocks, 0);
     ///     assert!(now.returned_bytes > 0);
@@ -1742,11 +1742,14 @@ mod tests {
         for &b in &blocks {
             unsafe { a.dealloc(b as *mut u8, layout) };
         }
-        // The first pass sees the CPUs' and the transfer cache's activity and drains nothing.
+        // The first pass sees the CPUs' and the transfer cache's activity and drains nothing
+        // (unless a pass fell due on its own, the thread stalled for a second).
         a.release_idle();
         let s = a.stats();
-        assert!(s.cached_blocks + s.transfer_blocks > 0, "{s:?}");
-        assert_eq!((s.idle_passes, s.idle_drains), (1, 0), "{s:?}");
+        if s.idle_passes == 1 {
+            assert!(s.cached_blocks + s.transfer_blocks > 0, "{s:?}");
+            assert_eq!(s.idle_drains, 0, "{s:?}");
+        }
         // Nothing since: the second drains every cache that holds blocks, so that every span
         // is empty; the third returns the pages of the spans empty since the second.
         a.release_idle();
@@ -1780,11 +1783,12 @@ mod tests {
         }
         let a = PerCpuAlloc::new(System);
         // The largest class caches at most four blocks per CPU, two per batch: eight at a time
-        // miss (and overflow) at least twice per round, so 1500 rounds make a CPU miss at least
-        // 64 times (a look at the clock) even when the thread visits 32 CPUs.
+        // miss at least twice per round, so that 32 rounds per CPU slot make some CPU miss at
+        // least 64 times (a look at the clock), whichever CPUs the thread visits.
         let layout = Layout::new::<[u8; MAX_SMALL_SIZE]>();
+        let rounds = 40 * (rseq_rt::possible_cpus() + 1);
         let churn = || {
-            for _ in 0..1500 {
+            for _ in 0..rounds {
                 let blocks: [*mut u8; 8] = core::array::from_fn(|_| unsafe { a.alloc(layout) });
                 for b in blocks {
                     assert!(!b.is_null());
