@@ -97,8 +97,19 @@ pub struct PerCpu<T> {
     len: usize,
     /// Where the slots came from; `None` is the global allocator.
     allocator: Option<&'static dyn GlobalAlloc>,
+    /// Bytes from the start of the allocation to slot 0: non-zero only for zeroed slots
+    /// aligned past [`ZEROED_ALIGN`], allocated with [`PerCpu::padded_layout`].
+    offset: usize,
+    /// Whether the allocation has the padded layout.
+    padded: bool,
     _owns: PhantomData<CachePadded<T>>,
 }
+
+/// The alignment up to which zeroed slots are requested with their own layout: the alignment
+/// every `malloc` gives. Past it, `System.alloc_zeroed` cannot use `calloc` (it allocates
+/// aligned memory and writes every byte, so every page becomes resident), so more-aligned
+/// zeroed slots are requested with this alignment and padded, and aligned in the allocation.
+const ZEROED_ALIGN: usize = 16;
 
 // SAFETY: `PerCpu<T>` owns its slots like a `Box<[T]>` does.
 unsafe impl<T: Send> Send for PerCpu<T> {}
@@ -134,7 +145,9 @@ impl<T> PerCpu<T> {
     /// Like [`new_in`](Self::new_in), with every slot's bytes zero: the memory comes from
     /// `allocator.alloc_zeroed` and nothing else writes it, so the pages of large slots are not
     /// touched here (from an allocator that maps fresh pages for large requests, as glibc's
-    /// `calloc` does, they are not even resident) until code uses them.
+    /// `calloc` does, they are not even resident) until code uses them. The request's alignment
+    /// is 16 (with room to align the cache-padded slots inside it): `System` serves a more
+    /// aligned `alloc_zeroed` by writing every byte, which would make every page resident.
     ///
     /// Panics (through `handle_alloc_error`) if the allocator fails.
     ///
@@ -153,13 +166,27 @@ impl<T> PerCpu<T> {
     pub unsafe fn new_zeroed_in(allocator: &'static dyn GlobalAlloc) -> Self {
         let len = Self::slot_count();
         let layout = Self::layout(len);
-        let slots = if layout.size() == 0 {
-            NonNull::dangling()
+        let padded = layout.align() > ZEROED_ALIGN;
+        let (slots, offset) = if layout.size() == 0 {
+            (NonNull::dangling(), 0)
         } else {
+            let request = if padded {
+                Self::padded_layout(len)
+            } else {
+                layout
+            };
             // SAFETY: the layout has a non-zero size.
-            let raw = unsafe { allocator.alloc_zeroed(layout) };
-            NonNull::new(raw.cast::<CachePadded<T>>())
-                .unwrap_or_else(|| std::alloc::handle_alloc_error(layout))
+            let raw = unsafe { allocator.alloc_zeroed(request) };
+            if raw.is_null() {
+                std::alloc::handle_alloc_error(request);
+            }
+            // Below `align`, within the padding of the padded layout (none when not padded:
+            // `raw` is then aligned already).
+            let offset = (raw as usize).next_multiple_of(layout.align()) - raw as usize;
+            // SAFETY: `raw + offset` is within the allocation, non-null, aligned for the slots,
+            // and followed by `layout.size()` bytes of it.
+            let slots = unsafe { NonNull::new_unchecked(raw.add(offset)) };
+            (slots.cast::<CachePadded<T>>(), offset)
         };
         // The caller vouches that the zeroed slots are valid `T`s (and `CachePadded` adds only
         // alignment padding).
@@ -167,12 +194,21 @@ impl<T> PerCpu<T> {
             slots,
             len,
             allocator: Some(allocator),
+            offset,
+            padded: padded && layout.size() != 0,
             _owns: PhantomData,
         }
     }
 
     fn layout(len: usize) -> Layout {
         Layout::array::<CachePadded<T>>(len).expect("PerCpu size overflows")
+    }
+
+    /// The slots' bytes plus room to align them, at [`ZEROED_ALIGN`].
+    fn padded_layout(len: usize) -> Layout {
+        let layout = Self::layout(len);
+        Layout::from_size_align(layout.size() + layout.align(), ZEROED_ALIGN)
+            .expect("PerCpu size overflows")
     }
 
     /// Slots of every `PerCpu`: the possible CPUs and the spare.
@@ -203,6 +239,8 @@ impl<T> PerCpu<T> {
             slots,
             len: 0,
             allocator,
+            offset: 0,
+            padded: false,
             _owns: PhantomData,
         };
         for i in 0..len {
@@ -268,11 +306,17 @@ impl<T> Drop for PerCpu<T> {
         // allocator it came from, with the layout it was allocated with.
         unsafe {
             core::ptr::drop_in_place(self.as_mut_slice());
-            let layout = Self::layout(Self::slot_count());
-            if layout.size() != 0 {
+            let len = Self::slot_count();
+            let layout = if self.padded {
+                Self::padded_layout(len)
+            } else {
+                Self::layout(len)
+            };
+            if Self::layout(len).size() != 0 {
+                let start = self.slots.as_ptr().cast::<u8>().sub(self.offset);
                 match self.allocator {
-                    Some(a) => a.dealloc(self.slots.as_ptr().cast(), layout),
-                    None => std::alloc::dealloc(self.slots.as_ptr().cast(), layout),
+                    Some(a) => a.dealloc(start, layout),
+                    None => std::alloc::dealloc(start, layout),
                 }
             }
         }
@@ -328,6 +372,50 @@ mod tests {
         assert_eq!(std::rc::Rc::strong_count(&drops), 1);
         assert_eq!(COUNTING.0.load(Ordering::SeqCst), 1);
         assert_eq!(COUNTING.1.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn zeroed_slots_are_requested_at_malloc_alignment_and_freed_as_requested() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Mutex;
+        /// Records the zeroed requests (address, layout) and checks every free against them.
+        struct Recording(Mutex<Vec<(usize, Layout)>>, AtomicUsize);
+        // SAFETY: forwards to System.
+        unsafe impl GlobalAlloc for Recording {
+            unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+                std::alloc::System.alloc(l)
+            }
+            unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+                let p = std::alloc::System.alloc_zeroed(l);
+                self.0.lock().unwrap().push((p as usize, l));
+                p
+            }
+            unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+                let mut live = self.0.lock().unwrap();
+                let at = live.iter().position(|&(q, m)| q == p as usize && m == l);
+                live.swap_remove(at.expect("freed as allocated"));
+                self.1.fetch_add(1, Ordering::SeqCst);
+                std::alloc::System.dealloc(p, l)
+            }
+        }
+        static RECORDING: Recording = Recording(Mutex::new(Vec::new()), AtomicUsize::new(0));
+        type Big = [AtomicUsize; 8192];
+        // SAFETY: zero is a valid array of atomics.
+        let p = unsafe { PerCpu::<Big>::new_zeroed_in(&RECORDING) };
+        let (start, layout) = RECORDING.0.lock().unwrap()[0];
+        // `System` serves that with `calloc`, which leaves fresh pages untouched.
+        assert!(layout.align() <= 16, "{layout:?}");
+        let slots = p.as_ptr() as usize;
+        assert_eq!(slots % align_of::<CachePadded<Big>>(), 0);
+        assert!(slots >= start);
+        assert!(slots + p.len() * PerCpu::<Big>::STRIDE <= start + layout.size());
+        assert!(p
+            .iter()
+            .all(|s| s.iter().all(|w| w.load(Ordering::Relaxed) == 0)));
+        p.iter().for_each(|s| s[8191].store(1, Ordering::Relaxed));
+        drop(p);
+        assert_eq!(RECORDING.1.load(Ordering::SeqCst), 1);
+        assert!(RECORDING.0.lock().unwrap().is_empty());
     }
 
     #[test]
