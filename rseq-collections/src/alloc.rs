@@ -37,8 +37,10 @@
 //! come back join their span's free list. Each class's spans sit behind one mutex (the
 //! *central* lists), reached only by refills and flushes, a batch at a time. A span none of
 //! whose blocks is out is reset to address order and kept for the next refills, up to four per
-//! class; more go back to the inner allocator at once, and
-//! [`release_memory`](PerCpuAlloc::release_memory) hands back the kept ones too.
+//! class; more go to a pool of empty spans that every class takes its next span from before it
+//! asks the inner allocator (up to 128 spans, 32 MiB; more go back to the inner allocator at
+//! once), and [`release_memory`](PerCpuAlloc::release_memory) hands back the kept and pooled
+//! ones too.
 //!
 //! Blocks served while the caches are bypassed (see below) are allocations of the inner
 //! allocator with the class layout (`Layout::from_size_align(class, 16)`), and mix with span
@@ -167,7 +169,7 @@ use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 mod spans;
-use spans::{Central, SpanMap, SPAN};
+use spans::{Central, Pool, SpanMap, SPAN};
 
 /// The block sizes of the size classes, in bytes: steps of 16 up to 128, then four classes
 /// per power of two (at most 25% of a block unused) up to 32 KiB.
@@ -551,6 +553,8 @@ struct State<A> {
     central: [Central; CLASSES],
     /// Which addresses are spans.
     map: SpanMap,
+    /// Empty spans of no class.
+    pool: Pool,
     /// The idle passes' clock and counts.
     idle: Idle,
 }
@@ -624,8 +628,11 @@ pub struct AllocStats {
     /// the inner allocator leaving the caches, and all that [`PerCpuAlloc::release_memory`]
     /// hands back.
     pub released_bytes: u64,
-    /// Spans held (each 256 KiB from the inner allocator, carved into blocks of one class).
+    /// Spans held (each 256 KiB from the inner allocator, carved into blocks of one class),
+    /// the pooled ones included.
     pub spans: usize,
+    /// Of them, empty spans of no class, kept for any class's next span (at most 128).
+    pub pooled_spans: usize,
     /// Their bytes.
     pub span_bytes: usize,
     /// Blocks out of the spans: with the program or in a cache.
@@ -758,6 +765,8 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
                 stats.spans += counts.spans;
                 stats.span_blocks_out += counts.out;
             }
+            stats.pooled_spans = state.pool.len();
+            stats.spans += stats.pooled_spans;
             stats.span_bytes = stats.spans * SPAN;
             stats.idle_passes = state.idle.passes.load(Ordering::Relaxed) as u64;
             stats.idle_drains = state.idle.drains.load(Ordering::Relaxed) as u64;
@@ -903,6 +912,7 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
                     ptr::addr_of_mut!((*fresh).draining).write(Mutex::new(()));
                     ptr::addr_of_mut!((*fresh).central).write([const { Central::new() }; CLASSES]);
                     ptr::addr_of_mut!((*fresh).map).write(map);
+                    ptr::addr_of_mut!((*fresh).pool).write(Pool::new());
                     ptr::addr_of_mut!((*fresh).idle).write(Idle::new());
                 }
                 match self.state.compare_exchange(
@@ -1065,7 +1075,8 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
                 ours[n] = block;
                 n += 1;
                 if n == MAX_BATCH {
-                    released += state.central[class].put(&state.map, &self.inner, &ours);
+                    released +=
+                        state.central[class].put(&state.map, &state.pool, &self.inner, &ours);
                     n = 0;
                 }
             } else {
@@ -1073,7 +1084,7 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
                 released += SIZE_CLASSES[class];
             }
         }
-        released += state.central[class].put(&state.map, &self.inner, &ours[..n]);
+        released += state.central[class].put(&state.map, &state.pool, &self.inner, &ours[..n]);
         if released != 0 {
             self.released.fetch_add(released, Ordering::Relaxed);
         }
@@ -1133,6 +1144,7 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
             }
             got += state.central[class].take(
                 &state.map,
+                &state.pool,
                 &self.inner,
                 SIZE_CLASSES[class],
                 &mut batch[got..want],
@@ -1258,6 +1270,7 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
             for central in &state.central {
                 spans += central.release_empty(&state.map, &self.inner);
             }
+            spans += state.pool.release_all(&state.map, &self.inner);
             self.released.fetch_add(spans, Ordering::Relaxed);
             released += spans;
         }
@@ -1445,6 +1458,7 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
         for central in &state.central {
             returned += central.decommit_idle(state.idle.page);
         }
+        returned += state.pool.decommit_idle(state.idle.page);
         state.idle.returned.fetch_add(returned, Ordering::Relaxed);
         given_up + returned
     }
@@ -1605,6 +1619,7 @@ impl<A: GlobalAlloc + 'static> Drop for PerCpuAlloc<A> {
             for central in s.central.iter_mut() {
                 central.free_all(&s.map, &self.inner);
             }
+            s.pool.release_all(&s.map, &self.inner);
             self.free_state(state);
         }
     }
@@ -1774,6 +1789,65 @@ mod tests {
         }
         a.release_memory();
         assert_eq!(a.stats().spans, 0);
+    }
+
+    #[test]
+    fn spans_a_class_empties_serve_other_classes_through_the_pool() {
+        if !on_rseq() {
+            return;
+        }
+        let a = PerCpuAlloc::new(System);
+        let churn = |layout: Layout, n: usize| {
+            let blocks: Vec<usize> = (0..n)
+                .map(|_| unsafe { a.alloc(layout) } as usize)
+                .collect();
+            assert!(blocks.iter().all(|&b| b != 0));
+            for &b in &blocks {
+                unsafe { a.dealloc(b as *mut u8, layout) };
+            }
+            let mut spans: Vec<usize> = blocks.iter().map(|b| b & !(spans::SPAN - 1)).collect();
+            spans.sort_unstable();
+            spans.dedup();
+            spans
+        };
+        // 8 KiB blocks, 31 to a span: 12 spans' worth (with room for the blocks a refill
+        // caches beyond the last request). Once the caches are drained, the class keeps four
+        // empty spans and the pool gets the others.
+        let big = Layout::new::<[u8; 8192]>();
+        let big_spans = churn(big, 12 * 31 - 8);
+        assert_eq!(big_spans.len(), 12);
+        a.release_idle();
+        a.release_idle();
+        let s = a.stats();
+        assert_eq!((s.cached_blocks, s.transfer_blocks), (0, 0), "{s:?}");
+        assert_eq!(
+            (s.spans, s.pooled_spans),
+            (12, 12 - spans::KEPT_EMPTY),
+            "{s:?}"
+        );
+        // Another class's spans come from the pool, not from the inner allocator.
+        let small_spans = churn(Layout::new::<[u8; 1024]>(), 2 * 255 - 16);
+        assert!(small_spans.iter().all(|s| big_spans.contains(s)));
+        let t = a.stats();
+        assert_eq!(t.spans, 12, "{t:?}");
+        assert_eq!(t.pooled_spans, 12 - spans::KEPT_EMPTY - 2, "{t:?}");
+        assert_eq!(t.released_bytes, s.released_bytes, "{t:?}");
+        // An idle pass returns the pooled spans' pages too; a release hands them back.
+        for _ in 0..3 {
+            a.release_idle();
+        }
+        // The kept and pooled ones (not the two the other class holds, whose blocks may be
+        // cached) are no longer resident.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        let resident: usize = big_spans
+            .iter()
+            .filter(|s| !small_spans.contains(s))
+            .map(|&s| resident_pages(s + page, s + spans::SPAN))
+            .sum();
+        assert_eq!(resident, 0);
+        a.release_memory();
+        let u = a.stats();
+        assert_eq!((u.spans, u.pooled_spans), (0, 0), "{u:?}");
     }
 
     #[test]

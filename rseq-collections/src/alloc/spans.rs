@@ -8,8 +8,9 @@
 //! cache or with the program). Each class has one [`Central`]: a mutex over its spans that have
 //! a block to give, partly used ones first. A span whose blocks all came back is reset to its
 //! bump pointer (address order again) and kept for the next refills, up to [`KEPT_EMPTY`] per
-//! class; more go back to the inner allocator at once, and [`Central::release_empty`] hands
-//! back the kept ones too.
+//! class; more go to the [`Pool`], where any class takes its next span from (up to
+//! [`POOL_SPANS`]; beyond, back to the inner allocator), and [`Central::release_empty`] and
+//! [`Pool::release_all`] hand them back.
 //!
 //! Blocks of spans and blocks of the inner allocator (allocated with the class layout while the
 //! caches were bypassed, or in the fallback) mix in the caches; [`SpanMap::contains`] tells
@@ -300,6 +301,7 @@ impl Central {
     pub(super) fn take<A: GlobalAlloc>(
         &self,
         map: &SpanMap,
+        pool: &Pool,
         inner: &A,
         size: usize,
         out: &mut [usize],
@@ -320,7 +322,10 @@ impl Central {
                     (*span).decommitted = false;
                     span
                 } else {
-                    let span = new_span(map, inner, size);
+                    let span = match pool.take() {
+                        Some(base) => init_span(base, size),
+                        None => new_span(map, inner, size),
+                    };
                     if span.is_null() {
                         break;
                     }
@@ -354,7 +359,8 @@ impl Central {
     }
 
     /// Gives `blocks` back to their spans. A span left with no block out is reset and kept
-    /// empty, or handed back to the inner allocator if the class keeps [`KEPT_EMPTY`] already.
+    /// empty, or, if the class keeps [`KEPT_EMPTY`] already, goes to `pool` (or back to the
+    /// inner allocator if the pool is full).
     /// Returns the bytes handed back.
     ///
     /// # Safety
@@ -362,6 +368,7 @@ impl Central {
     pub(super) unsafe fn put<A: GlobalAlloc>(
         &self,
         map: &SpanMap,
+        pool: &Pool,
         inner: &A,
         blocks: &[usize],
     ) -> usize {
@@ -381,9 +388,11 @@ impl Central {
                 }
                 if list.empty.len >= KEPT_EMPTY {
                     list.spans -= 1;
-                    map.remove(span as usize);
-                    inner.dealloc(span.cast(), span_layout());
-                    released += SPAN;
+                    if !pool.put(span) {
+                        map.remove(span as usize);
+                        inner.dealloc(span.cast(), span_layout());
+                        released += SPAN;
+                    }
                 } else {
                     (*span).free = 0;
                     (*span).bump = (*span).first;
@@ -406,28 +415,9 @@ impl Central {
     pub(super) fn decommit_idle(&self, page: usize) -> usize {
         let mut list = self.lock();
         list.passes += 1;
-        let passes = list.passes;
-        let mut returned = 0;
-        let mut span = list.empty.head;
-        while !span.is_null() {
-            // SAFETY: listed spans are live spans of this class, ours under the lock; an empty
-            // span's blocks are all free, and its pages after the header's page lie inside
-            // the span's allocation, so only the span's own bytes are dropped.
-            unsafe {
-                if !(*span).decommitted && (*span).emptied_at + 2 <= passes {
-                    let start = (span as usize + HEADER).next_multiple_of(page);
-                    let len = (span as usize + SPAN).saturating_sub(start);
-                    if len > 0
-                        && libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED) == 0
-                    {
-                        (*span).decommitted = true;
-                        returned += len;
-                    }
-                }
-                span = (*span).next;
-            }
-        }
-        returned
+        // SAFETY: the empty list's spans are this class's, with no block out, ours under the
+        // lock.
+        unsafe { decommit_idle(&list.empty, list.passes, page) }
     }
 
     /// Hands every empty span back to the inner allocator; returns their bytes.
@@ -471,6 +461,123 @@ impl Central {
     }
 }
 
+/// Returns to the operating system the pages (all but the header's) of the spans on `chain`
+/// that have been on it since before the previous pass (`emptied_at + 2 <= passes`), once
+/// each; returns their bytes. A span whose `madvise` fails (memory the inner allocator locked,
+/// or mapped with huge pages) keeps its pages.
+///
+/// # Safety
+/// The spans on `chain` have no block out and are the caller's (under their list's lock).
+unsafe fn decommit_idle(chain: &Chain, passes: usize, page: usize) -> usize {
+    let mut returned = 0;
+    let mut span = chain.head;
+    while !span.is_null() {
+        // Only the span's own bytes are dropped: its pages after the header's page lie inside
+        // the span's allocation, and no block of it is out.
+        if !(*span).decommitted && (*span).emptied_at + 2 <= passes {
+            let start = (span as usize + HEADER).next_multiple_of(page);
+            let len = (span as usize + SPAN).saturating_sub(start);
+            if len > 0 && libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED) == 0 {
+                (*span).decommitted = true;
+                returned += len;
+            }
+        }
+        span = (*span).next;
+    }
+    returned
+}
+
+/// The most empty spans the [`Pool`] keeps (32 MiB); more go back to the inner allocator.
+pub(super) const POOL_SPANS: usize = 128;
+
+/// Empty spans of no class, for any class's next span: a class that empties a span beyond
+/// [`KEPT_EMPTY`] puts it here, and a class that needs a new span takes one from here before
+/// it asks the inner allocator. So spans move between classes without going through the inner
+/// allocator (whose `free` and aligned `alloc` of 256 KiB blocks would fragment its heap, and
+/// map and unmap pages), and the idle passes return their pages to the system.
+pub(super) struct Pool {
+    list: Mutex<PoolList>,
+}
+
+struct PoolList {
+    spans: Chain,
+    passes: usize,
+}
+
+// SAFETY: the pool owns its spans, reached only under the mutex.
+unsafe impl Send for PoolList {}
+
+impl Pool {
+    pub(super) const fn new() -> Pool {
+        Pool {
+            list: Mutex::new(PoolList {
+                spans: Chain {
+                    head: ptr::null_mut(),
+                    len: 0,
+                },
+                passes: 0,
+            }),
+        }
+    }
+
+    /// Spans held.
+    pub(super) fn len(&self) -> usize {
+        super::lock(&self.list).spans.len
+    }
+
+    /// A span's start (its header to be written anew), if the pool has one.
+    fn take(&self) -> Option<*mut u8> {
+        let mut list = super::lock(&self.list);
+        let span = list.spans.head;
+        if span.is_null() {
+            return None;
+        }
+        // SAFETY: a span of the pool, ours under the lock.
+        unsafe { list.spans.remove(span) };
+        Some(span.cast())
+    }
+
+    /// Keeps `span` unless the pool is full (then returns false).
+    ///
+    /// # Safety
+    /// `span` is a live span, with no block out, on no list, the caller's.
+    unsafe fn put(&self, span: *mut Header) -> bool {
+        let mut list = super::lock(&self.list);
+        if list.spans.len >= POOL_SPANS {
+            return false;
+        }
+        (*span).emptied_at = list.passes;
+        (*span).decommitted = false;
+        list.spans.push(span);
+        true
+    }
+
+    /// [`Central::decommit_idle`] for the pool's spans.
+    pub(super) fn decommit_idle(&self, page: usize) -> usize {
+        let mut list = super::lock(&self.list);
+        list.passes += 1;
+        // SAFETY: the pool's spans have no block out and are ours under the lock.
+        unsafe { decommit_idle(&list.spans, list.passes, page) }
+    }
+
+    /// Hands every span back to the inner allocator; returns their bytes.
+    pub(super) fn release_all<A: GlobalAlloc>(&self, map: &SpanMap, inner: &A) -> usize {
+        let mut list = super::lock(&self.list);
+        let mut released = 0;
+        while !list.spans.head.is_null() {
+            let span = list.spans.head;
+            // SAFETY: a span of the pool, taken off the list before it is freed.
+            unsafe {
+                list.spans.remove(span);
+                map.remove(span as usize);
+                inner.dealloc(span.cast(), span_layout());
+            }
+            released += SPAN;
+        }
+        released
+    }
+}
+
 /// A fresh span of blocks of `size` bytes, in the map, or null.
 fn new_span<A: GlobalAlloc>(map: &SpanMap, inner: &A, size: usize) -> *mut Header {
     // SAFETY: a non-zero layout.
@@ -483,6 +590,12 @@ fn new_span<A: GlobalAlloc>(map: &SpanMap, inner: &A, size: usize) -> *mut Heade
         unsafe { inner.dealloc(span, span_layout()) };
         return ptr::null_mut();
     }
+    init_span(span, size)
+}
+
+/// Writes the header of a span at `span` for blocks of `size` bytes (a fresh span, or one of the
+/// pool), and returns it.
+fn init_span(span: *mut u8, size: usize) -> *mut Header {
     let first = span as usize + HEADER;
     let blocks = (SPAN - HEADER) / size;
     let header = span.cast::<Header>();
