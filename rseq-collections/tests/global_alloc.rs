@@ -768,8 +768,8 @@ fn stress_size(rng: &mut Lcg) -> usize {
 /// rest in batches to the next thread, which frees them; every block's bytes are checked before
 /// its free. Meanwhile a fifth thread runs an idle pass (`release_idle`) every few milliseconds
 /// and hands every cache back with `release_memory` every fourth time, so drains race with the
-/// sections and refills reuse spans whose pages went back to the system. Then every block is freed and, in a child,
-/// the inner allocator must hold exactly what it held before, give or take the caches.
+/// sections. Then every block is freed and, in a child, the inner allocator must hold exactly
+/// what it held before, give or take the caches.
 #[test]
 fn mixed_stress() {
     const THREADS: usize = 4;
