@@ -767,9 +767,11 @@ fn stress_size(rng: &mut Lcg) -> usize {
 /// alignments, keep them for a random while, resize some, free most themselves and send the
 /// rest in batches to the next thread, which frees them; every block's bytes are checked before
 /// its free. Meanwhile a fifth thread runs an idle pass (`release_idle`) every few milliseconds
-/// and hands every cache back with `release_memory` every fourth time, so drains race with the
-/// sections. Then every block is freed and, in a child, the inner allocator must hold exactly
-/// what it held before, give or take the caches.
+/// and hands every cache back with `release_memory` every eighth time, so drains race with the
+/// sections; every fourth time it first allocates, checks and frees a burst of large blocks, so
+/// that spans empty, have their pages returned by the passes, and are reused by the next burst
+/// while the other threads run. Then every block is freed and, in a child, the inner allocator
+/// must hold exactly what it held before, give or take the caches.
 #[test]
 fn mixed_stress() {
     const THREADS: usize = 4;
@@ -844,7 +846,18 @@ fn mixed_stress() {
             // At least once, even if the deadline passed before this thread ran (valgrind
             // runs one thread at a time).
             for i in 0.. {
-                if i % 4 == 3 {
+                if i % 4 == 0 {
+                    // 200 blocks of 20 KiB (17 spans' worth, far more than the caches hold),
+                    // stamped, checked and freed: their spans empty, the next idle passes
+                    // return their pages, and the next burst takes them back from the class
+                    // or the pool while the other threads' sections run.
+                    let layout = Layout::from_size_align(20 * 1024, 8).unwrap();
+                    let burst: Vec<Stamped> = (0..200)
+                        .map(|k| Stamped::new(layout, (k % 251) as u8 + 1))
+                        .collect();
+                    drop(burst);
+                }
+                if i % 8 == 7 {
                     GLOBAL.release_memory();
                 } else {
                     GLOBAL.release_idle();
