@@ -454,6 +454,17 @@ struct TransferList {
 // SAFETY: the list owns its part of the transfer array and is only reached under its mutex.
 unsafe impl Send for TransferList {}
 
+impl TransferList {
+    /// Moves up to `into.len()` blocks out, the last ones in first; returns how many.
+    fn move_out(&mut self, into: &mut [usize]) -> usize {
+        let n = into.len().min(self.len);
+        self.len -= n;
+        // SAFETY: `len + n <= cap` addresses of the list's part of the array.
+        unsafe { ptr::copy_nonoverlapping(self.blocks.add(self.len), into.as_mut_ptr(), n) };
+        n
+    }
+}
+
 /// Locks `mutex` even if poisoned: the allocator's locks guard nothing a panic could leave
 /// half-changed (nothing panics with them held), and an allocator must not fail for a panic
 /// elsewhere.
@@ -466,11 +477,7 @@ impl Transfer {
     fn take(&self, into: &mut [usize]) -> usize {
         let mut list = lock(&self.list);
         list.ops = list.ops.wrapping_add(1);
-        let n = into.len().min(list.len);
-        list.len -= n;
-        // SAFETY: `len + n <= cap` addresses of the list's part of the array.
-        unsafe { ptr::copy_nonoverlapping(list.blocks.add(list.len), into.as_mut_ptr(), n) };
-        n
+        list.move_out(into)
     }
 
     /// Moves as many of `blocks` in as fit; returns how many.
@@ -492,11 +499,7 @@ impl Transfer {
             list.seen = list.ops;
             return 0;
         }
-        let n = into.len().min(list.len);
-        list.len -= n;
-        // SAFETY: as in `take`.
-        unsafe { ptr::copy_nonoverlapping(list.blocks.add(list.len), into.as_mut_ptr(), n) };
-        n
+        list.move_out(into)
     }
 }
 

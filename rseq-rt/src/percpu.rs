@@ -307,12 +307,13 @@ impl<T> Drop for PerCpu<T> {
         unsafe {
             core::ptr::drop_in_place(self.as_mut_slice());
             let len = Self::slot_count();
-            let layout = if self.padded {
-                Self::padded_layout(len)
-            } else {
-                Self::layout(len)
-            };
-            if Self::layout(len).size() != 0 {
+            let slots_layout = Self::layout(len);
+            if slots_layout.size() != 0 {
+                let layout = if self.padded {
+                    Self::padded_layout(len)
+                } else {
+                    slots_layout
+                };
                 let start = self.slots.as_ptr().cast::<u8>().sub(self.offset);
                 match self.allocator {
                     Some(a) => a.dealloc(start, layout),

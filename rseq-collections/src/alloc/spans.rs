@@ -389,8 +389,7 @@ impl Central {
                 if list.empty.len >= KEPT_EMPTY {
                     list.spans -= 1;
                     if !pool.put(span) {
-                        map.remove(span as usize);
-                        inner.dealloc(span.cast(), span_layout());
+                        free_span(map, inner, span);
                         released += SPAN;
                     }
                 } else {
@@ -423,19 +422,10 @@ impl Central {
     /// Hands every empty span back to the inner allocator; returns their bytes.
     pub(super) fn release_empty<A: GlobalAlloc>(&self, map: &SpanMap, inner: &A) -> usize {
         let mut list = self.lock();
-        let mut released = 0;
-        while !list.empty.head.is_null() {
-            let span = list.empty.head;
-            // SAFETY: an empty span of this class, taken off its list before it is freed.
-            unsafe {
-                list.empty.remove(span);
-                list.spans -= 1;
-                map.remove(span as usize);
-                inner.dealloc(span.cast(), span_layout());
-            }
-            released += SPAN;
-        }
-        released
+        // SAFETY: the empty list's spans have no block out and are ours under the lock.
+        let freed = unsafe { release_chain(&mut list.empty, map, inner) };
+        list.spans -= freed;
+        freed * SPAN
     }
 
     /// At the allocator's drop, after every cached block came back: hands back the spans none
@@ -447,18 +437,33 @@ impl Central {
     pub(super) unsafe fn free_all<A: GlobalAlloc>(&mut self, map: &SpanMap, inner: &A) {
         let list = self.list.get_mut().unwrap_or_else(|e| e.into_inner());
         // Only the empty list holds spans with no block out.
-        let mut span = list.empty.head;
-        while !span.is_null() {
-            let next = (*span).next;
-            map.remove(span as usize);
-            inner.dealloc(span.cast(), span_layout());
-            span = next;
-        }
-        list.empty = Chain {
-            head: ptr::null_mut(),
-            len: 0,
-        };
+        let freed = release_chain(&mut list.empty, map, inner);
+        list.spans -= freed;
     }
+}
+
+/// Takes every span off `chain` and hands it back to the inner allocator; returns how many.
+///
+/// # Safety
+/// The spans on `chain` are live, have no block out and are the caller's.
+unsafe fn release_chain<A: GlobalAlloc>(chain: &mut Chain, map: &SpanMap, inner: &A) -> usize {
+    let mut freed = 0;
+    while !chain.head.is_null() {
+        let span = chain.head;
+        chain.remove(span);
+        free_span(map, inner, span);
+        freed += 1;
+    }
+    freed
+}
+
+/// Takes `span` out of the map and hands its memory back to the inner allocator.
+///
+/// # Safety
+/// `span` is a live span with no block out, on no list, the caller's.
+unsafe fn free_span<A: GlobalAlloc>(map: &SpanMap, inner: &A, span: *mut Header) {
+    map.remove(span as usize);
+    inner.dealloc(span.cast(), span_layout());
 }
 
 /// Returns to the operating system the pages (all but the header's) of the spans on `chain`
@@ -563,18 +568,8 @@ impl Pool {
     /// Hands every span back to the inner allocator; returns their bytes.
     pub(super) fn release_all<A: GlobalAlloc>(&self, map: &SpanMap, inner: &A) -> usize {
         let mut list = super::lock(&self.list);
-        let mut released = 0;
-        while !list.spans.head.is_null() {
-            let span = list.spans.head;
-            // SAFETY: a span of the pool, taken off the list before it is freed.
-            unsafe {
-                list.spans.remove(span);
-                map.remove(span as usize);
-                inner.dealloc(span.cast(), span_layout());
-            }
-            released += SPAN;
-        }
-        released
+        // SAFETY: the pool's spans have no block out and are ours under the lock.
+        unsafe { release_chain(&mut list.spans, map, inner) * SPAN }
     }
 }
 
