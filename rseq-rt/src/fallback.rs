@@ -400,6 +400,21 @@ fn count_hold(t: &'static ThreadState) {
     compiler_fence(Ordering::SeqCst);
 }
 
+/// The first try both entries make for a thread that holds no slot: reduces `preferred` to a
+/// CPU slot, counts the hold and tries that slot once. Returns the thread, the slot and whether
+/// it was taken; `None` for a nested section or a thread without state (nothing counted).
+#[inline(always)]
+fn first_try(table: &LockTable, preferred: usize) -> Option<(&'static ThreadState, usize, bool)> {
+    let t = state()?;
+    if t.held.get() != 0 {
+        return None;
+    }
+    let preferred = reduce(preferred, table.len() - 1);
+    count_hold(t);
+    let taken = try_plain(table, preferred, token(t) | UNMASKED);
+    Some((t, preferred, taken))
+}
+
 /// The guard of a hold counted by [`count_hold`] (or of a stateless one).
 #[inline(always)]
 fn guard(
@@ -433,22 +448,17 @@ fn guard(
 #[inline(always)]
 pub fn lock_slot(preferred: usize) -> SlotGuard {
     let table = table();
-    let cpus = table.len() - 1;
-    let preferred = reduce(preferred, cpus);
-    if let Some(t) = state() {
-        if t.held.get() == 0 {
-            count_hold(t);
-            // The guard is built here for either outcome: returned from the call, it went
-            // through memory on every section.
-            let index = if try_plain(table, preferred, token(t) | UNMASKED) {
-                preferred
-            } else {
-                lock_cpu_slot_waiting(table, t, preferred)
-            };
-            return guard(index, Some(t), None);
-        }
+    if let Some((t, preferred, taken)) = first_try(table, preferred) {
+        // The guard is built here for either outcome: returned from the call, it went through
+        // memory on every section.
+        let index = if taken {
+            preferred
+        } else {
+            lock_cpu_slot_waiting(table, t, preferred)
+        };
+        return guard(index, Some(t), None);
     }
-    lock_nested(table, preferred)
+    lock_nested(table, reduce(preferred, table.len() - 1))
 }
 
 /// Runs `body` on a slot locked as [`lock_slot`] locks one, passing the slot's index, and
@@ -465,16 +475,12 @@ pub fn with_locked_slot<R>(preferred: usize, body: impl FnOnce(usize) -> R) -> R
     if !table.is_null() {
         // SAFETY: published once, never freed.
         let table: &'static LockTable = unsafe { &*table };
-        if let Some(t) = state() {
-            if t.held.get() == 0 {
-                let preferred = reduce(preferred, table.len() - 1);
-                count_hold(t);
-                if try_plain(table, preferred, token(t) | UNMASKED) {
-                    let guard = guard(preferred, Some(t), None);
-                    return body(guard.index);
-                }
-                return with_slot_waiting(table, t, preferred, body);
+        if let Some((t, preferred, taken)) = first_try(table, preferred) {
+            if taken {
+                let guard = guard(preferred, Some(t), None);
+                return body(guard.index);
             }
+            return with_slot_waiting(table, t, preferred, body);
         }
     }
     with_slot_any(preferred, body)
