@@ -15,18 +15,32 @@ const HANG: Duration = Duration::from_secs(60);
 /// How long a call that must wait is watched before it is released.
 const WATCH: Duration = Duration::from_millis(100);
 
+/// Marks the child process a test runs in (`RSEQ_DISABLE` alone cannot: set for the whole
+/// run, it would have every test run in one process, sharing the hook and the statics).
+const CHILD_ENV: &str = "RSEQ_OWN_FALLBACKS_CHILD";
+
 /// In the parent: runs `test` in a child without rseq and checks that it passed. In the child:
 /// returns true, and the test runs.
 fn in_fallback_child(test: &str) -> bool {
-    if std::env::var_os("RSEQ_DISABLE").is_some() {
+    if std::env::var_os(CHILD_ENV).is_some() {
         assert!(!rseq::mode().is_rseq(), "RSEQ_DISABLE=1 runs the fallback");
         return true;
     }
-    let out = rseq_rt::test_support::run_test_in_child(test, "RSEQ_DISABLE", "1", HANG);
+    let out = rseq_rt::test_support::run_test_in_child_with(
+        test,
+        &[("RSEQ_DISABLE", "1"), (CHILD_ENV, "fallback")],
+        HANG,
+    );
     assert!(
         out.status.success(),
         "the fallback child failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    // A name that matched no test would pass without running anything.
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 passed"),
+        "the fallback child did not run `{test}`:\n{}",
+        String::from_utf8_lossy(&out.stdout)
     );
     false
 }

@@ -99,10 +99,21 @@ pub fn run_test_in_child(
     case: &str,
     timeout: std::time::Duration,
 ) -> std::process::Output {
+    run_test_in_child_with(test, &[(env, case)], timeout)
+}
+
+/// [`run_test_in_child`] with several variables set in the child's environment (named in the
+/// panic message by the last one's value).
+pub fn run_test_in_child_with(
+    test: &str,
+    envs: &[(&str, &str)],
+    timeout: std::time::Duration,
+) -> std::process::Output {
     use std::process::{Command, Stdio};
+    let case = envs.last().map_or("", |(_, case)| *case);
     let mut child = Command::new(std::env::current_exe().expect("the test binary's path"))
         .args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .env(env, case)
+        .envs(envs.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
