@@ -92,7 +92,9 @@ pub fn set_fallback_slots(slots: usize) -> Result<(), FallbackSlotsError> {
 
 /// Runs `test` of the calling test binary again, alone, in a child process with `env=case` in
 /// its environment, and returns its output. A child still running after `timeout` is killed and
-/// the call panics with its stderr: a hang fails the test instead of hanging it.
+/// the call panics with its stderr: a hang fails the test instead of hanging it. So does a
+/// child that exits successfully without having run a test: `test` (matched exactly) names
+/// none of the binary's tests, and the child's success would say nothing.
 pub fn run_test_in_child(
     test: &str,
     env: &str,
@@ -130,7 +132,16 @@ pub fn run_test_in_child_with(
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    child.wait_with_output().expect("the child's output")
+    let out = child.wait_with_output().expect("the child's output");
+    // libtest announces the count before it runs anything, so a child that failed or aborted
+    // in its test has the line too.
+    if out.status.success() && !String::from_utf8_lossy(&out.stdout).contains("running 1 test") {
+        panic!(
+            "the {case} child ran no test: no test of this binary is named exactly `{test}`:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    out
 }
 
 /// Waits until `counter` reaches `at_least`: spins briefly, then yields (the machine may have
