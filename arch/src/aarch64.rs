@@ -228,6 +228,9 @@ pub fn emit(ops: &[Op]) -> Vec<String> {
                 Value::Imm(i) if (0..4096).contains(i) => {
                     e.line(format!("add {{{dst}}}, {{{dst}}}, #{i}"))
                 }
+                Value::Imm(i) if (-4095..0).contains(i) => {
+                    e.line(format!("sub {{{dst}}}, {{{dst}}}, #{}", -i))
+                }
                 v => {
                     let v = e.reg(v);
                     e.line(format!("add {{{dst}}}, {{{dst}}}, {v}"));

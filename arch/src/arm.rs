@@ -275,6 +275,9 @@ pub fn emit(ops: &[Op]) -> Vec<String> {
             },
             Op::AddValue { dst, value } => match value {
                 Value::Imm(i) if small(*i) => e.line(format!("add {{{dst}}}, {{{dst}}}, #{i}")),
+                Value::Imm(i) if small(i.wrapping_neg()) => {
+                    e.line(format!("sub {{{dst}}}, {{{dst}}}, #{}", -i))
+                }
                 v => {
                     let v = e.reg(v, "t1");
                     e.line(format!("add {{{dst}}}, {{{dst}}}, {v}"));

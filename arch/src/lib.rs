@@ -209,6 +209,32 @@ mod tests {
         }
     }
 
+    /// `sub(x, 1)` is planned as an add of `-1`: every generator adds the immediates it
+    /// promises in one instruction, with no scratch register.
+    #[test]
+    fn small_negative_adds_are_one_instruction() {
+        use crate::template::{Op, Value, ADD_IMM_MIN};
+        for a in ALL {
+            let Some(codegen) = codegen(a.target_arch) else {
+                continue;
+            };
+            for imm in [-1, ADD_IMM_MIN] {
+                let op = Op::AddValue {
+                    dst: "v".into(),
+                    value: Value::Imm(imm),
+                };
+                let lines = (codegen.emit)(&[op]);
+                assert_eq!(lines.len(), 1, "{}: {lines:?}", a.target_arch);
+                assert!(
+                    lines[0].contains(&alloc::format!("{}", imm.unsigned_abs()))
+                        && !lines[0].contains("t1"),
+                    "{}: {lines:?}",
+                    a.target_arch
+                );
+            }
+        }
+    }
+
     #[test]
     fn current_is_in_the_table() {
         assert!(by_target_arch(current.target_arch).is_some());

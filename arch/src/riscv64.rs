@@ -209,7 +209,9 @@ pub fn emit(ops: &[Op]) -> Vec<String> {
                 Value::Imm(i) => e.line(format!("li {{{dst}}}, {i}")),
             },
             Op::AddValue { dst, value } => match value {
-                Value::Imm(i) if *i < 2048 => e.line(format!("addi {{{dst}}}, {{{dst}}}, {i}")),
+                Value::Imm(i) if (-2048..2048).contains(i) => {
+                    e.line(format!("addi {{{dst}}}, {{{dst}}}, {i}"))
+                }
                 v => {
                     let v = e.reg(v, "t1");
                     e.line(format!("add {{{dst}}}, {{{dst}}}, {v}"));

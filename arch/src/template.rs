@@ -93,6 +93,10 @@ pub enum CommitKind {
     Add,
 }
 
+/// The smallest immediate [`Op::AddValue`] takes (every target encodes an add of
+/// `ADD_IMM_MIN..=i32::MAX`, or of a register): `sub(x, 1)` needs no register for its `-1`.
+pub const ADD_IMM_MIN: i64 = -255;
+
 /// One piece of a critical section, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
@@ -189,7 +193,7 @@ pub enum Op {
         /// Source.
         src: Value,
     },
-    /// `dst += value` (wrapping), in a register.
+    /// `dst += value` (wrapping), in a register. An immediate is at least [`ADD_IMM_MIN`].
     AddValue {
         /// Register operand added to.
         dst: String,

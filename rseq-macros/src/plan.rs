@@ -31,6 +31,9 @@ pub const COMMITTED: u8 = 0;
 pub const MOVED: u8 = 254;
 pub const ABORTED: u8 = 255;
 
+/// The largest literal `sub` subtracts as an immediate (see [`Op::AddValue`]).
+const NEGATED_IMM_MAX: i64 = -rseq_arch::template::ADD_IMM_MIN;
+
 pub struct Plan {
     /// Statements run once before the retry loop (hoisted operands).
     pub hoists: Vec<TokenStream>,
@@ -340,6 +343,18 @@ impl<'a> Builder<'a> {
 
     /// The two's complement of a value that is known before the section (a parameter, an
     /// integer or `{ expression }`; validation rejects loaded values): `sub` adds it.
+    /// What `sub(a, b)` adds to `a`: a small literal `b` as a negative immediate, which every
+    /// target's add takes (so the section needs no register for it); anything else as
+    /// [`negated`](Self::negated).
+    fn negated_addend(&mut self, op: &crate::ast::Operand) -> Value {
+        if let crate::ast::Operand::Int(lit) = op {
+            if let Ok(v @ 1..=NEGATED_IMM_MAX) = lit.base10_parse::<i64>() {
+                return Value::Imm(-v);
+            }
+        }
+        self.negated(op)
+    }
+
     fn negated(&mut self, op: &crate::ast::Operand) -> Value {
         let word = match op {
             crate::ast::Operand::Name(name) => {
@@ -638,7 +653,7 @@ impl<'a> Builder<'a> {
                     let dst = format!("v_{name}");
                     let a = self.value(a);
                     let b = if op == "sub" {
-                        self.negated(b)
+                        self.negated_addend(b)
                     } else {
                         self.value(b)
                     };

@@ -146,6 +146,25 @@ fn pop() {
     );
 }
 
+/// An array stack's pop: `sub` of a literal is an immediate (no register holds the `-1`).
+#[test]
+fn index_pop() {
+    check(
+        "index_pop",
+        quote!(),
+        quote! {
+            unsafe fn index_pop(stacks: &PerCpu<Stack>) -> Option<usize> {
+                let len = load(stacks[cpu].len);
+                if len == 0 { fail(None) }
+                let last = sub(len, 1);
+                let item = load(stacks[cpu].items[last]);
+                commit::store(stacks[cpu].len, last);
+                Some(item)
+            }
+        },
+    );
+}
+
 #[test]
 fn double_compare_store() {
     check(
