@@ -103,18 +103,11 @@ pub fn expand(section: &Section, checked: &Checked) -> syn::Result<TokenStream> 
             }
         }
     };
-    // A process in `Fallback` mode for good goes to the fallback straight from the failed first
-    // attempt.
-    let skip_cold = quote!(&& !#krate::__private::fallback_decided());
+    let after_abort = after_abort(section, checked, retry, fallback, slots);
     let finish = finish(section, checked, plan);
-    let mm_cid = matches!(checked.index, IndexMode::MmCid);
     let aborts_counter = checked.aborts.as_ref().map(|aborts| {
         quote_spanned!(aborts.span()=> let __rseq_aborts: &::core::sync::atomic::AtomicUsize = &#aborts;)
     });
-    let count_abort = checked
-        .aborts
-        .as_ref()
-        .map(|_| quote!(__rseq_aborts.fetch_add(1, ::core::sync::atomic::Ordering::Relaxed);));
     // The success path is a few instructions: offered for inlining across crates (a
     // collection's `add` calling its section, say) unless the function says otherwise.
     let inline = (!attrs.iter().any(|a| a.path().is_ident("inline"))).then(|| quote!(#[inline]));
@@ -133,6 +126,45 @@ pub fn expand(section: &Section, checked: &Checked) -> syn::Result<TokenStream> 
             let mut __rseq_slots: [::core::mem::MaybeUninit<usize>; #slots] =
                 [const { ::core::mem::MaybeUninit::uninit() }; #slots];
             #hot
+            #after_abort
+            #finish
+        }
+    })
+}
+
+/// Everything after an abort: the retries, registration and fallback out of line, or, with
+/// `on_abort = value`, the value.
+fn after_abort(
+    section: &Section,
+    checked: &Checked,
+    retry: TokenStream,
+    fallback: TokenStream,
+    slots: usize,
+) -> TokenStream {
+    let krate = &checked.krate;
+    let count_abort = checked
+        .aborts
+        .as_ref()
+        .map(|_| quote!(__rseq_aborts.fetch_add(1, ::core::sync::atomic::Ordering::Relaxed);));
+    if let Some(value) = &checked.on_abort {
+        // An `unsafe fn` section's value may use its caller's promises, as its results do.
+        let value = if section.sig.unsafety.is_some() {
+            quote_spanned!(value.span()=> unsafe { #value })
+        } else {
+            quote!(#value)
+        };
+        return quote! {
+            if __rseq_code == #ABORTED {
+                #count_abort
+                return #value;
+            }
+        };
+    }
+    // A process in `Fallback` mode for good goes to the fallback straight from the failed first
+    // attempt.
+    let skip_cold = quote!(&& !#krate::__private::fallback_decided());
+    let mm_cid = matches!(checked.index, IndexMode::MmCid);
+    quote! {
             if __rseq_code == #ABORTED #skip_cold {
                 // Everything after an abort, out of line. The closure copies the hoisted words
                 // (it is built only here), so the success path keeps them in registers.
@@ -163,9 +195,7 @@ pub fn expand(section: &Section, checked: &Checked) -> syn::Result<TokenStream> 
                 );
             }
             #fallback
-            #finish
-        }
-    })
+    }
 }
 
 /// The error for a plan that needs more registers than its target offers, if it does.

@@ -8,8 +8,9 @@ use std::collections::HashMap;
 use syn::{Error, Expr, FnArg, GenericArgument, Ident, Pat, PathArguments, Result, Type};
 
 /// How the section picks its per-CPU slot.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub enum IndexMode {
+    #[default]
     CpuId,
     MmCid,
     /// The caller passes the CPU (a parameter); the section checks it is still current.
@@ -42,6 +43,9 @@ pub struct Checked {
     pub aborts: Option<Expr>,
     /// `fallback = path`: the function run instead of the slot-locked body.
     pub fallback: Option<Expr>,
+    /// `on_abort = value`: returned at once when the first attempt aborts (no retry, no
+    /// registration, no fallback: the caller runs a section that has them).
+    pub on_abort: Option<Expr>,
     pub params: HashMap<String, ParamKind>,
     /// Loaded values: name → (position of the load step, declared type).
     pub values: Values,
@@ -78,11 +82,17 @@ pub fn validate(section: &Section) -> Result<Checked> {
     let mut errors = Errors::default();
     errors.check(signature_is_plain(section));
     let params = parameters(section);
-    let (index, moved, aborts, fallback) = match options(section, &params) {
+    let Options {
+        index,
+        moved,
+        aborts,
+        fallback,
+        on_abort,
+    } = match options(section, &params) {
         Ok(o) => o,
         Err(e) => {
             errors.push(e);
-            (IndexMode::CpuId, None, None, None)
+            Options::default()
         }
     };
     for step in &section.steps {
@@ -100,6 +110,7 @@ pub fn validate(section: &Section) -> Result<Checked> {
         moved,
         aborts,
         fallback,
+        on_abort,
         params,
         values,
     };
@@ -197,17 +208,24 @@ fn param_kind(ty: &Type) -> ParamKind {
     }
 }
 
+/// The options of the attribute, as [`Checked`] keeps them.
+#[derive(Default)]
+struct Options {
+    index: IndexMode,
+    moved: Option<Expr>,
+    aborts: Option<Expr>,
+    fallback: Option<Expr>,
+    on_abort: Option<Expr>,
+}
+
 /// `index = cpu_id | mm_cid | given(param)`, `moved = expr` (with `given` only),
-/// `aborts = static`, `fallback = path`; no key twice, no other key.
-#[allow(clippy::type_complexity)]
-fn options(
-    section: &Section,
-    params: &HashMap<String, ParamKind>,
-) -> Result<(IndexMode, Option<Expr>, Option<Expr>, Option<Expr>)> {
+/// `aborts = static`, `fallback = path`, `on_abort = expr` (not with `fallback`); no key
+/// twice, no other key.
+fn options(section: &Section, params: &HashMap<String, ParamKind>) -> Result<Options> {
     let mut errors = Errors::default();
     let mut seen: HashMap<String, &Ident> = HashMap::new();
     let (mut index, mut index_tokens, mut moved, mut aborts) = (IndexMode::CpuId, None, None, None);
-    let mut fallback = None;
+    let (mut fallback, mut on_abort) = (None, None);
     let mut index_failed = false;
     for opt in &section.options {
         let key = opt.key.to_string();
@@ -249,9 +267,10 @@ fn options(
                     ));
                 }
             }
+            "on_abort" => on_abort = Some(opt.value.clone()),
             _ => errors.push(Error::new_spanned(
                 &opt.key,
-                format!("unknown option `{key}`; expected `index`, `moved`, `aborts`, `fallback` or `crate`"),
+                format!("unknown option `{key}`; expected `index`, `moved`, `aborts`, `fallback`, `on_abort` or `crate`"),
             )),
         }
     }
@@ -267,8 +286,20 @@ fn options(
         )),
         _ => {}
     }
+    if let (Some(_), Some(value)) = (&fallback, &on_abort) {
+        errors.push(Error::new_spanned(
+            value,
+            "`on_abort` and `fallback` exclude each other: with `on_abort` the section never falls back itself (the caller does, through a section without `on_abort`)",
+        ));
+    }
     errors.finish()?;
-    Ok((index, moved, aborts, fallback))
+    Ok(Options {
+        index,
+        moved,
+        aborts,
+        fallback,
+        on_abort,
+    })
 }
 
 fn index_mode(value: &Expr, params: &HashMap<String, ParamKind>) -> Result<IndexMode> {

@@ -169,6 +169,9 @@ pub use rseq_collections as collections;
 /// - `fallback = path`: where sections cannot run on rseq, call this function (same parameters,
 ///   same result) instead of the generated slot-locked body, for a structure that has a cheaper
 ///   algorithm without rseq (see below).
+/// - `on_abort = value`: when the first attempt aborts, return `value` at once: no retry, no
+///   registration, no fallback (so not with `fallback = path`). For a hot path that hands
+///   every other case to a slow path of its own (see below).
 ///
 /// # A fallback of your own
 ///
@@ -212,6 +215,100 @@ pub use rseq_collections as collections;
 ///
 /// `rseq::collections::counter::PerCpuCounter` does this with a lock of its own per slot, so
 /// that its exact `take` can wait for adds in flight.
+///
+/// # A hit path that calls nothing
+///
+/// The retries, the registration and the fallback are one out-of-line call after an abort; a
+/// value the caller still needs after the section (to handle a miss, say) is live across that
+/// call, so the caller keeps it in a register the call preserves, and saves and restores that
+/// register on every call, hit or miss. With `on_abort = value` the section calls nothing: it
+/// commits, fails, or returns `value`. A caller that sends the misses and the aborts to a
+/// function of its own, which runs the same steps in a section without `on_abort` (it retries,
+/// registers the thread and falls back as usual), keeps nothing alive across a call on its hit
+/// path. The first attempt of a thread the runtime has not attached yet aborts, and so does
+/// every attempt where sections run in the fallback: the slow path handles both. `PerCpuAlloc`'s
+/// allocation and free work this way.
+///
+/// ```
+/// use rseq::{critical_section, PerCpu};
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+///
+/// #[derive(Default)]
+/// #[repr(C)]
+/// pub struct Stack {
+///     len: AtomicUsize,
+///     items: [AtomicUsize; 32],
+/// }
+///
+/// /// Pops the current CPU's top item; 0 when the stack is empty or the attempt aborted.
+/// /// # Safety
+/// /// `len` stays within `items` (0 to 32).
+/// #[critical_section(on_abort = 0)]
+/// #[inline(always)]
+/// unsafe fn pop_hit(stacks: &PerCpu<Stack>) -> usize {
+///     let len = load(stacks[cpu].len);
+///     if len == 0 {
+///         fail(0)
+///     }
+///     let last = sub(len, 1);
+///     let item = load(stacks[cpu].items[last]);
+///     commit::store(stacks[cpu].len, last);
+///     item
+/// }
+///
+/// /// The same steps, with the retries and the fallback: `None` only when the stack is empty.
+/// /// # Safety
+/// /// As `pop_hit`.
+/// #[critical_section]
+/// unsafe fn pop_any(stacks: &PerCpu<Stack>) -> Option<usize> {
+///     let len = load(stacks[cpu].len);
+///     if len == 0 {
+///         fail(None)
+///     }
+///     let last = sub(len, 1);
+///     let item = load(stacks[cpu].items[last]);
+///     commit::store(stacks[cpu].len, last);
+///     Some(item)
+/// }
+///
+/// /// # Safety
+/// /// As `pop_hit`.
+/// #[critical_section]
+/// unsafe fn push(stacks: &PerCpu<Stack>, item: usize) -> bool {
+///     let len = load(stacks[cpu].len);
+///     if len == 32 {
+///         fail(false)
+///     }
+///     store(stacks[cpu].items[len], item);
+///     let grown = add(len, 1);
+///     commit::store(stacks[cpu].len, grown);
+///     true
+/// }
+///
+/// /// Items are never 0: 0 is `pop_hit`'s "no item".
+/// fn pop(stacks: &PerCpu<Stack>, refill: impl FnOnce() -> usize) -> usize {
+///     // SAFETY: every section keeps `len` within 0..=32.
+///     match unsafe { pop_hit(stacks) } {
+///         0 => pop_slow(stacks, refill),
+///         item => item,
+///     }
+/// }
+///
+/// #[inline(never)]
+/// fn pop_slow(stacks: &PerCpu<Stack>, refill: impl FnOnce() -> usize) -> usize {
+///     // SAFETY: as above.
+///     unsafe { pop_any(stacks) }.unwrap_or_else(refill)
+/// }
+///
+/// let stacks: PerCpu<Stack> = PerCpu::default();
+/// // SAFETY: as above.
+/// assert!(unsafe { push(&stacks, 7) });
+/// // Whichever path pops it (a first attempt may abort), the item comes back once; unless
+/// // the thread moved to another CPU after the push, where the stack is empty.
+/// let got = pop(&stacks, || 99);
+/// let left: usize = stacks.iter().map(|s| s.len.load(Ordering::Relaxed)).sum();
+/// assert!((got, left) == (7, 0) || (got, left) == (99, 1));
+/// ```
 ///
 /// # What it generates
 ///

@@ -159,9 +159,13 @@ unsafe fn copy_then_count(c: &PerCpu<AtomicUsize>, dst: *mut u8, src: *const u8,
 /// The delay loops are instructions of every section: run them (with non-zero counts at every
 /// point) on the asm path of a fake area — also under qemu-user, where this is the only way the
 /// loops of other architectures execute — and check the sections' effects are unchanged.
+/// The in-process tests that set delays: one at a time (the counts are the process's).
+static DELAYS_IN_USE: Mutex<()> = Mutex::new(());
+
 #[test]
 fn sections_with_delays_have_their_exact_effects() {
     const { assert!(inject::ENABLED) };
+    let _delays = DELAYS_IN_USE.lock().unwrap_or_else(|p| p.into_inner());
     for point in 0..inject::POINTS {
         inject::set_delay(point, 50 + point as u32);
     }
@@ -200,4 +204,69 @@ fn sections_with_delays_have_their_exact_effects() {
         assert_eq!(dst, src);
     }
     inject::clear();
+}
+
+/// Adds `n` to the current CPU's slot, or returns false at once if the kernel aborts it.
+#[critical_section(on_abort = false)]
+fn add_or_give_up(c: &PerCpu<AtomicUsize>, n: usize) -> bool {
+    let v = load(c[cpu]);
+    let sum = add(v, n);
+    commit::store(c[cpu], sum);
+    true
+}
+
+extern "C" fn ignore(_: libc::c_int) {}
+
+/// `on_abort = value`: a section the kernel aborts returns the value, with no effect and no
+/// retry. A delay of about 10 ms at every point, with a thread signalling the caller every
+/// 100 µs, makes aborts certain (each attempt sees many signals; a switch-out aborts it too); the
+/// delays then cleared, the same section commits.
+#[test]
+fn on_abort_returns_its_value_when_the_kernel_aborts() {
+    let _delays = DELAYS_IN_USE.lock().unwrap_or_else(|p| p.into_inner());
+    if !matches!(rseq::mode(), rseq::Mode::Rseq(_)) {
+        // Without rseq the first attempt always fails its index check: the value, no effect.
+        let c: PerCpu<AtomicUsize> = PerCpu::default();
+        assert!(!add_or_give_up(&c, 1));
+        assert_eq!(c.iter().map(|v| v.load(Relaxed)).sum::<usize>(), 0);
+        eprintln!(
+            "no rseq here ({:?}): only the fallback checked",
+            rseq::mode()
+        );
+        return;
+    }
+    let c: PerCpu<AtomicUsize> = PerCpu::default();
+    // Registers the thread (a first attempt on an unattached thread aborts by itself).
+    rmw(&c, 0);
+    // SAFETY: a handler that does nothing.
+    unsafe { libc::signal(libc::SIGUSR2, ignore as libc::sighandler_t) };
+    // SAFETY: this thread's own id.
+    let target = unsafe { libc::pthread_self() };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let signaller = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Relaxed) {
+                // SAFETY: the target thread outlives this one (joined below).
+                unsafe { libc::pthread_kill(target, libc::SIGUSR2) };
+                std::thread::sleep(std::time::Duration::from_micros(100));
+            }
+        })
+    };
+    for point in 0..inject::POINTS {
+        inject::set_delay(point, 10_000_000);
+    }
+    let given_up = (0..10).filter(|_| !add_or_give_up(&c, 1)).count();
+    inject::clear();
+    stop.store(true, Relaxed);
+    signaller.join().unwrap();
+    let sum = c.iter().map(|v| v.load(Relaxed)).sum::<usize>();
+    assert_eq!(
+        given_up, 10,
+        "attempts that committed through the delays: {sum}"
+    );
+    assert_eq!(sum, 0, "an aborted attempt changed the slot");
+    let committed = (0..100).filter(|_| add_or_give_up(&c, 1)).count();
+    assert!(committed > 0, "no attempt committed without delays");
+    assert_eq!(c.iter().map(|v| v.load(Relaxed)).sum::<usize>(), committed);
 }
