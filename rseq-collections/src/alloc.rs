@@ -381,6 +381,29 @@ unsafe fn cache_pop(regions: &PerCpu<Region>, top: usize, base: usize) -> Option
     Some(block)
 }
 
+/// [`cache_pop`] for the hit path: the block, or [`NO_HIT`] when the stack is empty, stopped,
+/// or the attempt aborted. It calls nothing (no retry, no registration, no fallback), so a
+/// caller that hands every other case to a function running [`cache_pop`] keeps no value alive
+/// across a call, and saves no register.
+///
+/// # Safety
+/// As [`cache_pop`].
+#[critical_section(crate = ::rseq_rt, on_abort = NO_HIT)]
+#[inline(always)]
+unsafe fn cache_pop_hit(regions: &PerCpu<Region>, top: usize, base: usize) -> usize {
+    let len = load(regions[cpu].hdr[top]);
+    if len <= base {
+        fail(NO_HIT)
+    }
+    let last = sub(len, 1);
+    let block = load(regions[cpu].slots[last]);
+    commit::store(regions[cpu].hdr[top], last);
+    block
+}
+
+/// What [`cache_pop_hit`] returns without a block (blocks are never null).
+const NO_HIT: usize = 0;
+
 /// Pushes `block` on the current CPU's stack of the class whose top is `hdr[top]`, unless it
 /// is at its limit (`hdr[top + 1]`).
 ///
@@ -398,6 +421,25 @@ unsafe fn cache_push(regions: &PerCpu<Region>, top: usize, limit: usize, block: 
     let grown = add(len, 1);
     // A plain store: the addresses are only read by sections on the same CPU (program order),
     // under the same slot lock in the fallback, or by a drain after a fence.
+    commit::store(regions[cpu].hdr[top], grown);
+    true
+}
+
+/// [`cache_push`] for the hit path: false when the stack is full, stopped, or the attempt
+/// aborted (see [`cache_pop_hit`]).
+///
+/// # Safety
+/// As [`cache_push`].
+#[critical_section(crate = ::rseq_rt, on_abort = false)]
+#[inline(always)]
+unsafe fn cache_push_hit(regions: &PerCpu<Region>, top: usize, limit: usize, block: usize) -> bool {
+    let len = load(regions[cpu].hdr[top]);
+    let end = load(regions[cpu].hdr[limit]);
+    if len >= end {
+        fail(false)
+    }
+    store(regions[cpu].slots[len], block);
+    let grown = add(len, 1);
     commit::store(regions[cpu].hdr[top], grown);
     true
 }
@@ -1488,8 +1530,28 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
         self.alloc_cached(class)
     }
 
+    /// The hit: one section that calls nothing, then a return; anything else (no state yet,
+    /// a nested request, an empty stack, an abort) is [`alloc_miss`](Self::alloc_miss)'s, as a
+    /// tail call. The guard is not set around the section: it allocates nothing.
     #[inline(never)]
     unsafe fn alloc_cached(&self, class: usize) -> *mut u8 {
+        if !BUSY.get() {
+            let state = self.state.load(Ordering::Acquire);
+            if !state.is_null() {
+                // SAFETY: a published state lives as long as `self`; `class_of` gives classes
+                // below `CLASSES`.
+                let base = *BASE.get_unchecked(class);
+                let block = cache_pop_hit(&(*state).regions, 2 * class, base);
+                if block != NO_HIT {
+                    return block as *mut u8;
+                }
+            }
+        }
+        self.alloc_miss(class)
+    }
+
+    #[inline(never)]
+    unsafe fn alloc_miss(&self, class: usize) -> *mut u8 {
         let Some(state) = self.enter(true) else {
             return self.alloc_bypass(class);
         };
@@ -1513,8 +1575,24 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
         self.dealloc_cached(block, class)
     }
 
+    /// As [`alloc_cached`](Self::alloc_cached): the hit, or a tail call.
     #[inline(never)]
     unsafe fn dealloc_cached(&self, block: *mut u8, class: usize) {
+        if !BUSY.get() {
+            let state = self.state.load(Ordering::Acquire);
+            // SAFETY: a published state lives as long as `self`; `class_of` gives classes
+            // below `CLASSES`.
+            if !state.is_null()
+                && cache_push_hit(&(*state).regions, 2 * class, 2 * class + 1, block as usize)
+            {
+                return;
+            }
+        }
+        self.dealloc_miss(block, class)
+    }
+
+    #[inline(never)]
+    unsafe fn dealloc_miss(&self, block: *mut u8, class: usize) {
         let Some(state) = self.enter(false) else {
             self.free_direct(class, block);
             return;
