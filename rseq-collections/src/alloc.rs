@@ -57,7 +57,11 @@
 //! the stack's top and its current *limit*. `alloc` pops the top address and `dealloc` pushes
 //! one, each with one critical section that checks the top against the class's base or its
 //! limit inside the section, so the hit path takes no lock and runs no atomic
-//! read-modify-write. Both sections are inlined into `alloc`/`dealloc`.
+//! read-modify-write. Both sections are declared with `on_abort` and inlined into the hit
+//! paths, which call nothing: an empty or full stack, an abort (or a thread the runtime has
+//! not attached yet), a nested request and a missing state all go to a slow path that runs
+//! the same steps in a section with the usual retries, so the hit keeps no value alive across
+//! a call and saves almost no registers.
 //!
 //! **Capacity adapts.** A class's limit starts at zero blocks. Each miss (an empty stack on
 //! `alloc`) and each overflow (a stack at its limit on `dealloc`) raises it by one batch (4 KiB
@@ -122,8 +126,8 @@
 //! (with the class layout for small requests, which keeps blocks interchangeable):
 //!
 //! - while this thread is already inside a `PerCpuAlloc` method (a thread-local `Cell<bool>`
-//!   with a `const` initialiser and no destructor, so it works in thread-local destructors and
-//!   costs one thread-local load and two stores per call);
+//!   with a `const` initialiser and no destructor, so it works in thread-local destructors; a
+//!   hit reads it, and the slow paths set it around their work);
 //! - before the state exists. The first small allocation of the process sets the guard, calls
 //!   [`rseq_rt::mode`] (so the runtime decides its mode, with its own allocations served by the
 //!   inner allocator), then builds the state; requests of other threads that come while the
