@@ -19,6 +19,7 @@ pub struct Section {
 }
 
 /// One `key = value` of the attribute.
+#[derive(Clone)]
 pub struct OptionArg {
     pub key: Ident,
     pub value: Expr,

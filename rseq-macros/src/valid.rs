@@ -46,6 +46,9 @@ pub struct Checked {
     /// `on_abort = value`: returned at once when the first attempt aborts (no retry, no
     /// registration, no fallback: the caller runs a section that has them).
     pub on_abort: Option<Expr>,
+    /// `retrying = name` (with `on_abort`): also generate `name`, the same section without
+    /// `on_abort`.
+    pub retrying: Option<Ident>,
     pub params: HashMap<String, ParamKind>,
     /// Loaded values: name → (position of the load step, declared type).
     pub values: Values,
@@ -88,6 +91,7 @@ pub fn validate(section: &Section) -> Result<Checked> {
         aborts,
         fallback,
         on_abort,
+        retrying,
     } = match options(section, &params) {
         Ok(o) => o,
         Err(e) => {
@@ -111,6 +115,7 @@ pub fn validate(section: &Section) -> Result<Checked> {
         aborts,
         fallback,
         on_abort,
+        retrying,
         params,
         values,
     };
@@ -216,16 +221,17 @@ struct Options {
     aborts: Option<Expr>,
     fallback: Option<Expr>,
     on_abort: Option<Expr>,
+    retrying: Option<Ident>,
 }
 
 /// `index = cpu_id | mm_cid | given(param)`, `moved = expr` (with `given` only),
-/// `aborts = static`, `fallback = path`, `on_abort = expr` (not with `fallback`); no key
-/// twice, no other key.
+/// `aborts = static`, `fallback = path`, `on_abort = expr` (not with `fallback`), `retrying =
+/// name` (with `on_abort`); no key twice, no other key.
 fn options(section: &Section, params: &HashMap<String, ParamKind>) -> Result<Options> {
     let mut errors = Errors::default();
     let mut seen: HashMap<String, &Ident> = HashMap::new();
     let (mut index, mut index_tokens, mut moved, mut aborts) = (IndexMode::CpuId, None, None, None);
-    let (mut fallback, mut on_abort) = (None, None);
+    let (mut fallback, mut on_abort, mut retrying) = (None, None, None);
     let mut index_failed = false;
     for opt in &section.options {
         let key = opt.key.to_string();
@@ -268,9 +274,18 @@ fn options(section: &Section, params: &HashMap<String, ParamKind>) -> Result<Opt
                 }
             }
             "on_abort" => on_abort = Some(opt.value.clone()),
+            "retrying" => match &opt.value {
+                Expr::Path(p) if p.qself.is_none() && p.path.get_ident().is_some() => {
+                    retrying = p.path.get_ident().cloned()
+                }
+                other => errors.push(Error::new_spanned(
+                    other,
+                    "expected the name of the function to generate, such as `retrying = pop_any`",
+                )),
+            },
             _ => errors.push(Error::new_spanned(
                 &opt.key,
-                format!("unknown option `{key}`; expected `index`, `moved`, `aborts`, `fallback`, `on_abort` or `crate`"),
+                format!("unknown option `{key}`; expected `index`, `moved`, `aborts`, `fallback`, `on_abort`, `retrying` or `crate`"),
             )),
         }
     }
@@ -292,6 +307,12 @@ fn options(section: &Section, params: &HashMap<String, ParamKind>) -> Result<Opt
             "`on_abort` and `fallback` exclude each other: with `on_abort` the section never falls back itself (the caller does, through a section without `on_abort`)",
         ));
     }
+    if let (Some(name), None) = (&retrying, &on_abort) {
+        errors.push(Error::new_spanned(
+            name,
+            "`retrying = name` generates the retrying twin of a section that returns on abort: add `on_abort = value`",
+        ));
+    }
     errors.finish()?;
     Ok(Options {
         index,
@@ -299,6 +320,7 @@ fn options(section: &Section, params: &HashMap<String, ParamKind>) -> Result<Opt
         aborts,
         fallback,
         on_abort,
+        retrying,
     })
 }
 

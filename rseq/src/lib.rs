@@ -172,6 +172,9 @@ pub use rseq_collections as collections;
 /// - `on_abort = value`: when the first attempt aborts, return `value` at once: no retry, no
 ///   registration, no fallback (so not with `fallback = path`). For a hot path that hands
 ///   every other case to a slow path of its own (see below).
+/// - `retrying = name` (with `on_abort`): also generate the function `name`, the same section
+///   without `on_abort` (same parameters, result and attributes; its own documentation line),
+///   for that slow path.
 ///
 /// # A fallback of your own
 ///
@@ -225,7 +228,7 @@ pub use rseq_collections as collections;
 /// commits, fails, or returns `value`. A caller that sends the misses and the aborts to a
 /// function of its own, which runs the same steps in a section without `on_abort` (it retries,
 /// registers the thread and falls back as usual), keeps nothing alive across a call on its hit
-/// path. The first attempt of a thread the runtime has not attached yet aborts, and so does
+/// path; `retrying = name` generates that section from the same steps. The first attempt of a thread the runtime has not attached yet aborts, and so does
 /// every attempt where sections run in the fallback: the slow path handles both. `PerCpuAlloc`'s
 /// allocation and free work this way.
 ///
@@ -241,9 +244,10 @@ pub use rseq_collections as collections;
 /// }
 ///
 /// /// Pops the current CPU's top item; 0 when the stack is empty or the attempt aborted.
+/// /// `pop_any` is the same, retried: 0 only when the stack is empty.
 /// /// # Safety
 /// /// `len` stays within `items` (0 to 32).
-/// #[critical_section(on_abort = 0)]
+/// #[critical_section(on_abort = 0, retrying = pop_any)]
 /// #[inline(always)]
 /// unsafe fn pop_hit(stacks: &PerCpu<Stack>) -> usize {
 ///     let len = load(stacks[cpu].len);
@@ -256,21 +260,6 @@ pub use rseq_collections as collections;
 ///     item
 /// }
 ///
-/// /// The same steps, with the retries and the fallback: `None` only when the stack is empty.
-/// /// # Safety
-/// /// As `pop_hit`.
-/// #[critical_section]
-/// unsafe fn pop_any(stacks: &PerCpu<Stack>) -> Option<usize> {
-///     let len = load(stacks[cpu].len);
-///     if len == 0 {
-///         fail(None)
-///     }
-///     let last = sub(len, 1);
-///     let item = load(stacks[cpu].items[last]);
-///     commit::store(stacks[cpu].len, last);
-///     Some(item)
-/// }
-///
 /// /// # Safety
 /// /// As `pop_hit`.
 /// #[critical_section]
@@ -280,8 +269,7 @@ pub use rseq_collections as collections;
 ///         fail(false)
 ///     }
 ///     store(stacks[cpu].items[len], item);
-///     let grown = add(len, 1);
-///     commit::store(stacks[cpu].len, grown);
+///     commit::add(stacks[cpu].len, 1);
 ///     true
 /// }
 ///
@@ -297,7 +285,10 @@ pub use rseq_collections as collections;
 /// #[inline(never)]
 /// fn pop_slow(stacks: &PerCpu<Stack>, refill: impl FnOnce() -> usize) -> usize {
 ///     // SAFETY: as above.
-///     unsafe { pop_any(stacks) }.unwrap_or_else(refill)
+///     match unsafe { pop_any(stacks) } {
+///         0 => refill(),
+///         item => item,
+///     }
 /// }
 ///
 /// let stacks: PerCpu<Stack> = PerCpu::default();

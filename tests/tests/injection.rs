@@ -206,8 +206,9 @@ fn sections_with_delays_have_their_exact_effects() {
     inject::clear();
 }
 
-/// Adds `n` to the current CPU's slot, or returns false at once if the kernel aborts it.
-#[critical_section(on_abort = false)]
+/// Adds `n` to the current CPU's slot, or returns false at once if the kernel aborts it;
+/// `add_retrying` is the same, retried (and falling back).
+#[critical_section(on_abort = false, retrying = add_retrying)]
 fn add_or_give_up(c: &PerCpu<AtomicUsize>, n: usize) -> bool {
     let v = load(c[cpu]);
     let sum = add(v, n);
@@ -229,6 +230,9 @@ fn on_abort_returns_its_value_when_the_kernel_aborts() {
         let c: PerCpu<AtomicUsize> = PerCpu::default();
         assert!(!add_or_give_up(&c, 1));
         assert_eq!(c.iter().map(|v| v.load(Relaxed)).sum::<usize>(), 0);
+        // The twin falls back.
+        assert!(add_retrying(&c, 1));
+        assert_eq!(c.iter().map(|v| v.load(Relaxed)).sum::<usize>(), 1);
         eprintln!(
             "no rseq here ({:?}): only the fallback checked",
             rseq::mode()
@@ -269,4 +273,10 @@ fn on_abort_returns_its_value_when_the_kernel_aborts() {
     let committed = (0..100).filter(|_| add_or_give_up(&c, 1)).count();
     assert!(committed > 0, "no attempt committed without delays");
     assert_eq!(c.iter().map(|v| v.load(Relaxed)).sum::<usize>(), committed);
+    // The twin retries until it commits.
+    assert!((0..100).all(|_| add_retrying(&c, 1)));
+    assert_eq!(
+        c.iter().map(|v| v.load(Relaxed)).sum::<usize>(),
+        committed + 100
+    );
 }
