@@ -367,32 +367,15 @@ const REGION_FIELDS: usize = (2 * CLASSES + SLOTS + 5) * core::mem::size_of::<us
 const REGION_PAD: usize = REGION_FIELDS.next_power_of_two() - REGION_FIELDS;
 
 /// Pops the current CPU's top free block of the class whose top is `hdr[top]` and whose stack
-/// starts at `base`, or `None` if it is empty (or stopped).
+/// starts at `base`, or returns [`NO_HIT`] if it is empty (or stopped) or the attempt aborted.
+/// It calls nothing (no retry, no registration, no fallback), so a caller that hands every
+/// other case to a function running `cache_pop` (the same steps, retried, [`NO_HIT`] only for
+/// an empty stack) keeps no value alive across a call, and saves almost no registers.
 ///
 /// # Safety
 /// `top` and `base` belong to one class (`top = 2c`, `base = BASE[c]`): the section then only
 /// reads that class's slots.
-#[critical_section(crate = ::rseq_rt)]
-#[inline(always)]
-unsafe fn cache_pop(regions: &PerCpu<Region>, top: usize, base: usize) -> Option<usize> {
-    let len = load(regions[cpu].hdr[top]);
-    if len <= base {
-        fail(None)
-    }
-    let last = sub(len, 1);
-    let block = load(regions[cpu].slots[last]);
-    commit::store(regions[cpu].hdr[top], last);
-    Some(block)
-}
-
-/// [`cache_pop`] for the hit path: the block, or [`NO_HIT`] when the stack is empty, stopped,
-/// or the attempt aborted. It calls nothing (no retry, no registration, no fallback), so a
-/// caller that hands every other case to a function running [`cache_pop`] keeps no value alive
-/// across a call, and saves no register.
-///
-/// # Safety
-/// As [`cache_pop`].
-#[critical_section(crate = ::rseq_rt, on_abort = NO_HIT)]
+#[critical_section(crate = ::rseq_rt, on_abort = NO_HIT, retrying = cache_pop)]
 #[inline(always)]
 unsafe fn cache_pop_hit(regions: &PerCpu<Region>, top: usize, base: usize) -> usize {
     let len = load(regions[cpu].hdr[top]);
@@ -405,36 +388,17 @@ unsafe fn cache_pop_hit(regions: &PerCpu<Region>, top: usize, base: usize) -> us
     block
 }
 
-/// What [`cache_pop_hit`] returns without a block (blocks are never null).
+/// What [`cache_pop_hit`] and `cache_pop` return without a block (blocks are never null).
 const NO_HIT: usize = 0;
 
 /// Pushes `block` on the current CPU's stack of the class whose top is `hdr[top]`, unless it
-/// is at its limit (`hdr[top + 1]`).
+/// is at its limit (`hdr[top + 1]`), the stack is stopped or the attempt aborted (false);
+/// `cache_push` is the same steps, retried (false only for a full or stopped stack). See
+/// [`cache_pop_hit`].
 ///
 /// # Safety
 /// `top` is `2c` for a class `c`: its limit keeps the store within the class's slots.
-#[critical_section(crate = ::rseq_rt)]
-#[inline(always)]
-unsafe fn cache_push(regions: &PerCpu<Region>, top: usize, limit: usize, block: usize) -> bool {
-    let len = load(regions[cpu].hdr[top]);
-    let end = load(regions[cpu].hdr[limit]);
-    if len >= end {
-        fail(false)
-    }
-    store(regions[cpu].slots[len], block);
-    let grown = add(len, 1);
-    // A plain store: the addresses are only read by sections on the same CPU (program order),
-    // under the same slot lock in the fallback, or by a drain after a fence.
-    commit::store(regions[cpu].hdr[top], grown);
-    true
-}
-
-/// [`cache_push`] for the hit path: false when the stack is full, stopped, or the attempt
-/// aborted (see [`cache_pop_hit`]).
-///
-/// # Safety
-/// As [`cache_push`].
-#[critical_section(crate = ::rseq_rt, on_abort = false)]
+#[critical_section(crate = ::rseq_rt, on_abort = false, retrying = cache_push)]
 #[inline(always)]
 unsafe fn cache_push_hit(regions: &PerCpu<Region>, top: usize, limit: usize, block: usize) -> bool {
     let len = load(regions[cpu].hdr[top]);
@@ -443,7 +407,9 @@ unsafe fn cache_push_hit(regions: &PerCpu<Region>, top: usize, limit: usize, blo
         fail(false)
     }
     store(regions[cpu].slots[len], block);
-    // An add to memory: no register for the new top.
+    // An add to memory (no register for the new top), not atomic: the addresses are only read
+    // by sections on the same CPU (program order), under the same slot lock in the fallback,
+    // or by a drain after a fence.
     commit::add(regions[cpu].hdr[top], 1);
     true
 }
@@ -1087,8 +1053,8 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
                 while n < excess {
                     // SAFETY: `2 * victim` and `BASE[victim]` are one class's.
                     match unsafe { cache_pop(&state.regions, 2 * victim, base) } {
-                        Some(block) => out[n] = block,
-                        None => break,
+                        NO_HIT => break,
+                        block => out[n] = block,
                     }
                     n += 1;
                 }
@@ -1249,8 +1215,8 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
         let mut n = 1;
         while n < BATCH[class] {
             match cache_pop(&state.regions, 2 * class, BASE[class]) {
-                Some(old) => batch[n] = old,
-                None => break,
+                NO_HIT => break,
+                old => batch[n] = old,
             }
             n += 1;
         }
@@ -1562,8 +1528,8 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
         // SAFETY: `class_of` gives classes below `CLASSES`.
         let base = *BASE.get_unchecked(class);
         let block = match cache_pop(&state.regions, 2 * class, base) {
-            Some(block) => block as *mut u8,
-            None => self.refill(state, class),
+            NO_HIT => self.refill(state, class),
+            block => block as *mut u8,
         };
         BUSY.set(false);
         block
