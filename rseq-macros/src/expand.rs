@@ -165,36 +165,36 @@ fn after_abort(
     let skip_cold = quote!(&& !#krate::__private::fallback_decided());
     let mm_cid = matches!(checked.index, IndexMode::MmCid);
     quote! {
-            if __rseq_code == #ABORTED #skip_cold {
-                // Everything after an abort, out of line. The closure copies the hoisted words
-                // (it is built only here), so the success path keeps them in registers.
-                __rseq_code = #krate::__private::cold_with(
-                    &mut __rseq_slots,
-                    move |__rseq_slots: &mut [::core::mem::MaybeUninit<usize>; #slots]| -> u8 {
-                        #retry
-                        let __rseq_outcome: u8 = loop {
-                            match #krate::__private::after_abort(#mm_cid) {
-                                #krate::__private::AbortAction::Retry => { #count_abort }
-                                #krate::__private::AbortAction::Attached => {}
-                                #krate::__private::AbortAction::Fallback => break #ABORTED,
-                                #krate::__private::AbortAction::TemporaryRegistration => {
-                                    break #krate::__private::with_temporary_registration(|| {
-                                        let __rseq_outcome = __rseq_attempt(&mut *__rseq_slots);
-                                        (__rseq_outcome != #ABORTED).then_some(__rseq_outcome)
-                                    })
-                                    .unwrap_or(#ABORTED);
-                                }
+        if __rseq_code == #ABORTED #skip_cold {
+            // Everything after an abort, out of line. The closure copies the hoisted words
+            // (it is built only here), so the success path keeps them in registers.
+            __rseq_code = #krate::__private::cold_with(
+                &mut __rseq_slots,
+                move |__rseq_slots: &mut [::core::mem::MaybeUninit<usize>; #slots]| -> u8 {
+                    #retry
+                    let __rseq_outcome: u8 = loop {
+                        match #krate::__private::after_abort(#mm_cid) {
+                            #krate::__private::AbortAction::Retry => { #count_abort }
+                            #krate::__private::AbortAction::Attached => {}
+                            #krate::__private::AbortAction::Fallback => break #ABORTED,
+                            #krate::__private::AbortAction::TemporaryRegistration => {
+                                break #krate::__private::with_temporary_registration(|| {
+                                    let __rseq_outcome = __rseq_attempt(&mut *__rseq_slots);
+                                    (__rseq_outcome != #ABORTED).then_some(__rseq_outcome)
+                                })
+                                .unwrap_or(#ABORTED);
                             }
-                            let __rseq_outcome = __rseq_attempt(&mut *__rseq_slots);
-                            if __rseq_outcome != #ABORTED {
-                                break __rseq_outcome;
-                            }
-                        };
-                        __rseq_outcome
-                    },
-                );
-            }
-            #fallback
+                        }
+                        let __rseq_outcome = __rseq_attempt(&mut *__rseq_slots);
+                        if __rseq_outcome != #ABORTED {
+                            break __rseq_outcome;
+                        }
+                    };
+                    __rseq_outcome
+                },
+            );
+        }
+        #fallback
     }
 }
 
