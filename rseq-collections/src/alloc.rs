@@ -1501,8 +1501,8 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
     }
 
     /// The hit: one section that calls nothing, then a return; anything else (no state yet,
-    /// a nested request, an empty stack, an abort) is [`alloc_miss`](Self::alloc_miss)'s, as a
-    /// tail call. The guard is not set around the section: it allocates nothing.
+    /// a nested request, an empty stack, an abort) is [`alloc_miss`](Self::alloc_miss)'s, a
+    /// call in tail position. The guard is not set around the section: it allocates nothing.
     #[inline(never)]
     unsafe fn alloc_cached(&self, class: usize) -> *mut u8 {
         if !BUSY.get() {
@@ -1545,7 +1545,7 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
         self.dealloc_cached(block, class)
     }
 
-    /// As [`alloc_cached`](Self::alloc_cached): the hit, or a tail call.
+    /// As [`alloc_cached`](Self::alloc_cached): the hit, or a call in tail position.
     #[inline(never)]
     unsafe fn dealloc_cached(&self, block: *mut u8, class: usize) {
         if !BUSY.get() {
