@@ -242,8 +242,9 @@ fn on_abort_returns_its_value_when_the_kernel_aborts() {
     let c: PerCpu<AtomicUsize> = PerCpu::default();
     // Registers the thread (a first attempt on an unattached thread aborts by itself).
     rmw(&c, 0);
+    let handler: extern "C" fn(libc::c_int) = ignore;
     // SAFETY: a handler that does nothing.
-    unsafe { libc::signal(libc::SIGUSR2, ignore as libc::sighandler_t) };
+    unsafe { libc::signal(libc::SIGUSR2, handler as libc::sighandler_t) };
     // SAFETY: this thread's own id.
     let target = unsafe { libc::pthread_self() };
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
