@@ -407,10 +407,10 @@ unsafe fn cache_push_hit(regions: &PerCpu<Region>, top: usize, limit: usize, blo
         fail(false)
     }
     store(regions[cpu].slots[len], block);
-    // An add to memory (no register for the new top), not atomic: the addresses are only read
-    // by sections on the same CPU (program order), under the same slot lock in the fallback,
-    // or by a drain after a fence.
-    commit::add(regions[cpu].hdr[top], 1);
+    let grown = add(len, 1);
+    // A plain store: the addresses are only read by sections on the same CPU (program order),
+    // under the same slot lock in the fallback, or by a drain after a fence.
+    commit::store(regions[cpu].hdr[top], grown);
     true
 }
 
