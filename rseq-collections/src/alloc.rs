@@ -79,11 +79,11 @@
 //!
 //! **Returning memory.** [`PerCpuAlloc::release_memory`] stops each CPU's cache (its limits,
 //! then its tops, set to zero, with a [`fence_cpu`](rseq_rt::fence_cpu) after each step),
-//! frees its blocks and restarts it with zero capacity, then empties the transfer caches: every
-//! cached block goes back to its span (or the inner allocator), and then the empty spans to the
-//! inner allocator. Caches hold at most `CPU_CACHE_BYTES` per CPU (give or take a batch per
-//! racing thread), the transfer caches at most 128 KiB per class, and the central lists at most
-//! four empty spans (1 MiB) per class.
+//! frees its blocks and restarts it with zero capacity (its tops, a fence, its limits), then
+//! empties the transfer caches: every cached block goes back to its span (or the inner
+//! allocator), and then the empty spans to the inner allocator. Caches hold at most
+//! `CPU_CACHE_BYTES` per CPU (give or take a batch per racing thread), the transfer caches at
+//! most 128 KiB per class, and the central lists at most four empty spans (1 MiB) per class.
 //!
 //! **Idle memory goes back on its own.** An *idle pass* ([`PerCpuAlloc::release_idle`]) drains,
 //! the same way, the caches of the CPUs that had no miss and no overflow since the last pass
@@ -1306,6 +1306,13 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
     /// every top stays 0: the last swapped values are then the stacks' tops, and no section
     /// can change the stopped cache. (`grow` and `make_room` leave a stopped class alone.)
     ///
+    /// The restart: each top is set to its class's base once the blocks are read, which keeps
+    /// the cache stopped (pushes still see a limit of 0, pops an empty stack). A third fence
+    /// then waits for the sections that loaded a stopped top, and only then are the limits set
+    /// to the bases: a section loads its top before its limit, so one that loaded the stopped
+    /// top and then a reopened limit would pass its check (`0 < base`) and push at slot 0,
+    /// below the class's stack.
+    ///
     /// # Safety
     /// The guard is set and the caller holds `draining`.
     unsafe fn drain_cpu(&self, state: &State<A>, cpu: usize) -> Option<usize> {
@@ -1352,10 +1359,18 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
                 }
                 freed += self.free_blocks(state, class, &blocks[..chunk.len()]);
             }
-            // Restarted empty: the top first, so that the cache stays stopped (top >= limit)
-            // until the limit is in place again.
+            // Empty again; still stopped, by its limit (0).
             region.hdr[2 * class].store(BASE[class], Ordering::SeqCst);
-            region.hdr[2 * class + 1].store(BASE[class], Ordering::SeqCst);
+        }
+        // A section that loaded a stopped top (0) may still be running: were a limit reopened
+        // now, it could load that limit next, pass its check and push at slot 0. The fence
+        // waits for it; the sections after it load the restarted tops.
+        if rseq_rt::fence_cpu(cpu).is_err() {
+            // Stopped for good, empty (as above: not expected).
+            return Some(freed);
+        }
+        for (class, base) in BASE.iter().enumerate() {
+            region.hdr[2 * class + 1].store(*base, Ordering::SeqCst);
         }
         Some(freed)
     }

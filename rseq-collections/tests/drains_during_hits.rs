@@ -7,8 +7,12 @@
 //! fallback the caches are bypassed and the test only checks the blocks.
 //!
 //! This stress caught, within seconds, a version of the free's section that committed its new
-//! top with an add to memory instead of a store of the value it computed; `mixed_stress` took
-//! one CI run of several to show it.
+//! top with an add to memory (`mixed_stress` took one CI run of several to show it). The add was
+//! not the fault: the drain reopened a cache's limits right after its tops, with no fence
+//! between, so a free that had loaded a stopped top (0) could load the reopened limit next and
+//! push at slot 0; with the add, its commit also lifted the top over a stale slot, which handed a
+//! block out twice. The injection test `a_drain_reopens_no_cache_under_a_running_free` makes
+//! that window certain.
 
 use rseq_collections::alloc::PerCpuAlloc;
 use std::alloc::{GlobalAlloc, Layout, System};

@@ -281,3 +281,65 @@ fn on_abort_returns_its_value_when_the_kernel_aborts() {
         committed + 100
     );
 }
+
+/// `PerCpuAlloc`'s drain reopens a stopped CPU cache only after a fence. A free's section loads
+/// the class's top, then its limit; the drain restarts a stopped class by setting its top (from
+/// 0 to the class's base), then its limit. Were the limit set right after the top, a section
+/// that loaded the stopped top (0) and then the new limit would pass its check and push at
+/// slot 0, below the class's stack: that block, and every later free on that CPU until the next
+/// drain, would be lost (and with an add as the commit, the top would also rise over a stale
+/// slot). A delay of about 20 µs between the two loads makes the window certain to be hit while
+/// a thread drains every cache again and again; the blocks must all come back.
+#[test]
+fn a_drain_reopens_no_cache_under_a_running_free() {
+    use rseq::collections::alloc::PerCpuAlloc;
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::sync::atomic::AtomicBool;
+    use std::time::{Duration, Instant};
+
+    let _delays = DELAYS_IN_USE.lock().unwrap_or_else(|p| p.into_inner());
+    if !matches!(rseq::mode(), rseq::Mode::Rseq(_)) || rseq_tests::emulator().is_some() {
+        // Without rseq the caches are bypassed: nothing to drain.
+        eprintln!("no rseq here ({:?}): not applicable", rseq::mode());
+        return;
+    }
+    let cache = PerCpuAlloc::new(System);
+    let layout = Layout::from_size_align(48, 8).unwrap();
+    let stop = AtomicBool::new(false);
+    // Point 2: before the section's second load (the free's limit; a pop's check).
+    inject::set_delay(2, 20_000);
+    let drains = std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut blocks = Vec::with_capacity(32);
+            while !stop.load(Relaxed) {
+                // SAFETY: a non-zero layout; each block is freed once, with it.
+                blocks.extend((0..32).map(|_| unsafe { cache.alloc(layout) }));
+                for block in blocks.drain(..) {
+                    assert!(!block.is_null());
+                    unsafe { cache.dealloc(block, layout) };
+                }
+            }
+        });
+        let end = Instant::now() + Duration::from_secs(1);
+        let mut drains = 0;
+        while Instant::now() < end {
+            cache.release_memory();
+            drains += 1;
+        }
+        stop.store(true, Relaxed);
+        drains
+    });
+    inject::clear();
+    cache.release_memory();
+    let stats = cache.stats();
+    assert_eq!(
+        (
+            stats.cached_blocks,
+            stats.transfer_blocks,
+            stats.span_blocks_out,
+            stats.spans
+        ),
+        (0, 0, 0, 0),
+        "blocks lost after {drains} drains: {stats:?}"
+    );
+}
