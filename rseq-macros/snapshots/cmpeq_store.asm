@@ -15,22 +15,22 @@
 .quad 21f
 .quad {f1}
 .popsection
-    lea {idx}, [rip + 20b]
-    mov qword ptr [{area} + 8], {idx}
+    lea {r1}, [rip + 20b]
+    mov qword ptr [{r0} + 8], {r1}
 21:
-    mov {idx:e}, dword ptr [{area} + 4]
-    cmp {idx:e}, dword ptr [rip + {limit}]
+    mov {r1:e}, dword ptr [{r0} + 4]
+    cmp {r1:e}, dword ptr [rip + {limit}]
     jae 23f
 .if {d1}
-    shl {idx}, {d2}
+    shl {r1}, {d2}
 .else
-    imul {idx}, {idx}, {d0}
+    imul {r1}, {r1}, {d0}
 .endif
-    mov {v_seen}, qword ptr [{b_v} + {idx}]
-    mov qword ptr [{slots} + 0], {v_seen}
-    cmp {v_seen}, {a_expect}
+    mov {r0}, qword ptr [{r2} + {r1}]
+    mov qword ptr [{r3} + 0], {r0}
+    cmp {r0}, {r4}
     jne {f1}
-    mov qword ptr [{b_v} + {idx}], {a_new}
+    mov qword ptr [{r2} + {r1}], {r5}
 22:
 .pushsection __rseq_failure, "ax"
 .byte 0x0f, 0xb9, 0x3d
@@ -40,17 +40,16 @@
 .popsection
 
 ; operands
-;   area = in(reg) __rseq_area
-;   slots = in(reg) __rseq_slots . as_mut_ptr ()
-;   b_v = in(reg) __rseq_base_v
-;   idx = out(reg) _
+;   r0 = inout(reg) __rseq_area => _
+;   r1 = out(reg) _
+;   r2 = in(reg) __rseq_base_v
+;   r3 = in(reg) __rseq_slots . as_mut_ptr ()
+;   r4 = in(reg) __rseq_arg_expect
+;   r5 = in(reg) __rseq_arg_new
 ;   d0 = const < :: rseq :: PerCpu < AtomicUsize >> :: STRIDE
 ;   d1 = const :: rseq :: __private :: stride_is_pow2 (< :: rseq :: PerCpu < AtomicUsize >> :: STRIDE)
 ;   d2 = const :: rseq :: __private :: stride_shift (< :: rseq :: PerCpu < AtomicUsize >> :: STRIDE)
-;   v_seen = out(reg) _
 ;   limit = sym :: rseq :: __private :: INDEX_LIMIT
 ;   f1 = label (outcome 1)
-;   a_expect = in(reg) __rseq_arg_expect
-;   a_new = in(reg) __rseq_arg_new
 ;   abort = label (outcome 255)
-; registers: 7
+; registers: 6

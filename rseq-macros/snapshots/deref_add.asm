@@ -10,19 +10,19 @@
 .balign 8
 .quad 20b
 .popsection
-    lea {idx}, [rip + 20b]
-    mov qword ptr [{area} + 8], {idx}
+    lea {r1}, [rip + 20b]
+    mov qword ptr [{r0} + 8], {r1}
 21:
-    mov {idx:e}, dword ptr [{area} + 4]
-    cmp {idx:e}, dword ptr [rip + {limit}]
+    mov {r1:e}, dword ptr [{r0} + 4]
+    cmp {r1:e}, dword ptr [rip + {limit}]
     jae 23f
 .if {d1}
-    shl {idx}, {d2}
+    shl {r1}, {d2}
 .else
-    imul {idx}, {idx}, {d0}
+    imul {r1}, {r1}, {d0}
 .endif
-    mov {v_node}, qword ptr [{b_p} + {idx}]
-    add qword ptr [{v_node} + {d3}], {a_n}
+    mov {r0}, qword ptr [{r2} + {r1}]
+    add qword ptr [{r0} + {d3}], {r3}
 22:
 .pushsection __rseq_failure, "ax"
 .byte 0x0f, 0xb9, 0x3d
@@ -32,15 +32,14 @@
 .popsection
 
 ; operands
-;   area = in(reg) __rseq_area
-;   b_p = in(reg) __rseq_base_p
-;   idx = out(reg) _
+;   r0 = inout(reg) __rseq_area => _
+;   r1 = out(reg) _
+;   r2 = in(reg) __rseq_base_p
+;   r3 = in(reg) __rseq_arg_n
 ;   d0 = const < :: rseq :: PerCpu < AtomicPtr < Node > >> :: STRIDE
 ;   d1 = const :: rseq :: __private :: stride_is_pow2 (< :: rseq :: PerCpu < AtomicPtr < Node > >> :: STRIDE)
 ;   d2 = const :: rseq :: __private :: stride_shift (< :: rseq :: PerCpu < AtomicPtr < Node > >> :: STRIDE)
-;   v_node = out(reg) _
 ;   limit = sym :: rseq :: __private :: INDEX_LIMIT
-;   a_n = in(reg) __rseq_arg_n
 ;   d3 = const :: core :: mem :: offset_of ! (Node , value)
 ;   abort = label (outcome 255)
-; registers: 5
+; registers: 4

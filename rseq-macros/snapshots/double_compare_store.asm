@@ -17,24 +17,24 @@
 .quad 21f
 .quad {f2}
 .popsection
-    lea {idx}, [rip + 20b]
-    mov qword ptr [{area} + 8], {idx}
+    lea {r1}, [rip + 20b]
+    mov qword ptr [{r0} + 8], {r1}
 21:
-    mov {idx:e}, dword ptr [{area} + 4]
-    cmp {idx:e}, dword ptr [rip + {limit}]
+    mov {r1:e}, dword ptr [{r0} + 4]
+    cmp {r1:e}, dword ptr [rip + {limit}]
     jae 23f
 .if {d1}
-    shl {idx}, {d2}
+    shl {r1}, {d2}
 .else
-    imul {idx}, {idx}, {d0}
+    imul {r1}, {r1}, {d0}
 .endif
-    mov {v_a}, qword ptr [{b_p} + {idx} + {d3}]
-    cmp {v_a}, {a_e}
+    mov {r0}, qword ptr [{r2} + {r1} + {d3}]
+    cmp {r0}, {r3}
     jne {f1}
-    mov {v_b}, qword ptr [{b_p} + {idx} + {d4}]
-    cmp {v_b}, {a_e2}
+    mov {r3}, qword ptr [{r2} + {r1} + {d4}]
+    cmp {r3}, {r4}
     jne {f2}
-    mov qword ptr [{b_p} + {idx} + {d5}], {a_new}
+    mov qword ptr [{r2} + {r1} + {d5}], {r5}
 22:
 .pushsection __rseq_failure, "ax"
 .byte 0x0f, 0xb9, 0x3d
@@ -44,22 +44,20 @@
 .popsection
 
 ; operands
-;   area = in(reg) __rseq_area
-;   b_p = in(reg) __rseq_base_p
-;   idx = out(reg) _
+;   r0 = inout(reg) __rseq_area => _
+;   r1 = out(reg) _
+;   r2 = in(reg) __rseq_base_p
+;   r3 = inout(reg) __rseq_arg_e => _
+;   r4 = in(reg) __rseq_arg_e2
+;   r5 = in(reg) __rseq_arg_new
 ;   d0 = const < :: rseq :: PerCpu < Pair >> :: STRIDE
 ;   d1 = const :: rseq :: __private :: stride_is_pow2 (< :: rseq :: PerCpu < Pair >> :: STRIDE)
 ;   d2 = const :: rseq :: __private :: stride_shift (< :: rseq :: PerCpu < Pair >> :: STRIDE)
-;   v_a = out(reg) _
-;   v_b = out(reg) _
 ;   limit = sym :: rseq :: __private :: INDEX_LIMIT
 ;   d3 = const :: core :: mem :: offset_of ! (Pair , a)
 ;   f1 = label (outcome 1)
-;   a_e = in(reg) __rseq_arg_e
 ;   d4 = const :: core :: mem :: offset_of ! (Pair , b)
 ;   f2 = label (outcome 2)
-;   a_e2 = in(reg) __rseq_arg_e2
-;   a_new = in(reg) __rseq_arg_new
 ;   d5 = const :: core :: mem :: offset_of ! (Pair , a)
 ;   abort = label (outcome 255)
-; registers: 8
+; registers: 6

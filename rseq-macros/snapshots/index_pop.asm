@@ -15,26 +15,26 @@
 .quad 21f
 .quad {f1}
 .popsection
-    lea {idx}, [rip + 20b]
-    mov qword ptr [{area} + 8], {idx}
+    lea {r1}, [rip + 20b]
+    mov qword ptr [{r0} + 8], {r1}
 21:
-    mov {idx:e}, dword ptr [{area} + 4]
-    cmp {idx:e}, dword ptr [rip + {limit}]
+    mov {r1:e}, dword ptr [{r0} + 4]
+    cmp {r1:e}, dword ptr [rip + {limit}]
     jae 23f
 .if {d1}
-    shl {idx}, {d2}
+    shl {r1}, {d2}
 .else
-    imul {idx}, {idx}, {d0}
+    imul {r1}, {r1}, {d0}
 .endif
-    add {b_stacks}, {idx}
-    mov {v_len}, qword ptr [{b_stacks} + {d3}]
-    cmp {v_len}, 0
+    add {r2}, {r1}
+    mov {r1}, qword ptr [{r2} + {d3}]
+    cmp {r1}, 0
     je {f1}
-    mov {v_last}, {v_len}
-    add {v_last}, -1
-    mov {v_item}, qword ptr [{b_stacks} + {v_last}*8 + {d4}]
-    mov qword ptr [{slots} + 0], {v_item}
-    mov qword ptr [{b_stacks} + {d5}], {v_last}
+    mov {r0}, {r1}
+    add {r0}, -1
+    mov {r1}, qword ptr [{r2} + {r0}*8 + {d4}]
+    mov qword ptr [{r3} + 0], {r1}
+    mov qword ptr [{r2} + {d5}], {r0}
 22:
 .pushsection __rseq_failure, "ax"
 .byte 0x0f, 0xb9, 0x3d
@@ -44,20 +44,17 @@
 .popsection
 
 ; operands
-;   area = in(reg) __rseq_area
-;   slots = in(reg) __rseq_slots . as_mut_ptr ()
-;   b_stacks = inout(reg) __rseq_base_stacks => _
-;   idx = out(reg) _
+;   r0 = inout(reg) __rseq_area => _
+;   r1 = out(reg) _
+;   r2 = inout(reg) __rseq_base_stacks => _
+;   r3 = in(reg) __rseq_slots . as_mut_ptr ()
 ;   d0 = const < :: rseq :: PerCpu < Stack >> :: STRIDE
 ;   d1 = const :: rseq :: __private :: stride_is_pow2 (< :: rseq :: PerCpu < Stack >> :: STRIDE)
 ;   d2 = const :: rseq :: __private :: stride_shift (< :: rseq :: PerCpu < Stack >> :: STRIDE)
-;   v_len = out(reg) _
-;   v_last = out(reg) _
-;   v_item = out(reg) _
 ;   limit = sym :: rseq :: __private :: INDEX_LIMIT
 ;   d3 = const :: core :: mem :: offset_of ! (Stack , len)
 ;   f1 = label (outcome 1)
 ;   d4 = const :: core :: mem :: offset_of ! (Stack , items)
 ;   d5 = const :: core :: mem :: offset_of ! (Stack , len)
 ;   abort = label (outcome 255)
-; registers: 7
+; registers: 4

@@ -15,34 +15,34 @@
 .quad 21f
 .quad {f1}
 .popsection
-    lea {idx}, [rip + 20b]
-    mov qword ptr [{area} + 8], {idx}
+    lea {r1}, [rip + 20b]
+    mov qword ptr [{r0} + 8], {r1}
 21:
-    mov {idx:e}, dword ptr [{area} + 4]
-    cmp {idx:e}, dword ptr [rip + {limit}]
+    mov {r1:e}, dword ptr [{r0} + 4]
+    cmp {r1:e}, dword ptr [rip + {limit}]
     jae 23f
 .if {d1}
-    shl {idx}, {d2}
+    shl {r1}, {d2}
 .else
-    imul {idx}, {idx}, {d0}
+    imul {r1}, {r1}, {d0}
 .endif
-    mov {v_current}, qword ptr [{b_slots} + {idx}]
-    cmp {v_current}, 0
+    mov {r0}, qword ptr [{r2} + {r1}]
+    cmp {r0}, 0
     jne {f1}
-    mov {m0d}, {a_dst}
-    mov {m0s}, {a_src}
-    mov {m0n}, {a_len}
-    test {m0n}, {m0n}
+    mov {r0}, {r3}
+    mov {r5}, {r4}
+    mov {r4}, {r6}
+    test {r4}, {r4}
     jz 31f
 30:
-    mov {m0t:l}, byte ptr [{m0s}]
-    mov byte ptr [{m0d}], {m0t:l}
-    inc {m0s}
-    inc {m0d}
-    dec {m0n}
+    mov {r6:l}, byte ptr [{r5}]
+    mov byte ptr [{r0}], {r6:l}
+    inc {r5}
+    inc {r0}
+    dec {r4}
     jnz 30b
 31:
-    mov qword ptr [{b_slots} + {idx}], {a_dst}
+    mov qword ptr [{r2} + {r1}], {r3}
 22:
 .pushsection __rseq_failure, "ax"
 .byte 0x0f, 0xb9, 0x3d
@@ -52,21 +52,17 @@
 .popsection
 
 ; operands
-;   area = in(reg) __rseq_area
-;   b_slots = in(reg) __rseq_base_slots
-;   idx = out(reg) _
+;   r0 = inout(reg) __rseq_area => _
+;   r1 = out(reg) _
+;   r2 = in(reg) __rseq_base_slots
+;   r3 = in(reg) __rseq_arg_dst
+;   r4 = inout(reg) __rseq_arg_src => _
+;   r5 = out(reg) _
+;   r6 = inout(reg) __rseq_arg_len => _
 ;   d0 = const < :: rseq :: PerCpu < AtomicUsize >> :: STRIDE
 ;   d1 = const :: rseq :: __private :: stride_is_pow2 (< :: rseq :: PerCpu < AtomicUsize >> :: STRIDE)
 ;   d2 = const :: rseq :: __private :: stride_shift (< :: rseq :: PerCpu < AtomicUsize >> :: STRIDE)
-;   v_current = out(reg) _
 ;   limit = sym :: rseq :: __private :: INDEX_LIMIT
 ;   f1 = label (outcome 1)
-;   m0d = out(reg) _
-;   m0s = out(reg) _
-;   m0n = out(reg) _
-;   m0t = out(reg) _
-;   a_dst = in(reg) __rseq_arg_dst
-;   a_src = in(reg) __rseq_arg_src
-;   a_len = in(reg) __rseq_arg_len
 ;   abort = label (outcome 255)
-; registers: 11
+; registers: 7

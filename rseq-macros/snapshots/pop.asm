@@ -15,23 +15,23 @@
 .quad 21f
 .quad {f1}
 .popsection
-    lea {idx}, [rip + 20b]
-    mov qword ptr [{area} + 8], {idx}
+    lea {r1}, [rip + 20b]
+    mov qword ptr [{r0} + 8], {r1}
 21:
-    mov {idx:e}, dword ptr [{area} + 24]
-    cmp {idx:e}, dword ptr [rip + {limit}]
+    mov {r1:e}, dword ptr [{r0} + 24]
+    cmp {r1:e}, dword ptr [rip + {limit}]
     jae 23f
 .if {d1}
-    shl {idx}, {d2}
+    shl {r1}, {d2}
 .else
-    imul {idx}, {idx}, {d0}
+    imul {r1}, {r1}, {d0}
 .endif
-    mov {v_head}, qword ptr [{b_heads} + {idx}]
-    mov qword ptr [{slots} + 0], {v_head}
-    cmp {v_head}, 0
+    mov {r0}, qword ptr [{r2} + {r1}]
+    mov qword ptr [{r3} + 0], {r0}
+    cmp {r0}, 0
     je {f1}
-    mov {v_next}, qword ptr [{v_head} + {d3}]
-    mov qword ptr [{b_heads} + {idx}], {v_next}
+    mov {r3}, qword ptr [{r0} + {d3}]
+    mov qword ptr [{r2} + {r1}], {r3}
 22:
 .pushsection __rseq_failure, "ax"
 .byte 0x0f, 0xb9, 0x3d
@@ -41,17 +41,15 @@
 .popsection
 
 ; operands
-;   area = in(reg) __rseq_area
-;   slots = in(reg) __rseq_slots . as_mut_ptr ()
-;   b_heads = in(reg) __rseq_base_heads
-;   idx = out(reg) _
+;   r0 = inout(reg) __rseq_area => _
+;   r1 = out(reg) _
+;   r2 = in(reg) __rseq_base_heads
+;   r3 = inout(reg) __rseq_slots . as_mut_ptr () => _
 ;   d0 = const < :: rseq :: PerCpu < AtomicPtr < Node > >> :: STRIDE
 ;   d1 = const :: rseq :: __private :: stride_is_pow2 (< :: rseq :: PerCpu < AtomicPtr < Node > >> :: STRIDE)
 ;   d2 = const :: rseq :: __private :: stride_shift (< :: rseq :: PerCpu < AtomicPtr < Node > >> :: STRIDE)
-;   v_head = out(reg) _
-;   v_next = out(reg) _
 ;   limit = sym :: rseq :: __private :: MM_CID_LIMIT
 ;   f1 = label (outcome 1)
 ;   d3 = const :: core :: mem :: offset_of ! (Node , next)
 ;   abort = label (outcome 255)
-; registers: 6
+; registers: 4

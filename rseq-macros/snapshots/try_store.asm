@@ -15,25 +15,25 @@
 .quad 21f
 .quad {f1}
 .popsection
-    lea {idx}, [rip + 20b]
-    mov qword ptr [{area} + 8], {idx}
+    lea {r1}, [rip + 20b]
+    mov qword ptr [{r0} + 8], {r1}
 21:
-    mov {idx:e}, dword ptr [{area} + 4]
-    cmp {idx:e}, dword ptr [rip + {limit}]
+    mov {r1:e}, dword ptr [{r0} + 4]
+    cmp {r1:e}, dword ptr [rip + {limit}]
     jae 23f
 .if {d1}
-    shl {idx}, {d2}
+    shl {r1}, {d2}
 .else
-    imul {idx}, {idx}, {d0}
+    imul {r1}, {r1}, {d0}
 .endif
-    add {b_bufs}, {idx}
-    mov {v_len}, qword ptr [{b_bufs} + {d3}]
-    cmp {v_len}, 16
+    add {r2}, {r1}
+    mov {r1}, qword ptr [{r2} + {d3}]
+    cmp {r1}, 16
     jae {f1}
-    mov qword ptr [{b_bufs} + {v_len}*8 + {d4}], {a_item}
-    mov {v_grown}, {v_len}
-    add {v_grown}, 1
-    mov qword ptr [{b_bufs} + {d5}], {v_grown}
+    mov qword ptr [{r2} + {r1}*8 + {d4}], {r3}
+    mov {r3}, {r1}
+    add {r3}, 1
+    mov qword ptr [{r2} + {d5}], {r3}
 22:
 .pushsection __rseq_failure, "ax"
 .byte 0x0f, 0xb9, 0x3d
@@ -43,19 +43,17 @@
 .popsection
 
 ; operands
-;   area = in(reg) __rseq_area
-;   b_bufs = inout(reg) __rseq_base_bufs => _
-;   idx = out(reg) _
+;   r0 = in(reg) __rseq_area
+;   r1 = out(reg) _
+;   r2 = inout(reg) __rseq_base_bufs => _
+;   r3 = inout(reg) __rseq_arg_item => _
 ;   d0 = const < :: rseq :: PerCpu < Buffer >> :: STRIDE
 ;   d1 = const :: rseq :: __private :: stride_is_pow2 (< :: rseq :: PerCpu < Buffer >> :: STRIDE)
 ;   d2 = const :: rseq :: __private :: stride_shift (< :: rseq :: PerCpu < Buffer >> :: STRIDE)
-;   v_len = out(reg) _
-;   v_grown = out(reg) _
 ;   limit = sym :: rseq :: __private :: INDEX_LIMIT
 ;   d3 = const :: core :: mem :: offset_of ! (Buffer , len)
 ;   f1 = label (outcome 1)
-;   a_item = in(reg) __rseq_arg_item
 ;   d4 = const :: core :: mem :: offset_of ! (Buffer , items)
 ;   d5 = const :: core :: mem :: offset_of ! (Buffer , len)
 ;   abort = label (outcome 255)
-; registers: 6
+; registers: 4

@@ -81,10 +81,12 @@ impl Plan {
     }
 
     /// The plan for one architecture (`target_arch` name; it must have a code generator).
-    /// Where the target lets values live in memory and the section does not fit in its
-    /// registers, every base gets its index folded in (one register less) and the registers
-    /// are allocated by liveness (`regalloc`); if even that fails, the plan that needs more
-    /// registers than the target has is returned, and expansion reports it.
+    /// Values that are never live at the same time share a register (`regalloc::share`: no
+    /// memory traffic is added). Where the target lets values live in memory and the section
+    /// does not fit in its registers, every base gets its index folded in (one register less)
+    /// and the registers are allocated by liveness with spills (`regalloc::fit`); if even that
+    /// fails, the plan that needs more registers than the target has is returned, and
+    /// expansion reports it.
     pub fn build(section: &Section, checked: &Checked, target_arch: &str) -> Plan {
         let arch = rseq_arch::by_target_arch(target_arch).expect("known architecture");
         let codegen = rseq_arch::codegen(target_arch).expect("architecture with a code generator");
@@ -101,6 +103,9 @@ impl Plan {
     ) -> Plan {
         let build = |fold| Builder::new(section, checked, word_bytes as u8, codegen, fold).build();
         let plan = build(false);
+        if !codegen.values_in_memory {
+            return crate::regalloc::share(plan, word_bytes);
+        }
         if codegen.values_in_memory && plan.registers() > codegen.available_registers {
             // The byte class lacks at most one register of the general class (i686: eax–edx
             // of eax, ebx, ecx, edx, edi).

@@ -406,6 +406,21 @@ impl Allocator<'_> {
     }
 }
 
+/// `plan` with values that are never live at the same time sharing a register, in the fewest
+/// registers that needs no memory (no spill, no parameter kept in memory); `plan` itself when
+/// no fewer work. Each register operand of a section is one the compiler cannot use around
+/// it: a hit path whose section names fewer values saves fewer callee-saved registers.
+pub fn share(plan: Plan, word_bytes: usize) -> Plan {
+    let mut best = None;
+    for n in (1..plan.registers()).rev() {
+        match allocate(&plan, n, n, word_bytes, false) {
+            Some(fitted) => best = Some(fitted),
+            None => break,
+        }
+    }
+    best.unwrap_or(plan)
+}
+
 /// `plan` with its values fitted into `available` registers, or `None` when some instruction
 /// needs more than that at once. Registers are tried alone first; the frame (which takes one
 /// register for its address) only when they do not suffice. `byte_registers`: how many
@@ -936,6 +951,32 @@ mod tests {
                         "{name} with {available} registers, seed {seed}"
                     );
                 }
+            }
+        }
+    }
+
+    /// Register sharing without memory (`share`, every target but i686): fewer registers, the
+    /// same exits, memory and results.
+    #[test]
+    fn shared_registers_behave_like_one_register_per_value() {
+        for (name, attr, item) in crowded() {
+            let (section, checked) = section(attr, item);
+            let reference = Plan::build_with(&section, &checked, 4, &i686(64));
+            let shared = share(Plan::build_with(&section, &checked, 4, &i686(64)), 4);
+            assert!(shared.frame.is_none(), "{name}");
+            assert!(
+                shared.registers() < reference.registers(),
+                "{name}: {} registers, as many as values",
+                shared.registers()
+            );
+            for seed in 0..40 {
+                let cpu = seed % 5;
+                assert_eq!(
+                    Machine::run(&shared, seed, cpu),
+                    Machine::run(&reference, seed, cpu),
+                    "{name} with {} registers, seed {seed}",
+                    shared.registers()
+                );
             }
         }
     }

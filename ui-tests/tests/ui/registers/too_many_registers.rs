@@ -19,8 +19,8 @@ pub struct Wide {
     pub w13: AtomicU64,
 }
 
-// 14 loaded values, plus the rseq area, the slot base and the index: more than the 13
-// registers x86_64 offers to a section.
+// 14 loaded values all live at once, plus the two slot bases: more than the 13 registers
+// x86_64 offers to a section (values that are never live together would share registers).
 #[critical_section]
 fn copy_wide(wide: &PerCpu<Wide>, last: &PerCpu<AtomicU64>) {
     let v0 = load(wide[cpu].w0);
@@ -37,7 +37,21 @@ fn copy_wide(wide: &PerCpu<Wide>, last: &PerCpu<AtomicU64>) {
     let v11 = load(wide[cpu].w11);
     let v12 = load(wide[cpu].w12);
     let v13 = load(wide[cpu].w13);
-    commit::store(last[cpu], v13);
+    // Every value is still needed here: none can share a register.
+    store(wide[cpu].w0, v13);
+    store(wide[cpu].w1, v12);
+    store(wide[cpu].w2, v11);
+    store(wide[cpu].w3, v10);
+    store(wide[cpu].w4, v9);
+    store(wide[cpu].w5, v8);
+    store(wide[cpu].w6, v7);
+    store(wide[cpu].w7, v6);
+    store(wide[cpu].w8, v5);
+    store(wide[cpu].w9, v4);
+    store(wide[cpu].w10, v3);
+    store(wide[cpu].w11, v2);
+    store(wide[cpu].w12, v1);
+    commit::store(last[cpu], v0);
 }
 
 fn main() {}
