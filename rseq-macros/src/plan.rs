@@ -556,7 +556,7 @@ impl<'a> Builder<'a> {
         }
         let idx = self.operand("idx", Operand::Scratch);
         for t in 0..self.scratch {
-            self.operand(format!("t{t}"), Operand::Scratch);
+            self.operand(template_scratch(t), Operand::Scratch);
         }
         // Scale the index once per base: in place when there is a single base.
         let mut scale_ops = Vec::new();
@@ -826,6 +826,18 @@ fn live_after(ops: &[Op]) -> HashSet<String> {
     live
 }
 
+/// The operand name of the templates' `t`-th scratch register.
+fn template_scratch(t: usize) -> String {
+    format!("t{t}")
+}
+
+/// Whether an operand is one of the templates' scratch registers (which the templates name
+/// themselves, whatever the instructions say).
+pub(crate) fn is_template_scratch(name: &str) -> bool {
+    name.strip_prefix('t')
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// The register operands an instruction group reads and writes (template scratch registers
 /// `t0`/`t1`, which an op may use internally, count as written). Names that are not register
 /// operands (a `sym` counts array) may appear; callers ignore them. `ReadIndex` reads its
@@ -843,7 +855,7 @@ pub(crate) fn reads_writes(op: &Op) -> (Vec<String>, Vec<String>) {
         r.extend(a.index.as_ref().map(|(i, _)| i.clone()));
         r
     }
-    let temps = || vec!["t0".to_string(), "t1".to_string()];
+    let temps = || vec![template_scratch(0), template_scratch(1)];
     let with_temps = |mut w: Vec<String>| {
         w.extend(temps());
         w

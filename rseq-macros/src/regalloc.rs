@@ -449,7 +449,9 @@ fn allocate(
     let mut inputs = HashMap::new();
     let mut registers = BTreeSet::new();
     for (name, op) in &plan.operands {
-        if frame && name == "slots" {
+        // The templates' own scratch registers (`t0`, `t1` on the targets that have them) are
+        // named inside the templates: they keep their operands, shared with no value.
+        if (frame && name == "slots") || crate::plan::is_template_scratch(name) {
             continue;
         }
         match op {
@@ -977,6 +979,30 @@ mod tests {
                     "{name} with {} registers, seed {seed}",
                     shared.registers()
                 );
+            }
+        }
+    }
+
+    /// Targets whose templates have scratch registers of their own (`t0`, `t1`) keep them as
+    /// operands of their own: the templates name them, whatever the values share (a plan may
+    /// also give them to a copy's count and byte, as before sharing).
+    #[test]
+    fn template_scratch_registers_keep_their_operands() {
+        for (name, attr, item) in crowded() {
+            let (section, checked) = section(attr, item);
+            for arch in ["aarch64", "riscv64", "s390x", "powerpc64", "arm"] {
+                let codegen = rseq_arch::codegen(arch).unwrap();
+                assert!(codegen.scratch_registers > 0, "{arch}");
+                let plan = Plan::build(&section, &checked, arch);
+                for t in 0..codegen.scratch_registers {
+                    let t = format!("t{t}");
+                    assert!(
+                        plan.operands
+                            .iter()
+                            .any(|(n, o)| *n == t && matches!(o, Operand::Scratch)),
+                        "{name} on {arch}: no operand {t}"
+                    );
+                }
             }
         }
     }
