@@ -5,6 +5,7 @@ use proc_macro2::{Span, TokenStream};
 use syn::{Expr, Ident, LitInt, Signature, Type, Visibility};
 
 /// A whole `#[critical_section]` function.
+#[derive(Clone)]
 pub struct Section {
     pub attrs: Vec<syn::Attribute>,
     pub vis: Visibility,
@@ -25,7 +26,18 @@ pub struct OptionArg {
     pub value: Expr,
 }
 
+impl OptionArg {
+    /// The name a `retrying = name` option gives its twin: one identifier, nothing else.
+    pub fn twin_name(&self) -> Option<Ident> {
+        match &self.value {
+            Expr::Path(p) if p.qself.is_none() => p.path.get_ident().cloned(),
+            _ => None,
+        }
+    }
+}
+
 /// The steps, in order.
+#[derive(Clone)]
 pub enum Step {
     /// `let name[: Ty] = load(place);`
     Load {
@@ -94,6 +106,7 @@ impl Step {
 }
 
 /// A comparison operator, with its tokens.
+#[derive(Clone)]
 pub struct Cmp {
     /// Unsigned, as the instruction templates compare.
     pub op: rseq_arch::template::Cond,

@@ -57,10 +57,13 @@ pub fn expand(section: &Section, checked: &Checked) -> syn::Result<TokenStream> 
     let hoists = &plan.hoists;
     let checks = &plan.checks;
     let slots = plan.saved.len();
-    let (hot, retry) = attempts(section, &targets, slots, krate);
+    // With `on_abort = value` an abort returns the value: no retry, no fallback to build.
+    let retries = checked.on_abort.is_none();
+    let (hot, retry) = attempts(section, &targets, slots, krate, retries);
     // The fallback runs after the cold path gives up on rseq (it returns `ABORTED`): a named
     // fallback with the section's own arguments, or the slot-locked body.
     let fallback = match &checked.fallback {
+        _ if !retries => TokenStream::new(),
         Some(path) => {
             let args = sig.inputs.iter().filter_map(|input| match input {
                 // Spanned at the path: a mismatch is the named function's, not the section's.
@@ -217,8 +220,9 @@ fn over_budget(target: &Target) -> Option<String> {
 }
 
 /// One run of the section and how it ended (a `u8` outcome), twice from one pass over the
-/// targets: the first attempt, in the function's body (`let mut __rseq_code: u8 = ...;`), and
-/// the retries' closure on the cold path (`let mut __rseq_attempt = |slots| -> u8 { ... };`).
+/// targets: the first attempt, in the function's body (`let mut __rseq_code: u8 = ...;`), and,
+/// if `retries`, the retries' closure on the cold path (`let mut __rseq_attempt = |slots| ->
+/// u8 { ... };`).
 /// Each has one version per architecture with a code generator (under its `cfg`) and one for
 /// every other target; the compile errors are reported once, with the first attempt.
 fn attempts(
@@ -226,6 +230,7 @@ fn attempts(
     targets: &[Target],
     slots: usize,
     krate: &TokenStream,
+    retries: bool,
 ) -> (TokenStream, TokenStream) {
     let slots_ty = quote!([::core::mem::MaybeUninit<usize>; #slots]);
     let (mut hot, mut retry) = (TokenStream::new(), TokenStream::new());
@@ -235,13 +240,15 @@ fn attempts(
             #[allow(unused_mut)]
             let mut __rseq_code: u8 = #body;
         });
-        retry.extend(quote! {
-            #cfg
-            let mut __rseq_attempt = |__rseq_slots: &mut #slots_ty| -> u8 {
-                let _ = &__rseq_slots;
-                #body
-            };
-        });
+        if retries {
+            retry.extend(quote! {
+                #cfg
+                let mut __rseq_attempt = |__rseq_slots: &mut #slots_ty| -> u8 {
+                    let _ = &__rseq_slots;
+                    #body
+                };
+            });
+        }
     };
     let mut errors = TokenStream::new();
     let mut supported = Vec::new();

@@ -31,7 +31,7 @@ fn expand_critical_section(
         let checked = valid::validate(&section)?;
         let mut tokens = expand::expand(&section, &checked)?;
         if let Some(name) = &checked.retrying {
-            tokens.extend(retrying_twin(&section, name, item.clone())?);
+            tokens.extend(retrying_twin(&section, name)?);
         }
         Ok(tokens)
     });
@@ -43,10 +43,10 @@ fn expand_critical_section(
             let twin = parse::parse_options(attr)
                 .ok()
                 .and_then(|options| {
-                    options.into_iter().find_map(|o| match o.value {
-                        syn::Expr::Path(p) if o.key == "retrying" => p.path.get_ident().cloned(),
-                        _ => None,
-                    })
+                    options
+                        .iter()
+                        .find(|o| o.key == "retrying")
+                        .and_then(ast::OptionArg::twin_name)
                 })
                 .map(|name| stub(item.clone(), Some(&name)));
             let stub = stub(item, None);
@@ -61,15 +61,10 @@ fn expand_critical_section(
 fn retrying_twin(
     section: &ast::Section,
     name: &syn::Ident,
-    item: proc_macro2::TokenStream,
 ) -> syn::Result<proc_macro2::TokenStream> {
-    let options = section
-        .options
-        .iter()
-        .filter(|o| o.key != "on_abort" && o.key != "retrying")
-        .cloned()
-        .collect();
-    let mut twin = parse::parse_section(options, item)?;
+    let mut twin = section.clone();
+    twin.options
+        .retain(|o| o.key != "on_abort" && o.key != "retrying");
     let hit = &section.sig.ident;
     twin.sig.ident = name.clone();
     twin.attrs.retain(|a| !a.path().is_ident("doc"));

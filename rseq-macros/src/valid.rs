@@ -274,12 +274,10 @@ fn options(section: &Section, params: &HashMap<String, ParamKind>) -> Result<Opt
                 }
             }
             "on_abort" => on_abort = Some(opt.value.clone()),
-            "retrying" => match &opt.value {
-                Expr::Path(p) if p.qself.is_none() && p.path.get_ident().is_some() => {
-                    retrying = p.path.get_ident().cloned()
-                }
-                other => errors.push(Error::new_spanned(
-                    other,
+            "retrying" => match opt.twin_name() {
+                Some(name) => retrying = Some(name),
+                None => errors.push(Error::new_spanned(
+                    &opt.value,
                     "expected the name of the function to generate, such as `retrying = pop_any`",
                 )),
             },
