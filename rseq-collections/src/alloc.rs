@@ -1366,7 +1366,8 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
         // now, it could load that limit next, pass its check and push at slot 0. The fence
         // waits for it; the sections after it load the restarted tops.
         if rseq_rt::fence_cpu(cpu).is_err() {
-            // Stopped for good, empty (as above: not expected).
+            // Not expected (two fences on this CPU worked a moment ago): the cache stays
+            // stopped, empty, and its requests miss until a later drain reopens it.
             return Some(freed);
         }
         for (class, base) in BASE.iter().enumerate() {

@@ -135,11 +135,15 @@ pub use rseq_collections as collections;
 ///
 /// # Registers
 ///
-/// Every value a section keeps lives in a register from the index read to the commit: one per
-/// loaded value and `add`/`sub` result, per parameter or `{ expression }` used as a value, per
-/// `PerCpu` parameter (its base), plus the index and the target's scratch registers. A section
-/// that needs more than **13** (what x86_64 offers a section) is rejected on every target, with
-/// the count in the message; targets that offer fewer check again when compiled for them:
+/// Every value a section keeps lives in a register from where it is loaded or computed to its
+/// last use: loaded values and `add`/`sub` results, parameters and `{ expression }`s used as
+/// values, `PerCpu` parameters (their bases), the rseq area and the index, plus the target's
+/// scratch registers. Values never live at the same time share a register (no value is moved
+/// to memory for it), so a section takes as many registers as it has values live at its
+/// busiest step: each one is a register the compiler cannot use for the code around the
+/// section, which then saves fewer. A section that needs more than **13** (what x86_64 offers a
+/// section) is rejected on every target, with the count in the message; targets that offer
+/// fewer check again when compiled for them:
 ///
 /// | target | registers for a section |
 /// |---|---|
