@@ -51,6 +51,10 @@ pub struct Plan {
     /// The words of the stack frame (operand `frame`) when the section keeps values in memory
     /// (`regalloc`); `None` when every value has its own register and results go to `slots`.
     pub frame: Option<Vec<FrameWord>>,
+    /// Register operands the templates name themselves (their scratch registers `t0`, `t1`
+    /// on the targets that have them): register allocation keeps them as they are and gives
+    /// their registers to no value.
+    pub pinned: Vec<String>,
 }
 
 /// What a place's type must be: loaded, written in a `PerCpu` slot (which other code may hold
@@ -106,7 +110,7 @@ impl Plan {
         if !codegen.values_in_memory {
             return crate::regalloc::share(plan, word_bytes);
         }
-        if codegen.values_in_memory && plan.registers() > codegen.available_registers {
+        if plan.registers() > codegen.available_registers {
             // The byte class lacks at most one register of the general class (i686: eax–edx
             // of eax, ebx, ecx, edx, edi).
             let byte_registers = if codegen.byte_register_class == codegen.register_class {
@@ -268,6 +272,7 @@ impl<'a> Builder<'a> {
                 fails: 0,
                 byte_operands: Vec::new(),
                 frame: None,
+                pinned: Vec::new(),
             },
             args: BTreeMap::new(),
             arg_words: Default::default(),
@@ -556,7 +561,8 @@ impl<'a> Builder<'a> {
         }
         let idx = self.operand("idx", Operand::Scratch);
         for t in 0..self.scratch {
-            self.operand(template_scratch(t), Operand::Scratch);
+            let name = self.operand(template_scratch(t), Operand::Scratch);
+            self.plan.pinned.push(name);
         }
         // Scale the index once per base: in place when there is a single base.
         let mut scale_ops = Vec::new();
@@ -829,13 +835,6 @@ fn live_after(ops: &[Op]) -> HashSet<String> {
 /// The operand name of the templates' `t`-th scratch register.
 fn template_scratch(t: usize) -> String {
     format!("t{t}")
-}
-
-/// Whether an operand is one of the templates' scratch registers (which the templates name
-/// themselves, whatever the instructions say).
-pub(crate) fn is_template_scratch(name: &str) -> bool {
-    name.strip_prefix('t')
-        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// The register operands an instruction group reads and writes (template scratch registers

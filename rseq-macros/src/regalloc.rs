@@ -449,9 +449,9 @@ fn allocate(
     let mut inputs = HashMap::new();
     let mut registers = BTreeSet::new();
     for (name, op) in &plan.operands {
-        // The templates' own scratch registers (`t0`, `t1` on the targets that have them) are
-        // named inside the templates: they keep their operands, shared with no value.
-        if (frame && name == "slots") || crate::plan::is_template_scratch(name) {
+        // The templates' own scratch registers are named inside the templates: they keep their
+        // operands, shared with no value.
+        if (frame && name == "slots") || plan.pinned.contains(name) {
             continue;
         }
         match op {
@@ -536,6 +536,7 @@ fn allocate(
         fails: plan.fails,
         byte_operands,
         frame: frame.then_some(a.words),
+        pinned: plan.pinned.clone(),
     })
 }
 
@@ -994,8 +995,14 @@ mod tests {
                 let codegen = rseq_arch::codegen(arch).unwrap();
                 assert!(codegen.scratch_registers > 0, "{arch}");
                 let plan = Plan::build(&section, &checked, arch);
+                assert_eq!(
+                    plan.pinned.len(),
+                    codegen.scratch_registers,
+                    "{name} on {arch}"
+                );
                 for t in 0..codegen.scratch_registers {
                     let t = format!("t{t}");
+                    assert!(plan.pinned.contains(&t), "{name} on {arch}: {t} not pinned");
                     assert!(
                         plan.operands
                             .iter()
