@@ -38,9 +38,11 @@
 //! *central* lists), reached only by refills and flushes, a batch at a time. A span none of
 //! whose blocks is out is reset to address order and kept for the next refills, up to four per
 //! class; more go to a pool of empty spans that every class takes its next span from before it
-//! asks the inner allocator (up to 128 spans, 32 MiB; more go back to the inner allocator at
-//! once), and [`release_memory`](PerCpuAlloc::release_memory) hands back the kept and pooled
-//! ones too.
+//! asks the inner allocator (up to 1024 spans, 256 MiB of address space; more go back to the
+//! inner allocator at once), and [`release_memory`](PerCpuAlloc::release_memory) hands back the
+//! kept and pooled ones too. Pooled spans keep their pages until an idle pass (below) finds
+//! them unused: a program that frees a large structure and builds the next one reuses them
+//! without going through the inner allocator, and never holds more than it held at its peak.
 //!
 //! Blocks served while the caches are bypassed (see below) are allocations of the inner
 //! allocator with the class layout (`Layout::from_size_align(class, 16)`), and mix with span
@@ -83,7 +85,8 @@
 //! empties the transfer caches: every cached block goes back to its span (or the inner
 //! allocator), and then the empty spans to the inner allocator. Caches hold at most
 //! `CPU_CACHE_BYTES` per CPU (give or take a batch per racing thread), the transfer caches at
-//! most 128 KiB per class, and the central lists at most four empty spans (1 MiB) per class.
+//! most 128 KiB per class, the central lists at most four empty spans (1 MiB) per class, and the
+//! pool at most 1024 (their pages until an idle pass returns them).
 //!
 //! **Idle memory goes back on its own.** An *idle pass* ([`PerCpuAlloc::release_idle`]) drains,
 //! the same way, the caches of the CPUs that had no miss and no overflow since the last pass
@@ -647,7 +650,7 @@ pub struct AllocStats {
     /// Spans held (each 256 KiB from the inner allocator, carved into blocks of one class),
     /// the pooled ones included.
     pub spans: usize,
-    /// Of them, empty spans of no class, kept for any class's next span (at most 128).
+    /// Of them, empty spans of no class, kept for any class's next span (at most 1024).
     pub pooled_spans: usize,
     /// Their bytes.
     pub span_bytes: usize,
@@ -1917,6 +1920,79 @@ mod tests {
         a.release_memory();
         let u = a.stats();
         assert_eq!((u.spans, u.pooled_spans), (0, 0), "{u:?}");
+    }
+
+    #[test]
+    fn the_pool_keeps_a_large_structures_spans_for_the_next_one() {
+        if !on_rseq() {
+            return;
+        }
+        let a = PerCpuAlloc::new(System);
+        let big = Layout::new::<[u8; 8192]>();
+        // 8 KiB blocks, 31 to a span, written: 160 spans (40 MiB), more than the class keeps.
+        let fill = |mark: u8| -> Vec<usize> {
+            (0..160 * 31)
+                .map(|_| {
+                    let b = unsafe { a.alloc(big) };
+                    assert!(!b.is_null());
+                    unsafe { b.write_bytes(mark, 8192) };
+                    b as usize
+                })
+                .collect()
+        };
+        let blocks = fill(0xa5);
+        let mut spans: Vec<usize> = blocks.iter().map(|b| b & !(spans::SPAN - 1)).collect();
+        spans.sort_unstable();
+        spans.dedup();
+        assert!(spans.len() >= 160);
+        let before = a.stats();
+        // Freed: the caches keep the last few blocks, the other spans empty; the class keeps
+        // four and the pool the rest, with their pages; none goes back to the inner allocator.
+        for &b in &blocks {
+            unsafe { a.dealloc(b as *mut u8, big) };
+        }
+        let s = a.stats();
+        assert_eq!(s.released_bytes, before.released_bytes, "{s:?}");
+        assert!(
+            s.pooled_spans >= spans.len() - spans::KEPT_EMPTY - 3,
+            "{s:?}"
+        );
+        // The next structure, of another class, takes its spans from the pool.
+        let layout = Layout::new::<[u8; 6144]>();
+        let next: Vec<usize> = (0..100 * 42)
+            .map(|_| unsafe { a.alloc(layout) } as usize)
+            .collect();
+        assert!(next.iter().all(|&b| b != 0));
+        assert!(next
+            .iter()
+            .all(|b| spans.contains(&(b & !(spans::SPAN - 1)))));
+        let t = a.stats();
+        assert_eq!(
+            (t.spans, t.released_bytes),
+            (s.spans, s.released_bytes),
+            "{t:?}"
+        );
+        for &b in &next {
+            unsafe { a.dealloc(b as *mut u8, layout) };
+        }
+        // Idle passes return the pooled spans' pages, a release the spans.
+        for _ in 0..3 {
+            a.release_idle();
+        }
+        let u = a.stats();
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        assert!(
+            u.returned_bytes >= (u.pooled_spans * (spans::SPAN - page)) as u64,
+            "{u:?}"
+        );
+        a.release_memory();
+        let v = a.stats();
+        assert_eq!((v.spans, v.pooled_spans), (0, 0), "{v:?}");
+        assert_eq!(
+            v.released_bytes - u.released_bytes,
+            (u.spans * spans::SPAN) as u64,
+            "{v:?}"
+        );
     }
 
     #[test]

@@ -492,8 +492,14 @@ unsafe fn decommit_idle(chain: &Chain, passes: usize, page: usize) -> usize {
     returned
 }
 
-/// The most empty spans the [`Pool`] keeps (32 MiB); more go back to the inner allocator.
-pub(super) const POOL_SPANS: usize = 128;
+/// The most empty spans the [`Pool`] keeps (256 MiB of address space); more go back to the
+/// inner allocator. Their pages are the program's own peak (every pooled span was in use), and
+/// the idle passes return them to the operating system once a span stayed unused for a pass;
+/// what stays is a page for each span's header (4 MiB at most). A program that frees a large
+/// structure and builds the next one (a parser's document, say) so reuses its spans with their
+/// pages, instead of handing them back to the inner allocator (whose `free` and aligned
+/// `alloc` of 256 KiB blocks unmap and map pages, or split and merge its heap) each time.
+pub(super) const POOL_SPANS: usize = 1024;
 
 /// Empty spans of no class, for any class's next span: a class that empties a span beyond
 /// [`KEPT_EMPTY`] puts it here, and a class that needs a new span takes one from here before
