@@ -1789,6 +1789,26 @@ mod tests {
         vec.iter().filter(|&&v| v & 1 != 0).count()
     }
 
+    /// `n` blocks of `layout` from `a`, each filled with `mark`.
+    fn filled(a: &PerCpuAlloc, layout: Layout, n: usize, mark: u8) -> Vec<usize> {
+        (0..n)
+            .map(|_| {
+                let b = unsafe { a.alloc(layout) };
+                assert!(!b.is_null());
+                unsafe { b.write_bytes(mark, layout.size()) };
+                b as usize
+            })
+            .collect()
+    }
+
+    /// The spans `blocks` lie in, each once, in address order.
+    fn spans_of(blocks: &[usize]) -> Vec<usize> {
+        let mut spans: Vec<usize> = blocks.iter().map(|b| b & !(spans::SPAN - 1)).collect();
+        spans.sort_unstable();
+        spans.dedup();
+        spans
+    }
+
     #[test]
     fn idle_passes_drain_idle_caches_and_return_empty_spans_to_the_system() {
         if !on_rseq() {
@@ -1799,20 +1819,8 @@ mod tests {
         let layout = Layout::new::<[u8; 256]>();
         // 3000 blocks of 256 bytes: three spans (1023 blocks each), fewer than a class keeps
         // empty, so every one of them stays held.
-        let fill = |mark: u8| -> Vec<usize> {
-            (0..3000)
-                .map(|_| {
-                    let b = unsafe { a.alloc(layout) };
-                    assert!(!b.is_null());
-                    unsafe { b.write_bytes(mark, 256) };
-                    b as usize
-                })
-                .collect()
-        };
-        let blocks = fill(0xa5);
-        let mut spans: Vec<usize> = blocks.iter().map(|b| b & !(spans::SPAN - 1)).collect();
-        spans.sort_unstable();
-        spans.dedup();
+        let blocks = filled(&a, layout, 3000, 0xa5);
+        let spans = spans_of(&blocks);
         assert_eq!(spans.len(), 3, "{:x?}", spans);
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
         let resident = |spans: &[usize]| -> usize {
@@ -1852,7 +1860,7 @@ mod tests {
         a.release_idle();
         assert_eq!(a.stats().returned_bytes, s.returned_bytes);
         // The spans serve refills again, with every byte the program writes kept.
-        let again = fill(0x5a);
+        let again = filled(&a, layout, 3000, 0x5a);
         for &b in &again {
             let bytes = unsafe { core::slice::from_raw_parts(b as *const u8, 256) };
             assert!(bytes.iter().all(|&x| x == 0x5a));
@@ -1877,10 +1885,7 @@ mod tests {
             for &b in &blocks {
                 unsafe { a.dealloc(b as *mut u8, layout) };
             }
-            let mut spans: Vec<usize> = blocks.iter().map(|b| b & !(spans::SPAN - 1)).collect();
-            spans.sort_unstable();
-            spans.dedup();
-            spans
+            spans_of(&blocks)
         };
         // 8 KiB blocks, 31 to a span: 12 spans' worth (with room for the blocks a refill
         // caches beyond the last request). Once the caches are drained, the class keeps four
@@ -1930,20 +1935,8 @@ mod tests {
         let a = PerCpuAlloc::new(System);
         let big = Layout::new::<[u8; 8192]>();
         // 8 KiB blocks, 31 to a span, written: 160 spans (40 MiB), more than the class keeps.
-        let fill = |mark: u8| -> Vec<usize> {
-            (0..160 * 31)
-                .map(|_| {
-                    let b = unsafe { a.alloc(big) };
-                    assert!(!b.is_null());
-                    unsafe { b.write_bytes(mark, 8192) };
-                    b as usize
-                })
-                .collect()
-        };
-        let blocks = fill(0xa5);
-        let mut spans: Vec<usize> = blocks.iter().map(|b| b & !(spans::SPAN - 1)).collect();
-        spans.sort_unstable();
-        spans.dedup();
+        let blocks = filled(&a, big, 160 * 31, 0xa5);
+        let spans = spans_of(&blocks);
         assert!(spans.len() >= 160);
         let before = a.stats();
         // Freed: the caches keep the last few blocks, the other spans empty; the class keeps
