@@ -128,8 +128,8 @@ pub fn run_in(mode: RunMode, program: &str, args: &[&str]) -> Output {
     unreachable!("the last attempt returns or panics")
 }
 
-/// How long a child of [`run_in`] may run (the longest stress run under qemu-user takes a few
-/// minutes).
+/// How long a child of [`run_in`] may run (far more than any needs: all the tests of one
+/// target take a few minutes under qemu-user).
 pub const CHILD_DEADLINE: Duration = Duration::from_secs(20 * 60);
 
 /// How long a child of [`run_in`] may take to reach `exec`.
@@ -196,9 +196,10 @@ fn run_watched(
         }
         let waited = started.elapsed();
         if !execed && waited >= exec_deadline {
-            // An unreadable command line (the child just exited) counts as having run.
+            // An empty or unreadable command line (the child exited since `try_wait`) counts
+            // as having run: one stuck before exec still has its parent's.
             execed = std::fs::read(format!("/proc/{}/cmdline", child.id()))
-                .map(|line| String::from_utf8_lossy(&line).contains(program))
+                .map(|line| line.is_empty() || String::from_utf8_lossy(&line).contains(program))
                 .unwrap_or(true);
             if !execed {
                 break true;
