@@ -19,6 +19,7 @@ mod modes;
 use rseq_collections::alloc::{
     block_size, max_cached_blocks, AllocStats, PerCpuAlloc, MAX_SMALL_SIZE, SIZE_CLASSES,
 };
+use rseq_rt::test_support::{output_watched, CHILD_DEADLINE};
 use rseq_rt::{FallbackReason, Mode};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::{Cell, RefCell};
@@ -1028,7 +1029,9 @@ fn every_test_in_every_mode() {
                     });
                 }
             }
-            let out = cmd.output().unwrap();
+            let out = output_watched(cmd, CHILD_DEADLINE).unwrap_or_else(|_| {
+                panic!("{test} still ran after {CHILD_DEADLINE:?} in the {run} run: killed")
+            });
             let stdout = String::from_utf8_lossy(&out.stdout);
             assert!(
                 out.status.success(),

@@ -17,6 +17,7 @@ use rseq_collections::buffer::PerCpuBuffer;
 use rseq_collections::counter::PerCpuCounter;
 use rseq_collections::pool::PerCpuPool;
 use rseq_collections::stack::{Link, Linked, PerCpuStack};
+use rseq_rt::test_support::{spawn_watched, CHILD_DEADLINE};
 use rseq_rt::{FallbackReason, Mode};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::process::Command;
@@ -115,16 +116,13 @@ fn in_every_mode(name: &str, body: fn()) {
         }
         // Start the children first: they run while this process runs the body.
         let started = Instant::now();
-        let proc = Command::new(std::env::current_exe().expect("current_exe"))
-            .args(["--exact", name, "--nocapture", "--test-threads", "1"])
+        let mut cmd = Command::new(std::env::current_exe().expect("current_exe"));
+        cmd.args(["--exact", name, "--nocapture", "--test-threads", "1"])
             .env_remove("RSEQ_DISABLE")
             .env_remove("GLIBC_TUNABLES")
             .envs(env.iter().copied())
-            .env(CHILD_ENV, child)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn the test binary");
+            .env(CHILD_ENV, child);
+        let proc = spawn_watched(cmd);
         children.push((child, started, proc));
     }
     let started = Instant::now();
@@ -135,7 +133,9 @@ fn in_every_mode(name: &str, body: fn()) {
         rseq_rt::stats().aborts
     );
     for (child, started, proc) in children {
-        let out = proc.wait_with_output().expect("wait for the child");
+        let out = proc.output(CHILD_DEADLINE).unwrap_or_else(|_| {
+            panic!("the `{child}` child of {name} still ran after {CHILD_DEADLINE:?}: killed")
+        });
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(

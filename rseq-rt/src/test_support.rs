@@ -111,28 +111,18 @@ pub fn run_test_in_child_with(
     envs: &[(&str, &str)],
     timeout: std::time::Duration,
 ) -> std::process::Output {
-    use std::process::{Command, Stdio};
     let case = envs.last().map_or("", |(_, case)| *case);
-    let mut child = Command::new(std::env::current_exe().expect("the test binary's path"))
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .envs(envs.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the test binary");
-    let t0 = std::time::Instant::now();
-    while child.try_wait().expect("wait for the child").is_none() {
-        if t0.elapsed() > timeout {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("the killed child's output");
-            panic!(
-                "the {case} child hung (killed after {timeout:?}):\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().expect("the child's output");
+    let mut cmd =
+        std::process::Command::new(std::env::current_exe().expect("the test binary's path"));
+    cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .envs(envs.iter().copied());
+    let out = match output_watched(cmd, timeout) {
+        Ok(out) => out,
+        Err(TimedOut(out)) => panic!(
+            "the {case} child hung (killed after {timeout:?}):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    };
     // libtest announces the count before it runs anything, so a child that failed or aborted
     // in its test has the line too.
     if out.status.success() && !String::from_utf8_lossy(&out.stdout).contains("running 1 test") {
@@ -142,6 +132,181 @@ pub fn run_test_in_child_with(
         );
     }
     out
+}
+
+/// A child that [`output_watched`] killed at its deadline, with what it wrote until then.
+#[derive(Debug)]
+pub struct TimedOut(pub std::process::Output);
+
+/// How long a test's child may run (far more than any needs: all the tests of one target take
+/// a few minutes under qemu-user).
+pub const CHILD_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20 * 60);
+
+/// How long a child of [`spawn_watched`] may take to reach `exec` before it is taken for one
+/// that never will.
+pub const EXEC_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `cmd.output()` for tests: [`spawn_watched`], then [`WatchedChild::output`].
+pub fn output_watched(
+    cmd: std::process::Command,
+    deadline: std::time::Duration,
+) -> Result<std::process::Output, TimedOut> {
+    spawn_watched(cmd).output(deadline)
+}
+
+/// Starts `cmd` (stdin empty, stdout and stderr captured) for a test that waits for it with
+/// [`WatchedChild::output`], which guards against two ways a child can hang a test run:
+///
+/// - A child that runs past its deadline is killed, and the caller gets its output so far.
+/// - A child that has not reached `exec` [`EXEC_DEADLINE`] after its start is killed and started
+///   again, up to twice (a line on stderr says so). Under qemu-user, `fork` in a multi-threaded
+///   program sometimes deadlocks the emulator in the child before the program runs (seen on
+///   riscv64: both threads of the child waiting on a futex forever).
+///
+/// Panics if the program cannot be started ([`try_spawn_watched`] returns the error).
+pub fn spawn_watched(cmd: std::process::Command) -> WatchedChild {
+    let program = cmd.get_program().to_owned();
+    try_spawn_watched(cmd).unwrap_or_else(|e| panic!("cannot run {program:?}: {e}"))
+}
+
+/// [`spawn_watched`], returning the error if the program cannot be started.
+pub fn try_spawn_watched(mut cmd: std::process::Command) -> std::io::Result<WatchedChild> {
+    use std::process::Stdio;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = start(&mut cmd)?;
+    Ok(WatchedChild { cmd, child })
+}
+
+/// A child started by [`spawn_watched`].
+pub struct WatchedChild {
+    cmd: std::process::Command,
+    child: Started,
+}
+
+/// One start of a watched child: the process, the threads that read its pipes (so a chatty
+/// child never blocks on a full pipe), and when it started.
+struct Started {
+    process: std::process::Child,
+    stdout: std::thread::JoinHandle<Vec<u8>>,
+    stderr: std::thread::JoinHandle<Vec<u8>>,
+    at: std::time::Instant,
+}
+
+fn start(cmd: &mut std::process::Command) -> std::io::Result<Started> {
+    let mut process = cmd.spawn()?;
+    Ok(Started {
+        stdout: drain(process.stdout.take()),
+        stderr: drain(process.stderr.take()),
+        process,
+        at: std::time::Instant::now(),
+    })
+}
+
+fn drain<R: std::io::Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut bytes);
+        }
+        bytes
+    })
+}
+
+impl WatchedChild {
+    /// Waits for the child and returns its output; kills it once it has run for `deadline`.
+    pub fn output(self, deadline: std::time::Duration) -> Result<std::process::Output, TimedOut> {
+        self.output_with(EXEC_DEADLINE, deadline)
+    }
+
+    /// Whether the child's command line, `line`, is the one `exec` gives it. Before `exec`, a
+    /// child's command line is its parent's (under qemu-user, the emulator's and the parent's).
+    /// After, it ends with the command's arguments (qemu-user run through binfmt_misc puts
+    /// itself and the program's path first), and names the program. No caller runs a child
+    /// with the arguments its own process was started with.
+    fn has_exec(&self, line: &[u8]) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        let mut args = Vec::new();
+        for arg in self.cmd.get_args() {
+            args.extend_from_slice(arg.as_bytes());
+            args.push(0);
+        }
+        let program = std::path::Path::new(self.cmd.get_program());
+        let name = program
+            .file_name()
+            .unwrap_or(program.as_os_str())
+            .as_bytes();
+        line.ends_with(&args) && line.windows(name.len()).any(|w| w == name)
+    }
+
+    /// [`WatchedChild::output`] with the time a child may take to reach `exec`.
+    fn output_with(
+        mut self,
+        exec_deadline: std::time::Duration,
+        deadline: std::time::Duration,
+    ) -> Result<std::process::Output, TimedOut> {
+        let mut restarts = 0;
+        loop {
+            let mut execed = false;
+            let mut poll = std::time::Duration::from_millis(1);
+            let stuck_before_exec = loop {
+                match self.child.process.try_wait() {
+                    Ok(Some(_)) => return Ok(self.child.finish()),
+                    Ok(None) => {}
+                    Err(e) => panic!("cannot wait for {:?}: {e}", self.cmd.get_program()),
+                }
+                let ran = self.child.at.elapsed();
+                if !execed && ran >= exec_deadline {
+                    // An empty or unreadable command line (the child exited since `try_wait`)
+                    // counts as having run.
+                    let pid = self.child.process.id();
+                    execed = std::fs::read(format!("/proc/{pid}/cmdline"))
+                        .map(|line| line.is_empty() || self.has_exec(&line))
+                        .unwrap_or(true);
+                    if !execed {
+                        break true;
+                    }
+                }
+                if ran >= deadline {
+                    break false;
+                }
+                std::thread::sleep(poll);
+                poll = (poll * 2).min(std::time::Duration::from_millis(10));
+            };
+            let _ = self.child.process.kill();
+            if !stuck_before_exec {
+                return Err(TimedOut(self.child.finish()));
+            }
+            restarts += 1;
+            assert!(
+                restarts <= 2,
+                "{:?}: three children in a row did not reach exec within {exec_deadline:?}",
+                self.cmd
+            );
+            eprintln!(
+                "{:?}: the child did not reach exec within {exec_deadline:?} (the emulator's \
+                 fork deadlocked); started again",
+                self.cmd
+            );
+            let _ = self.child.finish();
+            self.child = start(&mut self.cmd)
+                .unwrap_or_else(|e| panic!("cannot run {:?} again: {e}", self.cmd.get_program()));
+        }
+    }
+}
+
+impl Started {
+    /// Reaps the (exited or killed) process and collects its output.
+    fn finish(self) -> std::process::Output {
+        let mut process = self.process;
+        let status = process.wait().expect("wait for an exited child");
+        std::process::Output {
+            status,
+            stdout: self.stdout.join().unwrap_or_default(),
+            stderr: self.stderr.join().unwrap_or_default(),
+        }
+    }
 }
 
 /// Waits until `counter` reaches `at_least`: spins briefly, then yields (the machine may have
@@ -263,4 +428,100 @@ pub fn valgrind_cannot_run(stderr: &str) -> Option<String> {
         );
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+    use std::time::{Duration, Instant};
+
+    fn sh(script: &str) -> Command {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", script]);
+        cmd
+    }
+
+    #[test]
+    fn a_watched_child_gets_its_output_back() {
+        let out = spawn_watched(sh("echo out; echo err >&2; exit 3"))
+            .output_with(Duration::from_millis(100), Duration::from_secs(60))
+            .expect("sh ran into its deadline");
+        assert_eq!(out.status.code(), Some(3));
+        assert_eq!(
+            (&out.stdout[..], &out.stderr[..]),
+            (&b"out\n"[..], &b"err\n"[..])
+        );
+    }
+
+    #[test]
+    fn a_watched_child_past_its_deadline_is_killed_with_its_output() {
+        let started = Instant::now();
+        // The shell prints, then becomes `sleep` (which keeps no other process on the pipes);
+        // the deadline comes before the exec check would.
+        let out = spawn_watched(sh("echo started; exec sleep 60"))
+            .output_with(Duration::from_secs(60), Duration::from_secs(3));
+        assert!(started.elapsed() < Duration::from_secs(30));
+        match out {
+            Err(TimedOut(out)) => assert_eq!(out.stdout, b"started\n"),
+            Ok(_) => panic!("the sleep was not reported as running past its deadline"),
+        }
+    }
+
+    #[test]
+    fn a_child_stuck_before_exec_is_started_again() {
+        let dir = std::env::temp_dir().join(format!("rseq-watch-{}", std::process::id()));
+        let _ = std::fs::remove_file(&dir);
+        // The first start becomes `sleep 600`, whose command line does not end with the
+        // shell's arguments: to the watcher, a child still before exec. The second runs.
+        let script = format!(
+            "if [ -e {0} ]; then echo ran; else : > {0}; exec sleep 600; fi",
+            dir.display()
+        );
+        let started = Instant::now();
+        let out = spawn_watched(sh(&script))
+            .output_with(Duration::from_millis(300), Duration::from_secs(60))
+            .expect("the second start ran into its deadline");
+        assert_eq!(
+            (out.status.code(), &out.stdout[..]),
+            (Some(0), &b"ran\n"[..])
+        );
+        assert!(started.elapsed() < Duration::from_secs(30));
+        std::fs::remove_file(dir).unwrap();
+    }
+
+    #[test]
+    fn a_child_is_known_by_its_arguments_and_its_programs_name() {
+        let mut cmd = Command::new("/usr/bin/rseq-stress");
+        cmd.args(["--ops", "add"]);
+        let child = spawn_watched(sh("exit 0"));
+        let child = WatchedChild { cmd, ..child };
+        // Run directly, or by qemu-user through binfmt_misc.
+        assert!(child.has_exec(b"/usr/bin/rseq-stress\0--ops\0add\0"));
+        assert!(child.has_exec(b"/usr/bin/qemu-riscv64\0/usr/bin/rseq-stress\0--ops\0add\0"));
+        // Still the parent: a test binary, also one run with the same last argument.
+        assert!(!child.has_exec(b"/t/reliability-0123\0"));
+        assert!(!child.has_exec(b"/usr/bin/qemu-riscv64\0/t/reliability-0123\0add\0"));
+        assert!(!child.has_exec(b"/t/reliability-0123\0--ops\0add\0"));
+        let _ = child.output(Duration::from_secs(60));
+    }
+
+    #[test]
+    fn three_children_stuck_before_exec_fail_the_test() {
+        let started = Instant::now();
+        let panicked = std::panic::catch_unwind(|| {
+            spawn_watched(sh("exec sleep 600"))
+                .output_with(Duration::from_millis(300), Duration::from_secs(60))
+        });
+        let message = panicked.expect_err("a child stuck before exec was taken for one that ran");
+        let message = message
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            message.contains("three children in a row did not reach exec"),
+            "{message}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(30));
+    }
 }

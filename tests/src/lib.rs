@@ -1,8 +1,9 @@
 //! Helpers shared by the integration tests, the probe and the demonstration.
 
-use std::io::Read;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+pub use rseq::test_support::{
+    output_watched, spawn_watched, try_spawn_watched, TimedOut, CHILD_DEADLINE,
+};
+use std::process::{Command, Output};
 
 /// Pins the calling thread to one CPU. Returns false if the CPU is not in the allowed set.
 pub fn pin_to_cpu(cpu: usize) -> bool {
@@ -89,192 +90,29 @@ impl RunMode {
 
 /// Runs `program args…` in `mode` and returns its output, printing it for the test log.
 ///
-/// A child that runs longer than [`CHILD_DEADLINE`] is killed and the test fails, naming it
-/// (a hang is a failure, not a stalled test run). A child that has not reached `exec` a minute
-/// after it was started is killed and started again, up to twice: under qemu-user, `fork` in a
-/// multi-threaded program sometimes deadlocks the emulator in the child before the program
-/// ever runs (seen on riscv64: both threads of the child waiting on a futex forever).
+/// The child is watched ([`rseq::test_support::spawn_watched`]): one that runs longer than
+/// [`CHILD_DEADLINE`] is killed and the test fails, naming it (a hang is a failure, not a stalled
+/// test run), and one that the emulator deadlocked before `exec` is started again.
 pub fn run_in(mode: RunMode, program: &str, args: &[&str]) -> Output {
-    for attempt in 1..=3 {
-        let mut cmd = Command::new(program);
-        cmd.args(args);
-        mode.apply(&mut cmd);
-        match run_watched(&mut cmd, program, EXEC_DEADLINE, CHILD_DEADLINE) {
-            Ok(out) => {
-                eprintln!(
-                    "--- {program} {args:?} in {mode:?}: {}\n{}{}",
-                    out.status,
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                return out;
-            }
-            Err(Stuck::BeforeExec) if attempt < 3 => eprintln!(
-                "--- {program} {args:?} in {mode:?}: the child did not reach exec within \
-                 {EXEC_DEADLINE:?} (the emulator's fork deadlocked); started again"
-            ),
-            Err(Stuck::BeforeExec) => panic!(
-                "{program} {args:?} in {mode:?}: three children in a row did not reach exec \
-                 within {EXEC_DEADLINE:?}"
-            ),
-            Err(Stuck::Running(out)) => panic!(
-                "{program} {args:?} in {mode:?} still ran after {CHILD_DEADLINE:?}: killed. \
-                 Its output:\n{}{}",
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    mode.apply(&mut cmd);
+    match output_watched(cmd, CHILD_DEADLINE) {
+        Ok(out) => {
+            eprintln!(
+                "--- {program} {args:?} in {mode:?}: {}\n{}{}",
+                out.status,
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
-            ),
+            );
+            out
         }
-    }
-    unreachable!("the last attempt returns or panics")
-}
-
-/// How long a child of [`run_in`] may run (far more than any needs: all the tests of one
-/// target take a few minutes under qemu-user).
-pub const CHILD_DEADLINE: Duration = Duration::from_secs(20 * 60);
-
-/// How long a child of [`run_in`] may take to reach `exec`.
-pub const EXEC_DEADLINE: Duration = Duration::from_secs(60);
-
-/// Why [`run_watched`] gave up on a child (which it killed).
-enum Stuck {
-    /// It never reached `exec`.
-    BeforeExec,
-    /// It ran past [`CHILD_DEADLINE`]; what it wrote until then.
-    Running(Output),
-}
-
-/// `cmd.output()`, with the deadlines of [`run_in`]. `program` is how `cmd` names the program:
-/// once the child runs it, `/proc/<pid>/cmdline` names it too (also when qemu-user runs it
-/// through binfmt_misc); before `exec`, the child's command line is still its parent's.
-fn run_watched(
-    cmd: &mut Command,
-    program: &str,
-    exec_deadline: Duration,
-    deadline: Duration,
-) -> Result<Output, Stuck> {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_end(&mut bytes);
-            }
-            bytes
-        })
-    };
-    let stdout = drain(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let stderr = drain(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let started = Instant::now();
-    let mut execed = false;
-    let mut poll = Duration::from_millis(1);
-    let before_exec = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => {
-                return Ok(Output {
-                    status,
-                    stdout: stdout.join().unwrap_or_default(),
-                    stderr: stderr.join().unwrap_or_default(),
-                })
-            }
-            Ok(None) => {}
-            Err(e) => panic!("cannot wait for {program}: {e}"),
-        }
-        let waited = started.elapsed();
-        if !execed && waited >= exec_deadline {
-            // An empty or unreadable command line (the child exited since `try_wait`) counts
-            // as having run: one stuck before exec still has its parent's.
-            execed = std::fs::read(format!("/proc/{}/cmdline", child.id()))
-                .map(|line| line.is_empty() || String::from_utf8_lossy(&line).contains(program))
-                .unwrap_or(true);
-            if !execed {
-                break true;
-            }
-        }
-        if waited >= deadline {
-            break false;
-        }
-        std::thread::sleep(poll);
-        poll = (poll * 2).min(Duration::from_millis(10));
-    };
-    let _ = child.kill();
-    let status = child
-        .wait()
-        .unwrap_or_else(|e| panic!("cannot wait for {program}: {e}"));
-    let out = Output {
-        status,
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
-    };
-    Err(if before_exec {
-        Stuck::BeforeExec
-    } else {
-        Stuck::Running(out)
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_child_gets_its_output_back() {
-        let out = run_watched(
-            Command::new("sh").args(["-c", "echo out; echo err >&2; exit 3"]),
-            "sh",
-            Duration::from_millis(100),
-            Duration::from_secs(60),
-        );
-        let out = out.unwrap_or_else(|_| panic!("sh ran into a deadline"));
-        assert_eq!(out.status.code(), Some(3));
-        assert_eq!(
-            (&out.stdout[..], &out.stderr[..]),
-            (&b"out\n"[..], &b"err\n"[..])
-        );
-    }
-
-    #[test]
-    fn a_child_past_its_deadline_is_killed_with_its_output() {
-        let started = Instant::now();
-        // The shell prints, then becomes `sleep` (which keeps no other process on the pipes).
-        let out = run_watched(
-            Command::new("sh").args(["-c", "echo started; exec sleep 60"]),
-            "sleep",
-            Duration::from_secs(2),
-            Duration::from_secs(3),
-        );
-        assert!(started.elapsed() < Duration::from_secs(30));
-        match out {
-            Err(Stuck::Running(out)) => assert_eq!(out.stdout, b"started\n"),
-            _ => panic!("the sleep was not reported as running past its deadline"),
-        }
-    }
-
-    #[test]
-    fn a_child_whose_command_line_never_names_the_program_did_not_reach_exec() {
-        // `sleep` runs, but under a name the watcher does not look for: what it sees of a
-        // child stuck between fork and exec.
-        let out = run_watched(
-            Command::new("sleep").arg("60"),
-            "/no/such/program",
-            Duration::from_millis(100),
-            Duration::from_secs(60),
-        );
-        assert!(matches!(out, Err(Stuck::BeforeExec)));
+        Err(TimedOut(out)) => panic!(
+            "{program} {args:?} in {mode:?} still ran after {CHILD_DEADLINE:?}: killed. \
+             Its output:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
     }
 }
 

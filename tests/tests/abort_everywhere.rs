@@ -9,7 +9,7 @@
 //! `.ci/run`).
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
-use rseq_tests::field;
+use rseq_tests::{field, output_watched};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -33,13 +33,14 @@ const TIMEOUT_SECS: u64 = 100;
 
 fn run(args: &[&str]) -> (Output, String, Duration) {
     let started = Instant::now();
-    let out = Command::new(HARNESS)
-        .args(args)
+    let mut cmd = Command::new(HARNESS);
+    cmd.args(args)
         .args(["--timeout", &TIMEOUT_SECS.to_string()])
         .env_remove("GLIBC_TUNABLES")
-        .env_remove("RSEQ_DISABLE")
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {HARNESS}: {e}"));
+        .env_remove("RSEQ_DISABLE");
+    // The harness stops itself after TIMEOUT_SECS; this deadline is for a harness that cannot.
+    let out = output_watched(cmd, Duration::from_secs(4 * TIMEOUT_SECS))
+        .unwrap_or_else(|_| panic!("{HARNESS} {args:?} ignored its own --timeout: killed"));
     let elapsed = started.elapsed();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     eprintln!(

@@ -8,7 +8,9 @@
 //! there is no `mm_cid` to hide, and `sections.rs` covers the fallback), and in statically
 //! linked programs (musl's default), which `LD_PRELOAD` cannot reach.
 
-use rseq_tests::{field, not_applicable, Platform};
+use rseq_tests::{
+    field, not_applicable, output_watched, try_spawn_watched, Platform, CHILD_DEADLINE,
+};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -36,22 +38,24 @@ fn preload() -> Option<PathBuf> {
     let src = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/pre_6_3_kernel.c");
     let out = std::env::temp_dir().join(format!("rseq-pre-6-3-{}.so", std::process::id()));
     for cc in target_cc() {
-        let built = Command::new(&cc[0])
+        let mut build = Command::new(&cc[0]);
+        build
             .args(&cc[1..])
             .args(["-shared", "-fPIC", "-o"])
             .arg(&out)
             .arg(src)
-            .arg("-ldl")
-            .output();
+            .arg("-ldl");
+        let built = try_spawn_watched(build).map(|child| child.output(CHILD_DEADLINE));
         match built {
-            Ok(o) if o.status.success() => {
+            Ok(Ok(o)) if o.status.success() => {
                 eprintln!("preload library built with {cc:?}");
                 return Some(out);
             }
-            Ok(o) => eprintln!(
+            Ok(Ok(o)) => eprintln!(
                 "{cc:?} could not build the preload library: {}",
                 String::from_utf8_lossy(&o.stderr)
             ),
+            Ok(Err(_)) => eprintln!("{cc:?} still ran after {CHILD_DEADLINE:?}: killed"),
             Err(e) => eprintln!("{cc:?}: {e}"),
         }
     }
@@ -65,7 +69,8 @@ fn run(preload: Option<&PathBuf>, program: &str, args: &[&str]) -> String {
     if let Some(lib) = preload {
         cmd.env("LD_PRELOAD", lib);
     }
-    let out = cmd.output().unwrap();
+    let out = output_watched(cmd, CHILD_DEADLINE)
+        .unwrap_or_else(|_| panic!("{program} {args:?} still ran after {CHILD_DEADLINE:?}"));
     let stdout = String::from_utf8(out.stdout).unwrap();
     eprintln!(
         "{program} {args:?}: {}\n{stdout}{}",

@@ -43,11 +43,10 @@
 //! musl, both rseq modes under qemu-user) is run once; under an emulator
 //! (`RSEQ_TEST_EMULATOR`, set by `.ci/cross-test`) every run does 1/50 of the iterations.
 
-use rseq_tests::{field, RunMode};
+use rseq_tests::{field, output_watched, RunMode, TimedOut};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::Read;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -501,7 +500,7 @@ fn probe_mode(mode: RunMode) -> String {
             let mut cmd = Command::new(PROBE);
             cmd.arg("facts");
             mode.apply(&mut cmd);
-            let out = cmd.output().expect("run rseq-probe");
+            let out = output_watched(cmd, RUN_TIMEOUT).expect("rseq-probe facts hung");
             assert!(out.status.success(), "rseq-probe facts failed in {mode:?}");
             let stdout = String::from_utf8(out.stdout).unwrap();
             field(&stdout, "mode")
@@ -526,33 +525,14 @@ struct Outcome {
 /// status (`None` if killed), stdout and stderr.
 fn run(mode: RunMode, args: &[String]) -> (Option<std::process::ExitStatus>, String, String) {
     let mut cmd = Command::new(STRESS);
-    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.args(args);
     mode.apply(&mut cmd);
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {STRESS}: {e}"));
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            let _ = pipe.read_to_end(&mut bytes);
-            String::from_utf8_lossy(&bytes).into_owned()
-        })
+    let (status, out) = match output_watched(cmd, RUN_TIMEOUT) {
+        Ok(out) => (Some(out.status), out),
+        Err(TimedOut(out)) => (None, out),
     };
-    let stdout = drain(Box::new(child.stdout.take().unwrap()));
-    let stderr = drain(Box::new(child.stderr.take().unwrap()));
-    let deadline = Instant::now() + RUN_TIMEOUT;
-    let status = loop {
-        match child.try_wait().expect("wait for rseq-stress") {
-            Some(status) => break Some(status),
-            None if Instant::now() > deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            None => std::thread::sleep(Duration::from_millis(5)),
-        }
-    };
-    (status, stdout.join().unwrap(), stderr.join().unwrap())
+    let text = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).into_owned();
+    (status, text(out.stdout), text(out.stderr))
 }
 
 /// Runs one configuration with `iters` iterations and checks everything but the aborts.
