@@ -798,7 +798,7 @@ impl<'a> Builder<'a> {
             if !matches!(self.plan.ops[p], Op::Delay { .. }) {
                 continue;
             }
-            let live = live_after(&self.plan.ops[p + 1..]);
+            let live = live_after(&self.plan.ops[p + 1..], &self.plan.pinned);
             let free = clobberable.iter().find(|r| !live.contains(*r)).cloned();
             let reg = match free {
                 Some(r) => r,
@@ -818,12 +818,13 @@ impl<'a> Builder<'a> {
     }
 }
 
-/// Registers that `ops` read before writing them: the ones live on entry to `ops`.
-fn live_after(ops: &[Op]) -> HashSet<String> {
+/// Registers that `ops` read before writing them: the ones live on entry to `ops` (`pinned`:
+/// the templates' scratch registers, as [`reads_writes`] takes them).
+fn live_after(ops: &[Op], pinned: &[String]) -> HashSet<String> {
     let mut live = HashSet::new();
     // Backwards: live = (live - writes) + reads.
     for op in ops.iter().rev() {
-        let (reads, writes) = reads_writes(op);
+        let (reads, writes) = reads_writes(op, pinned);
         for w in writes {
             live.remove(&w);
         }
@@ -837,12 +838,12 @@ fn template_scratch(t: usize) -> String {
     format!("t{t}")
 }
 
-/// The register operands an instruction group reads and writes (template scratch registers
-/// `t0`/`t1`, which an op may use internally, count as written). Names that are not register
+/// The register operands an instruction group reads and writes (the templates' scratch
+/// registers, [`Plan::pinned`], which an op may use internally, count as written). Names that are not register
 /// operands (a `sym` counts array) may appear; callers ignore them. `ReadIndex` reads its
 /// destination: i686's `Begin` leaves the code address there for it, so nothing may take that
 /// register in between.
-pub(crate) fn reads_writes(op: &Op) -> (Vec<String>, Vec<String>) {
+pub(crate) fn reads_writes(op: &Op, pinned: &[String]) -> (Vec<String>, Vec<String>) {
     fn value(v: &Value) -> Vec<String> {
         match v {
             Value::Reg(r) => vec![r.clone()],
@@ -854,7 +855,7 @@ pub(crate) fn reads_writes(op: &Op) -> (Vec<String>, Vec<String>) {
         r.extend(a.index.as_ref().map(|(i, _)| i.clone()));
         r
     }
-    let temps = || vec![template_scratch(0), template_scratch(1)];
+    let temps = || pinned.to_vec();
     let with_temps = |mut w: Vec<String>| {
         w.extend(temps());
         w
@@ -924,13 +925,14 @@ mod tests {
                 value: Value::Reg(reg("v_c")),
             },
         ];
+        let pinned = [template_scratch(0), template_scratch(1)];
         // Before the load: the base and the index are live; the values are not loaded yet.
-        let live = live_after(&ops);
+        let live = live_after(&ops, &pinned);
         assert!(live.contains("b") && live.contains("idx"));
         assert!(!live.contains("v_a") && !live.contains("v_c"));
         // Between the load and the copy, `v_a` is live; after the copy it is dead again.
-        assert!(live_after(&ops[1..]).contains("v_a"));
-        let live = live_after(&ops[2..]);
+        assert!(live_after(&ops[1..], &pinned).contains("v_a"));
+        let live = live_after(&ops[2..], &pinned);
         assert!(!live.contains("v_a") && live.contains("v_c"));
         // Template scratch registers are never live across instruction groups.
         assert!(!live.contains("t0"));
@@ -945,7 +947,7 @@ mod tests {
             scratch: reg("m0t"),
             unique: 0,
         }];
-        let live = live_after(&ops);
+        let live = live_after(&ops, &[]);
         assert!(live.contains("m0d") && live.contains("m0s") && live.contains("m0n"));
         assert!(!live.contains("m0t"));
     }

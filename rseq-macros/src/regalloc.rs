@@ -469,7 +469,7 @@ fn allocate(
         .ops
         .iter()
         .map(|op| {
-            let (reads, writes) = crate::plan::reads_writes(op);
+            let (reads, writes) = crate::plan::reads_writes(op, &plan.pinned);
             let keep = |names: Vec<String>| {
                 let mut out: Vec<String> = Vec::new();
                 for n in names {
