@@ -1878,10 +1878,7 @@ mod tests {
         }
         let a = PerCpuAlloc::new(System);
         let churn = |layout: Layout, n: usize| {
-            let blocks: Vec<usize> = (0..n)
-                .map(|_| unsafe { a.alloc(layout) } as usize)
-                .collect();
-            assert!(blocks.iter().all(|&b| b != 0));
+            let blocks = filled(&a, layout, n, 0x3c);
             for &b in &blocks {
                 unsafe { a.dealloc(b as *mut u8, layout) };
             }
@@ -1952,13 +1949,8 @@ mod tests {
         );
         // The next structure, of another class, takes its spans from the pool.
         let layout = Layout::new::<[u8; 6144]>();
-        let next: Vec<usize> = (0..100 * 42)
-            .map(|_| unsafe { a.alloc(layout) } as usize)
-            .collect();
-        assert!(next.iter().all(|&b| b != 0));
-        assert!(next
-            .iter()
-            .all(|b| spans.contains(&(b & !(spans::SPAN - 1)))));
+        let next = filled(&a, layout, 100 * 42, 0x5a);
+        assert!(spans_of(&next).iter().all(|s| spans.contains(s)));
         let t = a.stats();
         assert_eq!(
             (t.spans, t.released_bytes),
