@@ -31,10 +31,13 @@
 //! # Spans
 //!
 //! The blocks of a class are carved from *spans*: 256 KiB, 256 KiB-aligned allocations of the
-//! inner allocator, each holding blocks of one class behind a 128-byte header. A fresh span
-//! hands out its blocks in address order (so objects allocated one after the other are
-//! neighbours in memory, and one refill's batch is one CPU's run of cache lines); blocks that
-//! come back join their span's free list. Each class's spans sit behind one mutex (the
+//! inner allocator, each holding blocks of one class behind a header of 128 bytes or more (with
+//! a bitmap of the blocks that came back: 2 KiB for 16-byte blocks, less for larger ones). A
+//! fresh span hands out its blocks in address order (so objects allocated one after the other
+//! are neighbours in memory, and one refill's batch is one CPU's run of cache lines); blocks
+//! that come back set their bit in their span's bitmap, and go out again lowest address first.
+//! Neither touches the block's memory: a batch moving between the caches and the spans writes
+//! to the headers only. Each class's spans sit behind one mutex (the
 //! *central* lists), reached only by refills and flushes, a batch at a time. A span none of
 //! whose blocks is out is reset to address order and kept for the next refills, up to four per
 //! class; more go to a pool of empty spans that every class takes its next span from before it
@@ -1597,7 +1600,7 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
 // 16-aligned): carved from a span of that class, or allocated from the inner allocator with the
 // class layout. It is owned by exactly one party at a time: the caller, one CPU's cache (a slot
 // of which only the sections of that CPU, the holder of its fallback lock, or a drain that
-// stopped it change), the transfer cache or its span's free list (under their mutexes), or the
+// stopped it change), the transfer cache or its span's bitmap (under their mutexes), or the
 // inner allocator. A block leaving the caches goes back to where it came from (the span map
 // tells which), an inner allocator's block with the layout it was allocated with; a span goes
 // back to the inner allocator only with none of its blocks out. Large requests are the inner
@@ -1865,6 +1868,63 @@ mod tests {
             let bytes = unsafe { core::slice::from_raw_parts(b as *const u8, 256) };
             assert!(bytes.iter().all(|&x| x == 0x5a));
             assert!(spans.contains(&(b & !(spans::SPAN - 1))));
+            unsafe { a.dealloc(b as *mut u8, layout) };
+        }
+        a.release_memory();
+        assert_eq!(a.stats().spans, 0);
+    }
+
+    /// Runs `f` with the calling thread pinned to the CPU it is on, then restores its
+    /// affinity: the per-CPU cache it uses stays the same one throughout.
+    fn pinned<R>(f: impl FnOnce() -> R) -> R {
+        // SAFETY: cpu_set_t is plain data; the calls take pointers to our locals.
+        unsafe {
+            let mut old: libc::cpu_set_t = core::mem::zeroed();
+            let size = core::mem::size_of::<libc::cpu_set_t>();
+            assert_eq!(libc::sched_getaffinity(0, size, &mut old), 0);
+            let mut one: libc::cpu_set_t = core::mem::zeroed();
+            libc::CPU_SET(libc::sched_getcpu() as usize, &mut one);
+            assert_eq!(libc::sched_setaffinity(0, size, &one), 0);
+            let r = f();
+            assert_eq!(libc::sched_setaffinity(0, size, &old), 0);
+            r
+        }
+    }
+
+    #[test]
+    fn blocks_that_came_back_are_handed_out_again_lowest_address_first() {
+        if !on_rseq() {
+            return;
+        }
+        let a = PerCpuAlloc::new(System);
+        // 256-byte blocks (a cache line or more: refills keep their order), 1023 to a span:
+        // three spans, the third with room left.
+        let layout = Layout::new::<[u8; 256]>();
+        let blocks = filled(&a, layout, 3000, 0xa5);
+        assert_eq!(spans_of(&blocks).len(), 3);
+        let again = pinned(|| {
+            // Every other block back to its span (the caches drained into them).
+            for &b in blocks.iter().step_by(2) {
+                unsafe { a.dealloc(b as *mut u8, layout) };
+            }
+            a.release_memory();
+            filled(&a, layout, 1500, 0x5a)
+        });
+        // From each span, lowest address first: the blocks that came back, then (in the third)
+        // the ones never handed out, which lie above them all.
+        for span in spans_of(&blocks) {
+            let from: Vec<usize> = again
+                .iter()
+                .copied()
+                .filter(|&b| b & !(spans::SPAN - 1) == span)
+                .collect();
+            assert!(from.windows(2).all(|w| w[0] < w[1]), "{span:#x}: {from:x?}");
+        }
+        let freed: std::collections::HashSet<usize> = blocks.iter().copied().step_by(2).collect();
+        let reused = again.iter().filter(|b| freed.contains(b)).count();
+        // At most the third span's 69 fresh blocks are not reused ones.
+        assert!(reused >= 1500 - (3 * 1023 - 3000), "{reused}");
+        for &b in blocks.iter().skip(1).step_by(2).chain(&again) {
             unsafe { a.dealloc(b as *mut u8, layout) };
         }
         a.release_memory();

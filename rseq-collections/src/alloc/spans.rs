@@ -2,15 +2,17 @@
 //! allocator gives out (one `Layout::from_size_align(SPAN, SPAN)` request each), one class per
 //! span, and a map of which span-aligned addresses are spans.
 //!
-//! A span starts with its [`Header`]; its blocks follow, handed out first from a bump pointer
-//! (so a fresh span gives its blocks in address order), then from a list of the blocks that came
-//! back (threaded through their first word). `used` counts the blocks out of the span (in a
-//! cache or with the program). Each class has one [`Central`]: a mutex over its spans that have
-//! a block to give, partly used ones first. A span whose blocks all came back is reset to its
-//! bump pointer (address order again) and kept for the next refills, up to [`KEPT_EMPTY`] per
-//! class; more go to the [`Pool`], where any class takes its next span from (up to
-//! [`POOL_SPANS`]; beyond, back to the inner allocator), and [`Central::release_empty`] and
-//! [`Pool::release_all`] hand them back.
+//! A span starts with its [`Header`] and a bitmap of its blocks that came back; its blocks follow,
+//! handed out first from the bitmap, lowest address first, then from a bump pointer (so a fresh
+//! span gives its blocks in address order). The span heap never reads or writes a block's memory: a
+//! batch of blocks moves between the caches and their spans with writes to the headers only, where
+//! a list threaded through the blocks' first words would take a pass through blocks no longer in
+//! the processor's caches. `used` counts the blocks out of the span (in a cache or with the
+//! program). Each class has one [`Central`]: a mutex over its spans that have a block to give,
+//! partly used ones first. A span whose blocks all came back is reset to its bump pointer (address
+//! order again) and kept for the next refills, up to [`KEPT_EMPTY`] per class; more go to the
+//! [`Pool`], where any class takes its next span from (up to [`POOL_SPANS`]; beyond, back to the
+//! inner allocator), and [`Central::release_empty`] and [`Pool::release_all`] hand them back.
 //!
 //! Blocks of spans and blocks of the inner allocator (allocated with the class layout while the
 //! caches were bypassed, or in the fallback) mix in the caches; [`SpanMap::contains`] tells
@@ -28,8 +30,27 @@ pub(super) const SPAN_SHIFT: u32 = 18;
 /// Bytes of one span (256 KiB), and its alignment.
 pub(super) const SPAN: usize = 1 << SPAN_SHIFT;
 
-/// The span header's bytes, before the first block (a cache line on every target).
+/// The span header's bytes without the bitmap, and the unit the header's bytes with the bitmap
+/// round up to (a cache line on every target, so that the first block starts on one).
 const HEADER: usize = 128;
+
+/// Where the bitmap starts in a span.
+const BITMAP: usize = core::mem::size_of::<Header>().next_multiple_of(8);
+
+/// The bytes before the first block of a span of `size`-byte blocks: the header and a bitmap
+/// large enough for the blocks (2 KiB for 16-byte blocks, 128 bytes from 256-byte blocks up).
+const fn header_bytes(size: usize) -> usize {
+    let most = (SPAN - HEADER) / size;
+    (BITMAP + most.div_ceil(64) * 8).next_multiple_of(HEADER)
+}
+
+/// `ceil(2^48 / size)`: a block's offset from the first block, `k × size` (below [`SPAN`]),
+/// times this, shifted right by 48, is its index `k`, exactly: the product is `k × 2^48 + k × e`
+/// with `e < size`, and `k × e < SPAN < 2^48`. A multiplication instead of a division in every
+/// [`Central::put`].
+fn reciprocal(size: usize) -> u64 {
+    (1u64 << 48).div_ceil(size as u64)
+}
 
 /// Spans' addresses are below `1 << ADDR_BITS` (a span the inner allocator places higher is
 /// handed back and the refill takes blocks of the inner allocator instead).
@@ -169,8 +190,14 @@ impl SpanMap {
 /// The start of a span: its bookkeeping, under its class's [`Central`] mutex.
 #[repr(C)]
 struct Header {
-    /// The first block that came back (its first word links the next), or 0.
-    free: usize,
+    /// The blocks' size.
+    size: usize,
+    /// [`reciprocal`]`(size)`.
+    recip: u64,
+    /// Blocks that came back (their bits set in the bitmap).
+    freed: usize,
+    /// The bitmap's first word that may have a bit set.
+    scan: usize,
     /// The next block never handed out (since the span was made or last emptied).
     bump: usize,
     /// The first block.
@@ -192,6 +219,60 @@ struct Header {
 }
 
 const _: () = assert!(core::mem::size_of::<Header>() <= HEADER);
+
+/// The bitmap of `span`'s blocks that came back: bit `i % 64` of word `i / 64` for block `i`
+/// (from the first block).
+fn bitmap(span: *mut Header) -> *mut u64 {
+    span.cast::<u8>().wrapping_add(BITMAP).cast()
+}
+
+/// The index of `block` in `span` (a block of the span, `(*span).first` and `recip` set).
+///
+/// # Safety
+/// `span`'s header is the caller's.
+unsafe fn index_of(span: *mut Header, block: usize) -> usize {
+    (((block - (*span).first) as u64 * (*span).recip) >> 48) as usize
+}
+
+/// Takes up to `out.len()` blocks from `span`'s bitmap, lowest address first; returns how many.
+///
+/// # Safety
+/// `span`'s header and bitmap are the caller's.
+unsafe fn take_freed(span: *mut Header, out: &mut [usize]) -> usize {
+    let bits = bitmap(span);
+    let size = (*span).size;
+    let want = out.len().min((*span).freed);
+    let mut w = (*span).scan;
+    let mut n = 0;
+    while n < want {
+        let mut word = *bits.add(w);
+        let base = (*span).first + w * 64 * size;
+        while word != 0 && n < want {
+            out[n] = base + word.trailing_zeros() as usize * size;
+            word &= word - 1;
+            n += 1;
+        }
+        *bits.add(w) = word;
+        if word == 0 {
+            w += 1;
+        }
+    }
+    (*span).scan = w;
+    (*span).freed -= n;
+    n
+}
+
+/// Resets a span with no block out to hand out its blocks from the bump pointer again.
+///
+/// # Safety
+/// `span`'s header and bitmap are the caller's; no block of it is out.
+unsafe fn reset(span: *mut Header) {
+    let handed = index_of(span, (*span).bump);
+    bitmap(span).write_bytes(0, handed.div_ceil(64));
+    (*span).freed = 0;
+    (*span).scan = 0;
+    (*span).bump = (*span).first;
+}
 
 fn span_layout() -> Layout {
     // SAFETY: a power of two, and the size is its multiple.
@@ -336,11 +417,8 @@ impl Central {
                 // Field by field through the raw pointer (no `&mut Header`): the list's links
                 // are written through the same pointer.
                 let before = n;
-                while n < out.len() && (*span).free != 0 {
-                    let block = (*span).free;
-                    out[n] = block;
-                    (*span).free = *(block as *const usize);
-                    n += 1;
+                if (*span).freed != 0 {
+                    n += take_freed(span, &mut out[n..]);
                 }
                 while n < out.len() && (*span).bump < (*span).end {
                     out[n] = (*span).bump;
@@ -349,7 +427,7 @@ impl Central {
                 }
                 (*span).used += n - before;
                 list.out += n - before;
-                if (*span).free == 0 && (*span).bump >= (*span).end {
+                if (*span).freed == 0 && (*span).bump >= (*span).end {
                     // Full: on no list until a block comes back.
                     list.partial.remove(span);
                 }
@@ -378,8 +456,12 @@ impl Central {
             // Field by field through the raw pointer (no `&mut Header`): the list's links
             // are written through the same pointer.
             let span = (block & !(SPAN - 1)) as *mut Header;
-            *(block as *mut usize) = (*span).free;
-            (*span).free = block;
+            let i = index_of(span, block);
+            let word = bitmap(span).add(i / 64);
+            debug_assert!(*word & (1 << (i % 64)) == 0, "block {block:#x} freed twice");
+            *word |= 1 << (i % 64);
+            (*span).freed += 1;
+            (*span).scan = (*span).scan.min(i / 64);
             (*span).used -= 1;
             list.out -= 1;
             if (*span).used == 0 {
@@ -393,8 +475,7 @@ impl Central {
                         released += SPAN;
                     }
                 } else {
-                    (*span).free = 0;
-                    (*span).bump = (*span).first;
+                    reset(span);
                     (*span).emptied_at = list.passes;
                     list.empty.push(span);
                 }
@@ -480,7 +561,7 @@ unsafe fn decommit_idle(chain: &Chain, passes: usize, page: usize) -> usize {
         // Only the span's own bytes are dropped: its pages after the header's page lie inside
         // the span's allocation, and no block of it is out.
         if !(*span).decommitted && (*span).emptied_at + 2 <= passes {
-            let start = (span as usize + HEADER).next_multiple_of(page);
+            let start = (*span).first.next_multiple_of(page);
             let len = (span as usize + SPAN).saturating_sub(start);
             if len > 0 && libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED) == 0 {
                 (*span).decommitted = true;
@@ -594,16 +675,20 @@ fn new_span<A: GlobalAlloc>(map: &SpanMap, inner: &A, size: usize) -> *mut Heade
     init_span(span, size)
 }
 
-/// Writes the header of a span at `span` for blocks of `size` bytes (a fresh span, or one of the
-/// pool), and returns it.
+/// Writes the header and clears the bitmap of a span at `span` for blocks of `size` bytes (a
+/// fresh span, or one of the pool), and returns it.
 fn init_span(span: *mut u8, size: usize) -> *mut Header {
-    let first = span as usize + HEADER;
-    let blocks = (SPAN - HEADER) / size;
+    let first = span as usize + header_bytes(size);
+    let blocks = (span as usize + SPAN - first) / size;
     let header = span.cast::<Header>();
-    // SAFETY: the span is ours and large enough for its header.
+    // SAFETY: the span is ours and large enough for its header and bitmap.
     unsafe {
+        bitmap(header).write_bytes(0, blocks.div_ceil(64));
         header.write(Header {
-            free: 0,
+            size,
+            recip: reciprocal(size),
+            freed: 0,
+            scan: 0,
             bump: first,
             first,
             end: first + blocks * size,
@@ -616,4 +701,28 @@ fn init_span(span: *mut u8, size: usize) -> *mut Header {
         })
     };
     header
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_class_has_room_for_its_bitmap_and_exact_indices() {
+        for &size in super::super::SIZE_CLASSES.iter() {
+            let header = header_bytes(size);
+            let blocks = (SPAN - header) / size;
+            assert!(blocks >= 1, "{size}");
+            assert_eq!(header % HEADER, 0, "{size}");
+            assert!(BITMAP + blocks.div_ceil(64) * 8 <= header, "{size}");
+            let recip = reciprocal(size);
+            for k in 0..blocks {
+                assert_eq!(
+                    ((k * size) as u64 * recip) >> 48,
+                    k as u64,
+                    "{size}: block {k}"
+                );
+            }
+        }
+    }
 }
