@@ -1712,6 +1712,7 @@ impl<A: GlobalAlloc + core::fmt::Debug + 'static> core::fmt::Debug for PerCpuAll
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rseq_rt::test_support::pinned;
 
     /// Whether sections run on rseq, once the mode is decided (tests may run before any
     /// section did).
@@ -1872,23 +1873,6 @@ mod tests {
         }
         a.release_memory();
         assert_eq!(a.stats().spans, 0);
-    }
-
-    /// Runs `f` with the calling thread pinned to the CPU it is on, then restores its
-    /// affinity: the per-CPU cache it uses stays the same one throughout.
-    fn pinned<R>(f: impl FnOnce() -> R) -> R {
-        // SAFETY: cpu_set_t is plain data; the calls take pointers to our locals.
-        unsafe {
-            let mut old: libc::cpu_set_t = core::mem::zeroed();
-            let size = core::mem::size_of::<libc::cpu_set_t>();
-            assert_eq!(libc::sched_getaffinity(0, size, &mut old), 0);
-            let mut one: libc::cpu_set_t = core::mem::zeroed();
-            libc::CPU_SET(libc::sched_getcpu() as usize, &mut one);
-            assert_eq!(libc::sched_setaffinity(0, size, &one), 0);
-            let r = f();
-            assert_eq!(libc::sched_setaffinity(0, size, &old), 0);
-            r
-        }
     }
 
     #[test]

@@ -19,7 +19,7 @@ mod modes;
 use rseq_collections::alloc::{
     block_size, max_cached_blocks, AllocStats, PerCpuAlloc, MAX_SMALL_SIZE, SIZE_CLASSES,
 };
-use rseq_rt::test_support::{output_watched, CHILD_DEADLINE};
+use rseq_rt::test_support::{output_watched, test_child, test_child_under, CHILD_DEADLINE};
 use rseq_rt::{FallbackReason, Mode};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::{Cell, RefCell};
@@ -920,10 +920,7 @@ fn mixed_stress_under_valgrind() {
         );
         return;
     }
-    let out = Command::new("valgrind")
-        .args(["-q", "--error-exitcode=9"])
-        .arg(std::env::current_exe().unwrap())
-        .args(["--exact", "mixed_stress", "--nocapture", "--test-threads=1"])
+    let out = test_child_under(&["valgrind", "-q", "--error-exitcode=9"], "mixed_stress")
         .env_remove("RSEQ_DISABLE")
         .env_remove("GLIBC_TUNABLES")
         .env(CHILD_ENV, "valgrind")
@@ -955,7 +952,6 @@ fn every_test_in_every_mode() {
     if in_child() {
         return;
     }
-    let exe = std::env::current_exe().unwrap();
     let tests = [
         "collections_workload",
         "no_block_is_handed_out_twice",
@@ -1012,9 +1008,8 @@ fn every_test_in_every_mode() {
         }
         let mut seen = Vec::new();
         for test in tests {
-            let mut cmd = Command::new(&exe);
-            cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
-                .env_remove("RSEQ_DISABLE")
+            let mut cmd = test_child(test);
+            cmd.env_remove("RSEQ_DISABLE")
                 .env_remove("GLIBC_TUNABLES")
                 .env(CHILD_ENV, run);
             for (k, v) in env {

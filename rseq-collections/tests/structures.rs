@@ -17,10 +17,9 @@ use rseq_collections::buffer::PerCpuBuffer;
 use rseq_collections::counter::PerCpuCounter;
 use rseq_collections::pool::PerCpuPool;
 use rseq_collections::stack::{Link, Linked, PerCpuStack};
-use rseq_rt::test_support::{spawn_watched, CHILD_DEADLINE};
+use rseq_rt::test_support::{spawn_watched, test_child, CHILD_DEADLINE};
 use rseq_rt::{FallbackReason, Mode};
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::process::Command;
 use std::ptr::NonNull;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::atomic::{AtomicBool, AtomicUsize};
@@ -116,9 +115,8 @@ fn in_every_mode(name: &str, body: fn()) {
         }
         // Start the children first: they run while this process runs the body.
         let started = Instant::now();
-        let mut cmd = Command::new(std::env::current_exe().expect("current_exe"));
-        cmd.args(["--exact", name, "--nocapture", "--test-threads", "1"])
-            .env_remove("RSEQ_DISABLE")
+        let mut cmd = test_child(name);
+        cmd.env_remove("RSEQ_DISABLE")
             .env_remove("GLIBC_TUNABLES")
             .envs(env.iter().copied())
             .env(CHILD_ENV, child);

@@ -232,9 +232,18 @@ impl CpuMask {
 
     /// The mask with only `cpu` set, large enough for `words` words.
     pub fn single(cpu: usize, words: usize) -> CpuMask {
-        let mut mask = vec![0; words.max(cpu / Self::BITS + 1)];
-        mask[cpu / Self::BITS] |= 1 << (cpu % Self::BITS);
-        CpuMask(mask)
+        let mut mask = CpuMask(vec![0; words]);
+        mask.insert(cpu);
+        mask
+    }
+
+    /// Adds `cpu` to the mask, growing it if needed.
+    pub fn insert(&mut self, cpu: usize) {
+        let word = cpu / Self::BITS;
+        if self.0.len() <= word {
+            self.0.resize(word + 1, 0);
+        }
+        self.0[word] |= 1 << (cpu % Self::BITS);
     }
 
     /// Whether `cpu` is in the mask.

@@ -112,10 +112,8 @@ pub fn run_test_in_child_with(
     timeout: std::time::Duration,
 ) -> std::process::Output {
     let case = envs.last().map_or("", |(_, case)| *case);
-    let mut cmd =
-        std::process::Command::new(std::env::current_exe().expect("the test binary's path"));
-    cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .envs(envs.iter().copied());
+    let mut cmd = test_child(test);
+    cmd.envs(envs.iter().copied());
     let out = match output_watched(cmd, timeout) {
         Ok(out) => out,
         Err(TimedOut(out)) => panic!(
@@ -132,6 +130,69 @@ pub fn run_test_in_child_with(
         );
     }
     out
+}
+
+/// A command that runs the calling test binary's test `name` alone: matched exactly, its
+/// output shown, on one test thread. The caller adds the environment and starts it (with
+/// [`spawn_watched`] or [`output_watched`]).
+pub fn test_child(name: &str) -> std::process::Command {
+    test_child_under(&[], name)
+}
+
+/// [`test_child`] run by another program: `runner[0]` with the arguments `runner[1..]`, then the
+/// test binary and its arguments (for example `["valgrind", "-q"]`). An empty `runner` is
+/// [`test_child`].
+pub fn test_child_under(runner: &[&str], name: &str) -> std::process::Command {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let mut cmd = match runner.split_first() {
+        Some((program, args)) => {
+            let mut cmd = std::process::Command::new(program);
+            cmd.args(args).arg(exe);
+            cmd
+        }
+        None => std::process::Command::new(exe),
+    };
+    cmd.args(["--exact", name, "--nocapture", "--test-threads=1"]);
+    cmd
+}
+
+/// The CPUs the calling thread may run on (`sched_getaffinity`), in order; the CPU it is on if
+/// the call fails.
+pub fn allowed_cpus() -> Vec<usize> {
+    match crate::sys::thread_affinity() {
+        Ok(mask) => mask.cpus().collect(),
+        Err(_) => vec![crate::sys::sched_getcpu()],
+    }
+}
+
+/// Lets the calling thread run on `cpus` only (`sched_setaffinity`); the kernel moves it before
+/// the call returns if it is elsewhere. Returns false if the kernel refused (no CPU of `cpus`
+/// is allowed, or the call is denied).
+pub fn allow_cpus(cpus: &[usize]) -> bool {
+    let words = crate::sys::thread_affinity().map_or(16, |m| m.0.len());
+    let mut mask = crate::sys::CpuMask(vec![0; words]);
+    for &cpu in cpus {
+        mask.insert(cpu);
+    }
+    crate::sys::set_thread_affinity(&mask).is_ok()
+}
+
+/// Pins the calling thread to `cpu` alone. Returns false if the CPU is not in the allowed set.
+pub fn pin_to_cpu(cpu: usize) -> bool {
+    allow_cpus(&[cpu])
+}
+
+/// Runs `f` with the calling thread pinned to the CPU it is on, then gives it back the CPUs it
+/// had: the per-CPU data it uses stays the same CPU's throughout.
+pub fn pinned<R>(f: impl FnOnce() -> R) -> R {
+    let old = crate::sys::thread_affinity().expect("sched_getaffinity of the calling thread");
+    assert!(
+        pin_to_cpu(crate::sys::sched_getcpu()),
+        "sched_setaffinity to the current CPU failed"
+    );
+    let r = f();
+    crate::sys::set_thread_affinity(&old).expect("sched_setaffinity back to the thread's CPUs");
+    r
 }
 
 /// A child that [`output_watched`] killed at its deadline, with what it wrote until then.
@@ -440,6 +501,33 @@ mod tests {
         let mut cmd = Command::new("sh");
         cmd.args(["-c", script]);
         cmd
+    }
+
+    #[test]
+    fn pinned_keeps_the_thread_on_one_cpu_and_gives_back_its_cpus() {
+        let before = allowed_cpus();
+        let (inside, cpu) = pinned(|| (allowed_cpus(), crate::sys::sched_getcpu()));
+        assert_eq!(inside, [cpu]);
+        assert!(before.contains(&cpu), "{cpu} not in {before:?}");
+        assert_eq!(allowed_cpus(), before);
+    }
+
+    #[test]
+    fn test_children_run_one_test_of_this_binary_directly_or_under_a_runner() {
+        let exe = std::env::current_exe().unwrap();
+        let tail = ["--exact", "t", "--nocapture", "--test-threads=1"];
+        let direct = test_child("t");
+        assert_eq!(direct.get_program(), exe.as_os_str());
+        assert!(direct.get_args().eq(tail.iter().map(std::ffi::OsStr::new)));
+        let under = test_child_under(&["valgrind", "-q"], "t");
+        assert_eq!(under.get_program(), "valgrind");
+        let args: Vec<_> = under.get_args().collect();
+        assert_eq!(args[0], "-q");
+        assert_eq!(args[1], exe.as_os_str());
+        assert!(args[2..]
+            .iter()
+            .copied()
+            .eq(tail.iter().map(std::ffi::OsStr::new)));
     }
 
     #[test]

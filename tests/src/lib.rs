@@ -1,46 +1,10 @@
 //! Helpers shared by the integration tests, the probe and the demonstration.
 
 pub use rseq::test_support::{
-    output_watched, spawn_watched, try_spawn_watched, TimedOut, CHILD_DEADLINE,
+    allow_cpus, allowed_cpus, output_watched, pin_to_cpu, pinned, spawn_watched, test_child,
+    try_spawn_watched, TimedOut, CHILD_DEADLINE,
 };
 use std::process::{Command, Output};
-
-/// Pins the calling thread to one CPU. Returns false if the CPU is not in the allowed set.
-pub fn pin_to_cpu(cpu: usize) -> bool {
-    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET and sched_setaffinity take pointers
-    // to our local.
-    unsafe {
-        let mut set: libc::cpu_set_t = core::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &set) == 0
-    }
-}
-
-/// The CPUs the calling thread may run on.
-pub fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: as in `pin_to_cpu`.
-    unsafe {
-        let mut set: libc::cpu_set_t = core::mem::zeroed();
-        if libc::sched_getaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return vec![0];
-        }
-        (0..libc::CPU_SETSIZE as usize)
-            .filter(|&c| libc::CPU_ISSET(c, &set))
-            .collect()
-    }
-}
-
-/// Restores the affinity to `cpus`.
-pub fn allow_cpus(cpus: &[usize]) {
-    // SAFETY: as in `pin_to_cpu`.
-    unsafe {
-        let mut set: libc::cpu_set_t = core::mem::zeroed();
-        for &c in cpus {
-            libc::CPU_SET(c, &mut set);
-        }
-        libc::sched_setaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
-}
 
 /// Installs a seccomp filter under which `rseq(2)` fails with `errno` (every other call is
 /// allowed). Affects the calling thread and the threads it creates afterwards.
