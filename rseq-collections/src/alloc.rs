@@ -30,22 +30,31 @@
 //!
 //! # Spans
 //!
-//! The blocks of a class are carved from *spans*: 256 KiB, 256 KiB-aligned allocations of the
-//! inner allocator, each holding blocks of one class behind a header of 128 bytes or more (with
-//! a bitmap of the blocks that came back: 2 KiB for 16-byte blocks, less for larger ones). A
-//! fresh span hands out its blocks in address order (so objects allocated one after the other
-//! are neighbours in memory, and one refill's batch is one CPU's run of cache lines); blocks
-//! that come back set their bit in their span's bitmap, and go out again lowest address first.
-//! Neither touches the block's memory: a batch moving between the caches and the spans writes
-//! to the headers only. Each class's spans sit behind one mutex (the
-//! *central* lists), reached only by refills and flushes, a batch at a time. A span none of
-//! whose blocks is out is reset to address order and kept for the next refills, up to four per
-//! class; more go to a pool of empty spans that every class takes its next span from before it
-//! asks the inner allocator (up to 1024 spans, 256 MiB of address space; more go back to the
-//! inner allocator at once), and [`release_memory`](PerCpuAlloc::release_memory) hands back the
-//! kept and pooled ones too. Pooled spans keep their pages until an idle pass (below) finds
-//! them unused: a program that frees a large structure and builds the next one reuses them
-//! without going through the inner allocator, and never holds more than it held at its peak.
+//! The blocks of a class are carved from *spans*: 256 KiB, 256 KiB-aligned, each holding
+//! blocks of one class behind a header of 128 bytes or more (with a bitmap of the blocks that
+//! came back: 2 KiB for 16-byte blocks, less for larger ones). A fresh span hands out its
+//! blocks in address order (so objects allocated one after the other are neighbours in memory,
+//! and one refill's batch is one CPU's run of cache lines); blocks that come back set their bit
+//! in their span's bitmap, and go out again lowest address first. Neither touches the block's
+//! memory: a batch moving between the caches and the spans writes to the headers only. Each
+//! class's spans sit behind one mutex (the *central* lists), reached only by refills and
+//! flushes, a batch at a time. A span none of whose blocks is out is reset to address order
+//! and kept for the next refills, up to four per class; more go to a pool of empty spans that
+//! every class takes its next span from before it carves a new one, and
+//! [`release_memory`](PerCpuAlloc::release_memory) hands back the kept and pooled ones too.
+//! Pooled spans keep their pages until an idle pass (below) finds them unused: a program that
+//! frees a large structure and builds the next one reuses them without going through the inner
+//! allocator, and never holds more than it held at its peak.
+//!
+//! New spans come from the inner allocator four at a time: one 1 MiB, 256 KiB-aligned
+//! allocation (a *group*), carved as classes need them. An aligned allocation costs the inner
+//! allocator pages of its own besides the memory (glibc's maps twice the size and writes a
+//! header at the mapping's start and one before the aligned block: two resident pages), and a
+//! group pays them once for four spans. A group goes back to the inner allocator once all its
+//! spans are empty and pooled: at `release_memory`, or as soon as it happens while the pool
+//! holds more than 1024 spans (256 MiB of address space). Until then, `release_memory`
+//! returns its empty spans' pages to the system (all but each header's page). Where the inner
+//! allocator cannot give a group, a span comes alone.
 //!
 //! Blocks served while the caches are bypassed (see below) are allocations of the inner
 //! allocator with the class layout (`Layout::from_size_align(class, 16)`), and mix with span
@@ -86,10 +95,12 @@
 //! then its tops, set to zero, with a [`fence_cpu`](rseq_rt::fence_cpu) after each step),
 //! frees its blocks and restarts it with zero capacity (its tops, a fence, its limits), then
 //! empties the transfer caches: every cached block goes back to its span (or the inner
-//! allocator), and then the empty spans to the inner allocator. Caches hold at most
-//! `CPU_CACHE_BYTES` per CPU (give or take a batch per racing thread), the transfer caches at
-//! most 128 KiB per class, the central lists at most four empty spans (1 MiB) per class, and the
-//! pool at most 1024 (their pages until an idle pass returns them).
+//! allocator), and then the groups whose spans are all empty to the inner allocator (the other
+//! empty spans return their pages to the system). Caches hold at most `CPU_CACHE_BYTES` per
+//! CPU (give or take a batch per racing thread), the transfer caches at most 128 KiB per class,
+//! the central lists at most four empty spans (1 MiB) per class, and the pool about 1024
+//! (their pages until an idle pass returns them), more only while their groups have spans in
+//! use.
 //!
 //! **Idle memory goes back on its own.** An *idle pass* ([`PerCpuAlloc::release_idle`]) drains,
 //! the same way, the caches of the CPUs that had no miss and no overflow since the last pass
@@ -646,14 +657,15 @@ pub struct AllocStats {
     pub transfer_blocks: usize,
     /// Their bytes.
     pub transfer_bytes: usize,
-    /// Bytes handed back to the inner allocator: spans emptied beyond the ones kept, blocks of
-    /// the inner allocator leaving the caches, and all that [`PerCpuAlloc::release_memory`]
-    /// hands back.
+    /// Bytes handed back to the inner allocator: groups of spans emptied beyond the ones kept,
+    /// blocks of the inner allocator leaving the caches, and all that
+    /// [`PerCpuAlloc::release_memory`] hands back.
     pub released_bytes: u64,
-    /// Spans held (each 256 KiB from the inner allocator, carved into blocks of one class),
-    /// the pooled ones included.
+    /// Spans held (each 256 KiB of a group from the inner allocator, carved into blocks of one
+    /// class), the pooled ones included; not the current group's spans never carved.
     pub spans: usize,
-    /// Of them, empty spans of no class, kept for any class's next span (at most 1024).
+    /// Of them, empty spans of no class, kept for any class's next span (about 1024 at most,
+    /// more while their groups have spans in use).
     pub pooled_spans: usize,
     /// Their bytes.
     pub span_bytes: usize,
@@ -664,10 +676,11 @@ pub struct AllocStats {
     /// CPU caches drained by the idle passes (no miss or overflow between two passes).
     pub idle_drains: u64,
     /// Bytes of empty spans' pages returned to the operating system (`madvise`) by the idle
-    /// passes; the spans are kept, their pages come back zeroed when used again.
+    /// passes, and by [`PerCpuAlloc::release_memory`] for spans whose groups cannot go back
+    /// yet; the spans are kept, their pages come back zeroed when used again.
     pub returned_bytes: u64,
     /// Allocations of the inner allocator that the front-end holds for itself: its state, the
-    /// per-CPU regions, the transfer array, the span map and the spans. With `cached_blocks`,
+    /// per-CPU regions, the transfer array, the span map and the spans' groups. With `cached_blocks`,
     /// `transfer_blocks` and `span_blocks_out`, this tells the program's blocks from the
     /// inner allocator's count of live blocks.
     pub own_allocations: usize,
@@ -794,7 +807,7 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
             stats.idle_drains = state.idle.drains.load(Ordering::Relaxed) as u64;
             stats.returned_bytes = state.idle.returned.load(Ordering::Relaxed) as u64;
             // The state, the regions, the transfer array.
-            stats.own_allocations = 3 + state.map.allocations() + stats.spans;
+            stats.own_allocations = 3 + state.map.allocations() + state.pool.groups();
         }
         stats
     }
@@ -1231,8 +1244,11 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
 
     /// Hands every cached free block back: each CPU's cache (stopped, drained and restarted
     /// with zero capacity, which grows again on demand) and the transfer caches, to their spans
-    /// (or the inner allocator); then every span none of whose blocks is out, to the inner
-    /// allocator. Returns the bytes handed back to the inner allocator (also counted in
+    /// (or the inner allocator); then every group of spans none of whose blocks is out, to the
+    /// inner allocator, and the pages of the other empty spans (all but each header's page) to
+    /// the operating system (counted in [`AllocStats::returned_bytes`]: their groups go back
+    /// with their last span). Returns the bytes handed back to the inner allocator (also
+    /// counted in
     /// [`AllocStats::released_bytes`]). Whether the inner allocator gives the memory to the
     /// operating system is its own policy (glibc's `free` trims its heaps' tops and unmaps
     /// large chunks).
@@ -1290,9 +1306,15 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
             }
             let mut spans = 0;
             for central in &state.central {
-                spans += central.release_empty(&state.map, &self.inner);
+                spans += central.release_empty(&state.map, &state.pool, &self.inner);
             }
-            spans += state.pool.release_all(&state.map, &self.inner);
+            // Spans whose groups cannot go back yet return their pages to the system.
+            let (handed_back, returned) =
+                state
+                    .pool
+                    .release_all(&state.map, &self.inner, state.idle.page);
+            spans += handed_back;
+            state.idle.returned.fetch_add(returned, Ordering::Relaxed);
             self.released.fetch_add(spans, Ordering::Relaxed);
             released += spans;
         }
@@ -1692,9 +1714,9 @@ impl<A: GlobalAlloc + 'static> Drop for PerCpuAlloc<A> {
             // Spans with blocks still out (the program's, freed after this drop, if ever) are
             // leaked rather than freed under it.
             for central in s.central.iter_mut() {
-                central.free_all(&s.map, &self.inner);
+                central.free_all(&s.map, &s.pool, &self.inner);
             }
-            s.pool.release_all(&s.map, &self.inner);
+            s.pool.free_all(&s.map, &self.inner);
             self.free_state(state);
         }
     }
@@ -1794,7 +1816,12 @@ mod tests {
     }
 
     /// `n` blocks of `layout` from `a`, each filled with `mark`.
-    fn filled(a: &PerCpuAlloc, layout: Layout, n: usize, mark: u8) -> Vec<usize> {
+    fn filled<A: GlobalAlloc>(
+        a: &PerCpuAlloc<A>,
+        layout: Layout,
+        n: usize,
+        mark: u8,
+    ) -> Vec<usize> {
         (0..n)
             .map(|_| {
                 let b = unsafe { a.alloc(layout) };
@@ -2017,11 +2044,168 @@ mod tests {
         a.release_memory();
         let v = a.stats();
         assert_eq!((v.spans, v.pooled_spans), (0, 0), "{v:?}");
-        assert_eq!(
-            v.released_bytes - u.released_bytes,
-            (u.spans * spans::SPAN) as u64,
+        // Whole groups went back: the spans, and the current group's spans never carved.
+        let handed_back = (v.released_bytes - u.released_bytes) as usize;
+        assert!(
+            (u.spans * spans::SPAN..(u.spans + spans::GROUP) * spans::SPAN).contains(&handed_back),
             "{v:?}"
         );
+    }
+
+    /// An inner allocator over `System` that counts its live allocations of span groups and
+    /// single spans (`SPAN`-aligned), and refuses groups if told to (the allocator's other
+    /// requests, the per-CPU regions among them, pass).
+    struct SpanCounting {
+        groups: AtomicUsize,
+        singles: AtomicUsize,
+        refuse_groups: bool,
+    }
+
+    impl SpanCounting {
+        const fn new(refuse_groups: bool) -> SpanCounting {
+            SpanCounting {
+                groups: AtomicUsize::new(0),
+                singles: AtomicUsize::new(0),
+                refuse_groups,
+            }
+        }
+
+        fn counter(&self, layout: Layout) -> Option<&AtomicUsize> {
+            match (layout.size() / spans::SPAN, layout.align()) {
+                (spans::GROUP, spans::SPAN) => Some(&self.groups),
+                (1, spans::SPAN) => Some(&self.singles),
+                _ => None,
+            }
+        }
+
+        fn live(&self) -> (usize, usize) {
+            (
+                self.groups.load(Ordering::Relaxed),
+                self.singles.load(Ordering::Relaxed),
+            )
+        }
+    }
+
+    unsafe impl GlobalAlloc for &'static SpanCounting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            if self.refuse_groups && layout.size() == spans::GROUP * spans::SPAN {
+                return ptr::null_mut();
+            }
+            let p = System.alloc(layout);
+            if let (false, Some(c)) = (p.is_null(), self.counter(layout)) {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+            p
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            if let Some(c) = self.counter(layout) {
+                c.fetch_sub(1, Ordering::Relaxed);
+            }
+            System.dealloc(ptr, layout)
+        }
+    }
+
+    #[test]
+    fn spans_come_in_groups_that_go_back_whole() {
+        if !on_rseq() {
+            return;
+        }
+        static INNER: SpanCounting = SpanCounting::new(false);
+        let a = PerCpuAlloc::new(&INNER);
+        // 8 KiB blocks, 31 to a span: one group's worth and one span more.
+        let big = Layout::new::<[u8; 8192]>();
+        let blocks = filled(&a, big, (spans::GROUP + 1) * 31 - 8, 0x6b);
+        let spans = spans_of(&blocks);
+        assert_eq!(spans.len(), spans::GROUP + 1, "{:?}", a.stats());
+        // Two requests of the inner allocator; the first group's spans are neighbours.
+        assert_eq!(INNER.live(), (2, 0));
+        let first = spans[0];
+        assert!((0..spans::GROUP).all(|i| spans[i] == first + i * spans::SPAN));
+        // One block of the first group stays: the group stays, its other spans' pages go
+        // back to the system; the second group goes back to the inner allocator.
+        let kept = blocks[0];
+        for &b in &blocks[1..] {
+            unsafe { a.dealloc(b as *mut u8, big) };
+        }
+        a.release_memory();
+        let s = a.stats();
+        assert_eq!(INNER.live(), (1, 0), "{s:?}");
+        assert_eq!((s.spans, s.span_blocks_out), (spans::GROUP, 1), "{s:?}");
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        let resident: usize = spans[..spans::GROUP]
+            .iter()
+            .filter(|&&s| s != kept & !(spans::SPAN - 1))
+            .map(|&s| resident_pages(s + page, s + spans::SPAN))
+            .sum();
+        assert_eq!(resident, 0, "{s:?}");
+        // The pool's spans serve the next refills, their pages zeroed.
+        let again = filled(&a, Layout::new::<[u8; 4096]>(), 60, 0x7c);
+        assert!(spans_of(&again).iter().all(|s| spans.contains(s)));
+        assert_eq!(INNER.live(), (1, 0));
+        for &b in &again {
+            unsafe { a.dealloc(b as *mut u8, Layout::new::<[u8; 4096]>()) };
+        }
+        // The last block back: the whole group goes.
+        unsafe { a.dealloc(kept as *mut u8, big) };
+        a.release_memory();
+        let s = a.stats();
+        assert_eq!(INNER.live(), (0, 0), "{s:?}");
+        assert_eq!((s.spans, s.pooled_spans), (0, 0), "{s:?}");
+    }
+
+    #[test]
+    fn spans_come_alone_where_the_inner_allocator_refuses_groups() {
+        if !on_rseq() {
+            return;
+        }
+        static INNER: SpanCounting = SpanCounting::new(true);
+        let a = PerCpuAlloc::new(&INNER);
+        let big = Layout::new::<[u8; 8192]>();
+        let blocks = filled(&a, big, 3 * 31 - 8, 0x4d);
+        assert_eq!(spans_of(&blocks).len(), 3);
+        assert_eq!(INNER.live(), (0, 3));
+        for &b in &blocks {
+            unsafe { a.dealloc(b as *mut u8, big) };
+        }
+        a.release_memory();
+        assert_eq!(INNER.live(), (0, 0));
+        assert_eq!(a.stats().spans, 0);
+    }
+
+    #[test]
+    fn past_the_pools_limit_free_groups_go_back_to_the_inner_allocator() {
+        if !on_rseq() {
+            return;
+        }
+        static INNER: SpanCounting = SpanCounting::new(false);
+        let a = PerCpuAlloc::new(&INNER);
+        // 32 KiB blocks, 7 to a span, never written (only the spans' headers become
+        // resident): more spans than the pool keeps.
+        let huge = Layout::new::<[u8; 32768]>();
+        let spans_wanted = spans::POOL_SPANS + 8 * spans::GROUP;
+        let blocks: Vec<usize> = (0..spans_wanted * 7)
+            .map(|_| unsafe { a.alloc(huge) } as usize)
+            .collect();
+        assert!(blocks.iter().all(|&b| b != 0));
+        let held = INNER.live().0;
+        assert!(held * spans::GROUP >= spans_wanted, "{held}");
+        let before = a.stats();
+        for &b in &blocks {
+            unsafe { a.dealloc(b as *mut u8, huge) };
+        }
+        let s = a.stats();
+        // The class keeps a few, the pool at most its limit and a group's worth (a span that
+        // comes beyond the limit sends back only a group that is free by then).
+        assert!(s.pooled_spans <= spans::POOL_SPANS + spans::GROUP, "{s:?}");
+        assert!(INNER.live().0 < held, "{s:?}");
+        assert_eq!(
+            (s.released_bytes - before.released_bytes) as usize,
+            (held - INNER.live().0) * spans::GROUP * spans::SPAN,
+            "{s:?}"
+        );
+        a.release_memory();
+        assert_eq!(INNER.live(), (0, 0));
     }
 
     #[test]

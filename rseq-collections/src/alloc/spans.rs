@@ -1,6 +1,7 @@
-//! The span heap behind the caches: blocks carved from spans of [`SPAN`] bytes that the inner
-//! allocator gives out (one `Layout::from_size_align(SPAN, SPAN)` request each), one class per
-//! span, and a map of which span-aligned addresses are spans.
+//! The span heap behind the caches: blocks carved from spans of [`SPAN`] bytes, one class per
+//! span, which the inner allocator gives in [groups](GROUP) of four (one
+//! `Layout::from_size_align(4 × SPAN, SPAN)` request each), and a map of which span-aligned
+//! addresses are spans.
 //!
 //! A span starts with its [`Header`] and a bitmap of its blocks that came back; its blocks follow,
 //! handed out first from the bitmap, lowest address first, then from a bump pointer (so a fresh
@@ -11,8 +12,10 @@
 //! program). Each class has one [`Central`]: a mutex over its spans that have a block to give,
 //! partly used ones first. A span whose blocks all came back is reset to its bump pointer (address
 //! order again) and kept for the next refills, up to [`KEPT_EMPTY`] per class; more go to the
-//! [`Pool`], where any class takes its next span from (up to [`POOL_SPANS`]; beyond, back to the
-//! inner allocator), and [`Central::release_empty`] and [`Pool::release_all`] hand them back.
+//! [`Pool`], where any class takes its next span from (an empty one, else the current group's
+//! next, else a new group's first). A group goes back to the inner allocator once all its spans
+//! are in the pool: when [`Pool::release_all`] runs (after [`Central::release_empty`] gave the
+//! classes' empty spans to the pool), or when a span comes to a pool past [`POOL_SPANS`].
 //!
 //! Blocks of spans and blocks of the inner allocator (allocated with the class layout while the
 //! caches were bypassed, or in the fallback) mix in the caches; [`SpanMap::contains`] tells
@@ -206,15 +209,25 @@ struct Header {
     end: usize,
     /// Blocks out of the span.
     used: usize,
-    /// The links of the list the span is on (`partial` or `empty`), if any.
+    /// The links of the list the span is on (`partial` or `empty`, or the pool's), if any.
     prev: *mut Header,
     next: *mut Header,
-    listed: bool,
-    /// On the empty list: the central list's pass count when the span went empty.
+    /// On the empty list or in the pool: the list's pass count when the span went there.
     emptied_at: usize,
-    /// On the empty list: whether its pages after the header's were returned to the operating
-    /// system (they read as zeros, or the inner allocator's mapping's contents, when touched
-    /// again).
+    /// The first span of the span's [group](GROUP) (the span itself for the first), whose
+    /// header holds the group's counts below. Set when the span is carved, kept after.
+    group: *mut Header,
+    /// In a group's first span, under the pool's lock: the group's spans carved so far, and
+    /// the spans of its allocation (the inner allocator's layout is `spans × SPAN`).
+    group_carved: u32,
+    group_spans: u32,
+    /// In a group's first span, under the pool's lock: the group's carved spans that a class
+    /// holds (not in the pool). The group goes back to the inner allocator when it is zero.
+    group_out: usize,
+    listed: bool,
+    /// On the empty list or in the pool: whether its pages after the header's were returned
+    /// to the operating system (they read as zeros, or the inner allocator's mapping's
+    /// contents, when touched again).
     decommitted: bool,
 }
 
@@ -274,12 +287,7 @@ unsafe fn reset(span: *mut Header) {
     (*span).bump = (*span).first;
 }
 
-fn span_layout() -> Layout {
-    // SAFETY: a power of two, and the size is its multiple.
-    unsafe { Layout::from_size_align_unchecked(SPAN, SPAN) }
-}
-
-/// Empty spans a class keeps for its next refills; more go back to the inner allocator at once.
+/// Empty spans a class keeps for its next refills; more go to the [`Pool`] at once.
 pub(super) const KEPT_EMPTY: usize = 4;
 
 /// One class's spans.
@@ -403,10 +411,7 @@ impl Central {
                     (*span).decommitted = false;
                     span
                 } else {
-                    let span = match pool.take() {
-                        Some(base) => init_span(base, size),
-                        None => new_span(map, inner, size),
-                    };
+                    let span = pool.take(map, inner, size);
                     if span.is_null() {
                         break;
                     }
@@ -437,9 +442,8 @@ impl Central {
     }
 
     /// Gives `blocks` back to their spans. A span left with no block out is reset and kept
-    /// empty, or, if the class keeps [`KEPT_EMPTY`] already, goes to `pool` (or back to the
-    /// inner allocator if the pool is full).
-    /// Returns the bytes handed back.
+    /// empty, or, if the class keeps [`KEPT_EMPTY`] already, goes to `pool` (which may hand
+    /// its group back: see [`Pool::put`]). Returns the bytes handed back.
     ///
     /// # Safety
     /// Each is a free block of this class, of a live span (`map.contains`), owned by the caller.
@@ -470,10 +474,7 @@ impl Central {
                 }
                 if list.empty.len >= KEPT_EMPTY {
                     list.spans -= 1;
-                    if !pool.put(span) {
-                        free_span(map, inner, span);
-                        released += SPAN;
-                    }
+                    released += pool.put(map, inner, span);
                 } else {
                     reset(span);
                     (*span).emptied_at = list.passes;
@@ -500,57 +501,61 @@ impl Central {
         unsafe { decommit_idle(&list.empty, list.passes, page) }
     }
 
-    /// Hands every empty span back to the inner allocator; returns their bytes.
-    pub(super) fn release_empty<A: GlobalAlloc>(&self, map: &SpanMap, inner: &A) -> usize {
+    /// Gives every empty span to `pool` (for [`Pool::release_all`] to hand back); returns the
+    /// bytes of the groups that went back to the inner allocator on the way (see
+    /// [`Pool::put`]).
+    pub(super) fn release_empty<A: GlobalAlloc>(
+        &self,
+        map: &SpanMap,
+        pool: &Pool,
+        inner: &A,
+    ) -> usize {
         let mut list = self.lock();
         // SAFETY: the empty list's spans have no block out and are ours under the lock.
-        let freed = unsafe { release_chain(&mut list.empty, map, inner) };
-        list.spans -= freed;
-        freed * SPAN
+        unsafe { give_to_pool(&mut list, map, pool, inner) }
     }
 
-    /// At the allocator's drop, after every cached block came back: hands back the spans none
-    /// of whose blocks is with the program; the others (their blocks may still be in use) are
-    /// leaked.
+    /// At the allocator's drop, after every cached block came back: gives the spans none of
+    /// whose blocks is with the program to `pool`; the others (their blocks may still be in
+    /// use) are leaked, with their groups.
     ///
     /// # Safety
     /// Nothing uses the class any more.
-    pub(super) unsafe fn free_all<A: GlobalAlloc>(&mut self, map: &SpanMap, inner: &A) {
+    pub(super) unsafe fn free_all<A: GlobalAlloc>(
+        &mut self,
+        map: &SpanMap,
+        pool: &Pool,
+        inner: &A,
+    ) {
         let list = self.list.get_mut().unwrap_or_else(|e| e.into_inner());
         // Only the empty list holds spans with no block out.
-        let freed = release_chain(&mut list.empty, map, inner);
-        list.spans -= freed;
+        give_to_pool(list, map, pool, inner);
     }
 }
 
-/// Takes every span off `chain` and hands it back to the inner allocator; returns how many.
+/// Moves every span of `list`'s empty list to `pool`; returns the bytes handed back on the way.
 ///
 /// # Safety
-/// The spans on `chain` are live, have no block out and are the caller's.
-unsafe fn release_chain<A: GlobalAlloc>(chain: &mut Chain, map: &SpanMap, inner: &A) -> usize {
-    let mut freed = 0;
-    while !chain.head.is_null() {
-        let span = chain.head;
-        chain.remove(span);
-        free_span(map, inner, span);
-        freed += 1;
+/// `list` is the caller's (under its lock).
+unsafe fn give_to_pool<A: GlobalAlloc>(
+    list: &mut List,
+    map: &SpanMap,
+    pool: &Pool,
+    inner: &A,
+) -> usize {
+    let mut released = 0;
+    while !list.empty.head.is_null() {
+        let span = list.empty.head;
+        list.empty.remove(span);
+        list.spans -= 1;
+        released += pool.put(map, inner, span);
     }
-    freed
-}
-
-/// Takes `span` out of the map and hands its memory back to the inner allocator.
-///
-/// # Safety
-/// `span` is a live span with no block out, on no list, the caller's.
-unsafe fn free_span<A: GlobalAlloc>(map: &SpanMap, inner: &A, span: *mut Header) {
-    map.remove(span as usize);
-    inner.dealloc(span.cast(), span_layout());
+    released
 }
 
 /// Returns to the operating system the pages (all but the header's) of the spans on `chain`
 /// that have been on it since before the previous pass (`emptied_at + 2 <= passes`), once
-/// each; returns their bytes. A span whose `madvise` fails (memory the inner allocator locked,
-/// or mapped with huge pages) keeps its pages.
+/// each; returns their bytes.
 ///
 /// # Safety
 /// The spans on `chain` have no block out and are the caller's (under their list's lock).
@@ -558,46 +563,87 @@ unsafe fn decommit_idle(chain: &Chain, passes: usize, page: usize) -> usize {
     let mut returned = 0;
     let mut span = chain.head;
     while !span.is_null() {
-        // Only the span's own bytes are dropped: its pages after the header's page lie inside
-        // the span's allocation, and no block of it is out.
-        if !(*span).decommitted && (*span).emptied_at + 2 <= passes {
-            let start = (*span).first.next_multiple_of(page);
-            let len = (span as usize + SPAN).saturating_sub(start);
-            if len > 0 && libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED) == 0 {
-                (*span).decommitted = true;
-                returned += len;
-            }
+        if (*span).emptied_at + 2 <= passes {
+            returned += decommit(span, page);
         }
         span = (*span).next;
     }
     returned
 }
 
-/// The most empty spans the [`Pool`] keeps (256 MiB of address space); more go back to the
-/// inner allocator. Their pages are the program's own peak (every pooled span was in use), and
-/// the idle passes return them to the operating system once a span stayed unused for a pass;
-/// what stays is a page for each span's header (4 MiB at most). A program that frees a large
-/// structure and builds the next one (a parser's document, say) so reuses its spans with their
-/// pages, instead of handing them back to the inner allocator (whose `free` and aligned
-/// `alloc` of 256 KiB blocks unmap and map pages, or split and merge its heap) each time.
+/// Returns to the operating system the pages of `span` after its header's, unless they were
+/// already; returns their bytes. Only the span's own bytes are dropped: its pages after the
+/// header's page lie inside the span's allocation. A span whose `madvise` fails (memory the
+/// inner allocator locked, or mapped with huge pages) keeps its pages.
+///
+/// # Safety
+/// `span` has no block out and is the caller's.
+unsafe fn decommit(span: *mut Header, page: usize) -> usize {
+    if (*span).decommitted {
+        return 0;
+    }
+    let start = (*span).first.next_multiple_of(page);
+    let len = (span as usize + SPAN).saturating_sub(start);
+    if len > 0 && libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED) == 0 {
+        (*span).decommitted = true;
+        len
+    } else {
+        0
+    }
+}
+
+/// Spans the inner allocator gives in one request (`Layout::from_size_align(GROUP × SPAN,
+/// SPAN)`), carved one at a time as classes need them. An aligned request costs the inner
+/// allocator pages of its own besides the span (glibc's `memalign` of 256 KiB maps 512 KiB
+/// and writes a chunk header at the start of the mapping and one before the span: two
+/// resident pages); a group pays that once for four spans. A group goes back to the inner
+/// allocator once none of its spans is with a class. 1 MiB: with the inner allocator's
+/// overhead a group's mapping stays under 2 MiB, so it never holds a whole transparent huge
+/// page on its own. Where the inner allocator cannot give a group, a span comes alone (a group
+/// of one).
+pub(super) const GROUP: usize = 4;
+
+/// The pool keeps up to this many empty spans (256 MiB of address space) with their groups:
+/// past it, a span that comes to the pool sends its group back to the inner allocator if the
+/// group's other spans are in the pool too. Their pages are the program's own peak (every
+/// pooled span was in use), and the idle passes return them to the operating system once a
+/// span stayed unused for a pass; what stays is a page for each span's header. A program that
+/// frees a large structure and builds the next one (a parser's document, say) so reuses its
+/// spans with their pages, instead of handing them back to the inner allocator (whose `free`
+/// and aligned `alloc` of large blocks unmap and map pages, or split and merge its heap) each
+/// time.
 pub(super) const POOL_SPANS: usize = 1024;
 
-/// Empty spans of no class, for any class's next span: a class that empties a span beyond
-/// [`KEPT_EMPTY`] puts it here, and a class that needs a new span takes one from here before
-/// it asks the inner allocator. So spans move between classes without going through the inner
-/// allocator (whose `free` and aligned `alloc` of 256 KiB blocks would fragment its heap, and
-/// map and unmap pages), and the idle passes return their pages to the system.
+/// The spans of no class, and where new ones come from. A class that empties a span beyond
+/// [`KEPT_EMPTY`] puts it here, and a class that needs a new span takes one from here: an
+/// empty one if the pool has one, else the next fresh span of the current [group](GROUP),
+/// else the first of a new group from the inner allocator. So spans move between classes
+/// without going through the inner allocator, and the idle passes return their pages to the
+/// system.
 pub(super) struct Pool {
     list: Mutex<PoolList>,
 }
 
 struct PoolList {
+    /// Empty spans (carved, of no class).
     spans: Chain,
     passes: usize,
+    /// The current group (its first span), whose spans from `fresh` to `fresh_end` were never
+    /// carved (equal: none left).
+    fresh_group: *mut Header,
+    fresh: usize,
+    fresh_end: usize,
+    /// Groups held (inner allocations).
+    groups: usize,
 }
 
 // SAFETY: the pool owns its spans, reached only under the mutex.
 unsafe impl Send for PoolList {}
+
+fn group_layout(spans: usize) -> Layout {
+    // SAFETY: a power of two, and the size (at most `GROUP` spans) is its multiple.
+    unsafe { Layout::from_size_align_unchecked(spans * SPAN, SPAN) }
+}
 
 impl Pool {
     pub(super) const fn new() -> Pool {
@@ -608,6 +654,10 @@ impl Pool {
                     len: 0,
                 },
                 passes: 0,
+                fresh_group: ptr::null_mut(),
+                fresh: 0,
+                fresh_end: 0,
+                groups: 0,
             }),
         }
     }
@@ -617,31 +667,59 @@ impl Pool {
         super::lock(&self.list).spans.len
     }
 
-    /// A span's start (its header to be written anew), if the pool has one.
-    fn take(&self) -> Option<*mut u8> {
-        let mut list = super::lock(&self.list);
-        let span = list.spans.head;
-        if span.is_null() {
-            return None;
-        }
-        // SAFETY: a span of the pool, ours under the lock.
-        unsafe { list.spans.remove(span) };
-        Some(span.cast())
+    /// Groups held: the inner allocations that hold the spans.
+    pub(super) fn groups(&self) -> usize {
+        super::lock(&self.list).groups
     }
 
-    /// Keeps `span` unless the pool is full (then returns false).
+    /// A span for blocks of `size` bytes, its header written, in the map: an empty one of the
+    /// pool, or a fresh one. Null if the inner allocator fails.
+    fn take<A: GlobalAlloc>(&self, map: &SpanMap, inner: &A, size: usize) -> *mut Header {
+        let mut list = super::lock(&self.list);
+        // SAFETY: the pool's spans and the current group's fresh spans are ours under the
+        // lock, and so are the groups' counts.
+        unsafe {
+            let span = list.spans.head;
+            if !span.is_null() {
+                list.spans.remove(span);
+                (*(*span).group).group_out += 1;
+                return init_span(span, size);
+            }
+            if list.fresh == list.fresh_end && !list.new_group(map, inner) {
+                return ptr::null_mut();
+            }
+            let span = list.fresh as *mut Header;
+            let group = list.fresh_group;
+            if span != group && !map.insert(inner, span as usize) {
+                // Out of the map's range or no leaf: the group's other spans stay uncarved.
+                list.fresh = list.fresh_end;
+                return ptr::null_mut();
+            }
+            list.fresh += SPAN;
+            (*span).group = group;
+            (*group).group_carved += 1;
+            (*group).group_out += 1;
+            init_span(span, size)
+        }
+    }
+
+    /// Keeps `span`, whose class gave it up. Past [`POOL_SPANS`], its group goes back to the
+    /// inner allocator if none of its spans is with a class; returns the bytes handed back.
     ///
     /// # Safety
     /// `span` is a live span, with no block out, on no list, the caller's.
-    unsafe fn put(&self, span: *mut Header) -> bool {
+    unsafe fn put<A: GlobalAlloc>(&self, map: &SpanMap, inner: &A, span: *mut Header) -> usize {
         let mut list = super::lock(&self.list);
-        if list.spans.len >= POOL_SPANS {
-            return false;
-        }
+        let group = (*span).group;
+        (*group).group_out -= 1;
+        // A span from a class's empty list may have returned its pages already: it stays so.
         (*span).emptied_at = list.passes;
-        (*span).decommitted = false;
         list.spans.push(span);
-        true
+        if list.spans.len > POOL_SPANS && (*group).group_out == 0 {
+            list.release_group(map, inner, group)
+        } else {
+            0
+        }
     }
 
     /// [`Central::decommit_idle`] for the pool's spans.
@@ -652,55 +730,153 @@ impl Pool {
         unsafe { decommit_idle(&list.spans, list.passes, page) }
     }
 
-    /// Hands every span back to the inner allocator; returns their bytes.
-    pub(super) fn release_all<A: GlobalAlloc>(&self, map: &SpanMap, inner: &A) -> usize {
+    /// Hands every group none of whose spans is with a class back to the inner allocator, and
+    /// returns to the operating system the pages (all but the header's) of the pool's other
+    /// spans, whose groups must wait for their last span. Returns the bytes handed back and
+    /// the bytes returned.
+    pub(super) fn release_all<A: GlobalAlloc>(
+        &self,
+        map: &SpanMap,
+        inner: &A,
+        page: usize,
+    ) -> (usize, usize) {
+        self.release(map, inner, Some(page))
+    }
+
+    /// [`Pool::release_all`], returning the kept spans' pages only with a `page` size.
+    fn release<A: GlobalAlloc>(
+        &self,
+        map: &SpanMap,
+        inner: &A,
+        page: Option<usize>,
+    ) -> (usize, usize) {
         let mut list = super::lock(&self.list);
-        // SAFETY: the pool's spans have no block out and are ours under the lock.
-        unsafe { release_chain(&mut list.spans, map, inner) * SPAN }
+        let (mut released, mut returned) = (0, 0);
+        let mut kept = Chain {
+            head: ptr::null_mut(),
+            len: 0,
+        };
+        // SAFETY: the pool's spans have no block out and are ours under the lock. A group's
+        // `group_out` does not change here: its carved spans are all on `list.spans` (zero)
+        // or some are with a class (then none of them goes back).
+        unsafe {
+            while !list.spans.head.is_null() {
+                let span = list.spans.head;
+                let group = (*span).group;
+                if (*group).group_out == 0 {
+                    released += list.release_group(map, inner, group);
+                } else {
+                    list.spans.remove(span);
+                    if let Some(page) = page {
+                        returned += decommit(span, page);
+                    }
+                    kept.push(span);
+                }
+            }
+        }
+        list.spans = kept;
+        (released, returned)
+    }
+
+    /// At the allocator's drop: hands back what [`Pool::release_all`] would; the groups with
+    /// spans still with a class (their blocks may still be in use) are leaked.
+    ///
+    /// # Safety
+    /// Nothing uses the pool any more.
+    pub(super) unsafe fn free_all<A: GlobalAlloc>(&mut self, map: &SpanMap, inner: &A) {
+        self.release(map, inner, None);
     }
 }
 
-/// A fresh span of blocks of `size` bytes, in the map, or null.
-fn new_span<A: GlobalAlloc>(map: &SpanMap, inner: &A, size: usize) -> *mut Header {
-    // SAFETY: a non-zero layout.
-    let span = unsafe { inner.alloc(span_layout()) };
-    if span.is_null() {
-        return ptr::null_mut();
+impl PoolList {
+    /// Takes a new group from the inner allocator (or a span alone, if a group is too much
+    /// for it) and makes it the current one, its first span in the map; false if the inner
+    /// allocator fails or the map cannot take it.
+    ///
+    /// # Safety
+    /// Called under the pool's lock, with no fresh span left.
+    unsafe fn new_group<A: GlobalAlloc>(&mut self, map: &SpanMap, inner: &A) -> bool {
+        let mut spans = GROUP;
+        let mut base = inner.alloc(group_layout(spans));
+        if base.is_null() {
+            spans = 1;
+            base = inner.alloc(group_layout(spans));
+            if base.is_null() {
+                return false;
+            }
+        }
+        if !map.insert(inner, base as usize) {
+            inner.dealloc(base, group_layout(spans));
+            return false;
+        }
+        let group = base.cast::<Header>();
+        (*group).group_carved = 0;
+        (*group).group_spans = spans as u32;
+        (*group).group_out = 0;
+        self.fresh_group = group;
+        self.fresh = base as usize;
+        self.fresh_end = base as usize + spans * SPAN;
+        self.groups += 1;
+        true
     }
-    if !map.insert(inner, span as usize) {
-        // SAFETY: just allocated with this layout.
-        unsafe { inner.dealloc(span, span_layout()) };
-        return ptr::null_mut();
+
+    /// Hands `group` back to the inner allocator: takes its carved spans (all in the pool) off
+    /// the pool and out of the map. Returns the bytes handed back.
+    ///
+    /// # Safety
+    /// Called under the pool's lock; none of the group's spans is with a class.
+    unsafe fn release_group<A: GlobalAlloc>(
+        &mut self,
+        map: &SpanMap,
+        inner: &A,
+        group: *mut Header,
+    ) -> usize {
+        let (carved, spans) = (
+            (*group).group_carved as usize,
+            (*group).group_spans as usize,
+        );
+        for i in (0..carved).rev() {
+            let span = (group as usize + i * SPAN) as *mut Header;
+            self.spans.remove(span);
+            map.remove(span as usize);
+        }
+        if self.fresh_group == group {
+            self.fresh_group = ptr::null_mut();
+            self.fresh = 0;
+            self.fresh_end = 0;
+        }
+        self.groups -= 1;
+        inner.dealloc(group.cast(), group_layout(spans));
+        spans * SPAN
     }
-    init_span(span, size)
 }
 
-/// Writes the header and clears the bitmap of a span at `span` for blocks of `size` bytes (a
-/// fresh span, or one of the pool), and returns it.
-fn init_span(span: *mut u8, size: usize) -> *mut Header {
+/// Writes the header (all but the group fields) and clears the bitmap of a span for blocks of
+/// `size` bytes (a fresh span, or one of the pool), and returns it.
+///
+/// # Safety
+/// The span is the caller's, on no list; its `group` is set. Called under the pool's lock: a
+/// group's first span's header holds the group's counts, which other spans of the group
+/// update under that lock.
+unsafe fn init_span(span: *mut Header, size: usize) -> *mut Header {
     let first = span as usize + header_bytes(size);
     let blocks = (span as usize + SPAN - first) / size;
-    let header = span.cast::<Header>();
-    // SAFETY: the span is ours and large enough for its header and bitmap.
-    unsafe {
-        bitmap(header).write_bytes(0, blocks.div_ceil(64));
-        header.write(Header {
-            size,
-            recip: reciprocal(size),
-            freed: 0,
-            scan: 0,
-            bump: first,
-            first,
-            end: first + blocks * size,
-            used: 0,
-            prev: ptr::null_mut(),
-            next: ptr::null_mut(),
-            listed: false,
-            emptied_at: 0,
-            decommitted: false,
-        })
-    };
-    header
+    bitmap(span).write_bytes(0, blocks.div_ceil(64));
+    // Field by field: the group's counts in a first span's header stay as they are.
+    (*span).size = size;
+    (*span).recip = reciprocal(size);
+    (*span).freed = 0;
+    (*span).scan = 0;
+    (*span).bump = first;
+    (*span).first = first;
+    (*span).end = first + blocks * size;
+    (*span).used = 0;
+    (*span).prev = ptr::null_mut();
+    (*span).next = ptr::null_mut();
+    (*span).listed = false;
+    (*span).emptied_at = 0;
+    (*span).decommitted = false;
+    span
 }
 
 #[cfg(test)]
