@@ -24,9 +24,8 @@ use rseq_rt::{FallbackReason, Mode};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
-use std::os::unix::process::CommandExt;
 use std::process::Command;
-use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI32, AtomicIsize, AtomicUsize, Ordering::Relaxed};
 use std::sync::mpsc;
 
 /// Counts and checks what reaches the inner allocator.
@@ -126,9 +125,45 @@ static GLOBAL: PerCpuAlloc<CountingInner> = PerCpuAlloc::new(CountingInner::new(
 /// Set in the child processes, to the mode they run in (`glibc`, `library` or `fallback`).
 const CHILD_ENV: &str = "RSEQ_COLLECTIONS_GLOBAL_ALLOC_CHILD";
 
-/// Set in the child processes started with membarrier denied by a seccomp filter (installed
-/// between `fork` and `exec`, before the allocator decides the mode at the first allocation).
+/// Set in the child processes that run with membarrier denied by a seccomp filter, which
+/// [`deny_before_main`] installs.
 const DENY_ENV: &str = "RSEQ_COLLECTIONS_TEST_DENY";
+
+/// [`DENY_ENV`] for `getenv` (before `main`, `std::env` would allocate).
+const DENY_ENV_C: &std::ffi::CStr = c"RSEQ_COLLECTIONS_TEST_DENY";
+
+const _: () = {
+    let (a, b) = (DENY_ENV.as_bytes(), DENY_ENV_C.to_bytes());
+    assert!(a.len() == b.len());
+    let mut i = 0;
+    while i < a.len() {
+        assert!(a[i] == b[i]);
+        i += 1;
+    }
+};
+
+/// The errno with which [`deny_before_main`] failed to install its filter (0: it did not fail).
+static DENY_FAILED: AtomicI32 = AtomicI32::new(0);
+
+/// In a process with [`DENY_ENV`] set, denies membarrier (as on Linux 4.18–5.9, rseq without
+/// membarrier) before `main`, so before the allocator decides the mode at the first allocation.
+/// A constructor rather than a `pre_exec` hook: a hook makes `Command::spawn` fork and wait for
+/// the exec, and a child stuck before its exec (a qemu-user deadlock) would hang inside `spawn`,
+/// out of the watcher's reach.
+#[used]
+#[unsafe(link_section = ".init_array")]
+static DENY_BEFORE_MAIN: extern "C" fn() = deny_before_main;
+
+extern "C" fn deny_before_main() {
+    // SAFETY: a NUL-terminated name; nothing else runs before `main` that sets the environment.
+    let set = unsafe { !libc::getenv(DENY_ENV_C.as_ptr()).is_null() };
+    if set {
+        if let Err(e) = rseq_rt::test_support::deny_syscall_with(libc::SYS_membarrier, libc::ENOSYS)
+        {
+            DENY_FAILED.store(e.raw_os_error().unwrap_or(-1), Relaxed);
+        }
+    }
+}
 
 fn in_child() -> bool {
     std::env::var_os(CHILD_ENV).is_some()
@@ -143,6 +178,11 @@ fn report(test: &str) {
         expected.mode,
         "{test}: mode (expected because {})",
         expected.because
+    );
+    let deny_failed = DENY_FAILED.load(Relaxed);
+    assert_eq!(
+        deny_failed, 0,
+        "{test}: the seccomp filter that denies membarrier failed with errno {deny_failed}"
     );
     if std::env::var_os(DENY_ENV).is_some() && rseq_rt::mode().is_rseq() {
         assert_eq!(
@@ -1014,15 +1054,6 @@ fn every_test_in_every_mode() {
                 .env(CHILD_ENV, run);
             for (k, v) in env {
                 cmd.env(k, v);
-            }
-            if deny {
-                // SAFETY: between fork and exec the closure makes two system calls (prctl and
-                // seccomp) on a filter built on the stack; it allocates nothing.
-                unsafe {
-                    cmd.pre_exec(|| {
-                        rseq_rt::test_support::deny_syscall_with(libc::SYS_membarrier, libc::ENOSYS)
-                    });
-                }
             }
             let out = output_watched(cmd, CHILD_DEADLINE).unwrap_or_else(|_| {
                 panic!("{test} still ran after {CHILD_DEADLINE:?} in the {run} run: killed")
