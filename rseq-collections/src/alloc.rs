@@ -2179,6 +2179,67 @@ mod tests {
     }
 
     #[test]
+    fn groups_are_counted_right_while_threads_churn_and_memory_is_released() {
+        if !on_rseq() {
+            return;
+        }
+        static INNER: SpanCounting = SpanCounting::new(false);
+        static A: PerCpuAlloc<&SpanCounting> = PerCpuAlloc::new(&INNER);
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            // A thread releases memory all the while, so groups go back and come again under
+            // the churn of four threads that fill and empty spans of three classes (two to
+            // four spans a round each), checking their blocks.
+            let releaser = scope.spawn(|| {
+                let mut releases = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    A.release_memory();
+                    releases += 1;
+                    std::thread::yield_now();
+                }
+                releases
+            });
+            let workers: Vec<_> = (0..4usize)
+                .map(|t| {
+                    scope.spawn(move || {
+                        let layouts = [
+                            Layout::new::<[u8; 8192]>(),
+                            Layout::new::<[u8; 6144]>(),
+                            Layout::new::<[u8; 3072]>(),
+                        ];
+                        for round in 0..40 {
+                            let layout = layouts[(t + round) % 3];
+                            let mark = (t * 40 + round) as u8;
+                            let blocks = filled(&A, layout, 100 + 20 * (round % 4), mark);
+                            for &b in &blocks {
+                                let p = b as *const u8;
+                                let ends = unsafe { (*p, *p.add(layout.size() - 1)) };
+                                assert_eq!(ends, (mark, mark), "a block changed");
+                                unsafe { A.dealloc(b as *mut u8, layout) };
+                            }
+                        }
+                    })
+                })
+                .collect();
+            // Every worker joined before the releaser stops, a failed one too (then its panic
+            // goes on once the releaser has stopped).
+            let done: Vec<_> = workers.into_iter().map(|w| w.join()).collect();
+            stop.store(true, Ordering::Relaxed);
+            let releases = releaser.join().expect("the releaser");
+            for d in done {
+                if let Err(panic) = d {
+                    std::panic::resume_unwind(panic);
+                }
+            }
+            assert!(releases >= 1);
+        });
+        A.release_memory();
+        let s = A.stats();
+        assert_eq!((s.spans, s.span_blocks_out), (0, 0), "{s:?}");
+        assert_eq!(INNER.live(), (0, 0), "{s:?}");
+    }
+
+    #[test]
     fn past_the_pools_limit_free_groups_go_back_to_the_inner_allocator() {
         if !on_rseq() {
             return;
