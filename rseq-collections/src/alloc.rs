@@ -681,9 +681,9 @@ pub struct AllocStats {
     /// yet; the spans are kept, their pages come back zeroed when used again.
     pub returned_bytes: u64,
     /// Allocations of the inner allocator that the front-end holds for itself: its state, the
-    /// per-CPU regions, the transfer array, the span map and the spans' groups. With `cached_blocks`,
-    /// `transfer_blocks` and `span_blocks_out`, this tells the program's blocks from the
-    /// inner allocator's count of live blocks.
+    /// per-CPU regions, the transfer array, the span map and the spans' groups. With
+    /// `cached_blocks`, `transfer_blocks` and `span_blocks_out`, this tells the program's
+    /// blocks from the inner allocator's count of live blocks.
     pub own_allocations: usize,
 }
 
@@ -940,7 +940,9 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
             Some(map) if !fresh.is_null() && !array.is_null() => {
                 // SAFETY: `fresh` is valid for a `State`; `forward` is written before any reference
                 // to it is taken. The `'static` reference to it is only held by the `PerCpu` in the
-                // same `State`, which is dropped before its memory is freed. Zero bytes are a valid
+                // same `State`, which is dropped before its memory is freed (and by that
+                // `PerCpu`'s copy in `hot_regions`, never dropped and not used once the state
+                // is freed, at the allocator's drop). Zero bytes are a valid
                 // `Region` (atomics); each region's headers are then set to empty stacks of zero
                 // capacity. The transfer lists split `array` by `TRANSFER_CAP`.
                 unsafe {
@@ -1276,10 +1278,9 @@ impl<A: GlobalAlloc + 'static> PerCpuAlloc<A> {
     /// inner allocator, and the pages of the other empty spans (all but each header's page) to
     /// the operating system (counted in [`AllocStats::returned_bytes`]: their groups go back
     /// with their last span). Returns the bytes handed back to the inner allocator (also
-    /// counted in
-    /// [`AllocStats::released_bytes`]). Whether the inner allocator gives the memory to the
-    /// operating system is its own policy (glibc's `free` trims its heaps' tops and unmaps
-    /// large chunks).
+    /// counted in [`AllocStats::released_bytes`]). Whether the inner allocator gives the
+    /// memory to the operating system is its own policy (glibc's `free` trims its heaps' tops
+    /// and unmaps large chunks).
     ///
     /// Call it when a phase of the program ends (a burst of work, the last request of a
     /// connection pool): the caches otherwise keep up to [`CPU_CACHE_BYTES`] per CPU, the
