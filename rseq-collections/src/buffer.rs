@@ -315,7 +315,7 @@ impl<const CAP: usize> PerCpuBuffer<CAP> {
     /// panics, the items not yet passed to it are forgotten.
     ///
     /// # Errors
-    /// [`FenceError::InvalidCpu`] if `cpu` is above [`rseq::possible_cpus`] (that index itself
+    /// [`FenceError::InvalidCpu`] if `cpu` is above [`rseq::possible_cpus`](rseq_rt::possible_cpus) (that index itself
     /// is the slot every `PerCpu` has for the generic fallback's spare lock, which this
     /// structure's own fallback never uses); another error if the fence fails, in which case
     /// nothing was taken.

@@ -306,7 +306,7 @@ impl<T, const CAP: usize> PerCpuPool<T, CAP> {
     /// moved. Uses the fence protocol of the [module documentation](self).
     ///
     /// # Errors
-    /// [`FenceError::InvalidCpu`] if `cpu` is above [`rseq::possible_cpus`] (that index itself
+    /// [`FenceError::InvalidCpu`] if `cpu` is above [`rseq::possible_cpus`](rseq_rt::possible_cpus) (that index itself
     /// is the slot every `PerCpu` has for the generic fallback's spare lock, which this
     /// structure's own fallback never uses); another error if the fence fails, in which case
     /// nothing moved.
