@@ -20,7 +20,7 @@ pub const ARCH: Arch = Arch {
     supported: true,
 };
 
-/// Code generation for 32-bit powerpc (and, through [`emit_words`], powerpc64): addresses go in
+/// Code generation for 32-bit powerpc (and, through `emit_words`, powerpc64): addresses go in
 /// `reg_nonzero` registers with explicit `d(rA)` forms; `t0` forms addresses, `t1` holds
 /// immediates and the address of the code (from `bcl 20,31` / `mflr`, which clobbers `lr`), so
 /// the descriptor and the index limit are reached PC-relatively with no TOC and no text

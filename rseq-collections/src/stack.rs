@@ -341,7 +341,7 @@ impl<T: Linked> PerCpuStack<T> {
     /// # Errors
     /// [`FenceError::InvalidCpu`] if `cpu` is above [`rseq::possible_cpus`](rseq_rt::possible_cpus); that index itself is
     /// the fallback's spare slot, where nodes pushed by signal handlers that interrupted their
-    /// own thread's fallback section land ([`PerCpu`](rseq_rt::PerCpu)). Another error if the
+    /// own thread's fallback section land ([`PerCpu`]). Another error if the
     /// first fence fails, in which case nothing was detached.
     ///
     /// ```
