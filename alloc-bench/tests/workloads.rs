@@ -3,29 +3,18 @@
 //! twice or overwritten fails the run), so a broken allocator fails here; the benchmark itself
 //! (`cargo bench -p rseq-alloc-bench`) runs them at full size.
 
-use rseq::test_support::{output_watched, CHILD_DEADLINE};
 use rseq_alloc_bench::Workload;
-use std::process::{Command, Output};
+use std::process::Command;
 
 const SCALE: &str = "0.02";
 
-/// `cmd`'s output; a worker still running after [`CHILD_DEADLINE`] is killed and fails the test.
-fn output(cmd: Command) -> Output {
-    let what = format!("{cmd:?}");
-    output_watched(cmd, CHILD_DEADLINE).unwrap_or_else(|timed_out| {
-        panic!(
-            "{what} still ran after {CHILD_DEADLINE:?}: killed\n{}",
-            String::from_utf8_lossy(&timed_out.0.stderr)
-        )
-    })
-}
-
 fn run(exe: &str, workload: Workload, env: &[(&str, &str)]) -> (f64, String) {
-    let mut cmd = Command::new(exe);
-    cmd.arg(workload.name())
+    let out = Command::new(exe)
+        .arg(workload.name())
         .arg(SCALE)
-        .envs(env.iter().copied());
-    let out = output(cmd);
+        .envs(env.iter().copied())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {exe}: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -75,9 +64,10 @@ fn every_workload_runs_under_percpu_alloc_in_the_fallback() {
 
 #[test]
 fn a_workload_name_is_checked() {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_alloc-bench-glibc"));
-    cmd.arg("no-such-workload");
-    let out = output(cmd);
+    let out = Command::new(env!("CARGO_BIN_EXE_alloc-bench-glibc"))
+        .arg("no-such-workload")
+        .output()
+        .expect("the worker runs");
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("workloads: pair batch"), "{stderr}");
