@@ -12,6 +12,7 @@
 use rseq_alloc_bench::Workload;
 use std::collections::BTreeMap;
 use std::process::Command;
+use std::time::Duration;
 
 struct Allocator {
     name: &'static str,
@@ -80,20 +81,32 @@ fn env_number(key: &str, default: f64) -> f64 {
     }
 }
 
-/// Runs `workload` under `a` once; its value and its `info` line.
+/// How long one worker run may take at scale 1 before it is killed and the benchmark fails
+/// (the longest run takes a few seconds); the limit grows with `ALLOC_BENCH_SCALE`.
+const RUN_LIMIT: Duration = Duration::from_secs(300);
+
+/// Runs `workload` under `a` once; its value and its `info` line. A failed, hung or silent
+/// worker ends the benchmark with what it printed.
 fn run(a: &Allocator, workload: Workload, scale: f64) -> (f64, String) {
-    let out = Command::new(a.exe)
-        .arg(workload.name())
-        .arg(scale.to_string())
-        .envs(a.env.iter().copied())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", a.exe));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let value = rseq_alloc_bench::printed_value(&stdout);
-    match (out.status.success(), value) {
+    let limit = RUN_LIMIT.mul_f64(scale.max(1.0));
+    let out = rseq_alloc_bench::run_worker(
+        Command::new(a.exe)
+            .arg(workload.name())
+            .arg(scale.to_string())
+            .envs(a.env.iter().copied()),
+        limit,
+    )
+    .unwrap_or_else(|e| {
+        eprintln!("{} on {}: {e}", a.name, workload.name());
+        std::process::exit(1);
+    });
+    match (
+        out.status.success(),
+        rseq_alloc_bench::printed_value(&out.stdout),
+    ) {
         (true, Some(v)) => (
             v,
-            stdout
+            out.stdout
                 .lines()
                 .find_map(|l| l.strip_prefix("info "))
                 .unwrap_or("")
@@ -105,8 +118,8 @@ fn run(a: &Allocator, workload: Workload, scale: f64) -> (f64, String) {
                 a.name,
                 workload.name(),
                 out.status,
-                stdout,
-                String::from_utf8_lossy(&out.stderr)
+                out.stdout,
+                out.stderr
             );
             std::process::exit(1);
         }

@@ -15,9 +15,11 @@
 use std::alloc::{alloc, dealloc, Layout};
 use std::collections::BTreeMap;
 use std::hint::black_box;
+use std::io::Read;
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Barrier};
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// One workload: its name on the command line, what it measures, and its unit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -419,6 +421,88 @@ pub fn printed_value(stdout: &str) -> Option<f64> {
         .lines()
         .find_map(|l| l.split(' ').find_map(|w| w.strip_prefix("value=")))
         .and_then(|v| v.parse::<f64>().ok())
+}
+
+/// How a worker run ended: its status and what it printed.
+#[derive(Debug)]
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `command` (a worker) to its end with its output captured, like `Command::output`,
+/// but kills it if it has not ended within `limit`: a worker that hangs (an allocator that
+/// deadlocks) is then an error that names it, with what it had printed, rather than a
+/// benchmark or test that never ends. Stdin is closed.
+///
+/// ```
+/// # use std::process::Command;
+/// # use std::time::Duration;
+/// let done = rseq_alloc_bench::run_worker(
+///     Command::new("echo").arg("value=1"),
+///     Duration::from_secs(60),
+/// )
+/// .unwrap();
+/// assert!(done.status.success());
+/// assert_eq!(rseq_alloc_bench::printed_value(&done.stdout), Some(1.0));
+///
+/// let hung = rseq_alloc_bench::run_worker(
+///     Command::new("sleep").arg("60"),
+///     Duration::from_millis(100),
+/// );
+/// assert!(hung.unwrap_err().contains("did not end within"));
+/// ```
+pub fn run_worker(command: &mut Command, limit: Duration) -> Result<Finished, String> {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start {command:?}: {e}"))?;
+    // Both pipes are drained while the worker runs, so that it never blocks on a full one.
+    fn drain(pipe: Option<impl Read + Send + 'static>) -> thread::JoinHandle<String> {
+        thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                // A read error ends the capture; what was read is kept.
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+    }
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let start = Instant::now();
+    let ended = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Ok(status),
+            Ok(None) if start.elapsed() >= limit => {
+                // The worker dies with its pipes' write ends, so the drains end too.
+                let _ = child.kill();
+                let _ = child.wait();
+                break Err(format!("did not end within {limit:?} and was killed"));
+            }
+            Ok(None) => thread::sleep(Duration::from_millis(5)),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break Err(format!("could not be waited for ({e}) and was killed"));
+            }
+        }
+    };
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    match ended {
+        Ok(status) => Ok(Finished {
+            status,
+            stdout,
+            stderr,
+        }),
+        Err(why) => Err(format!(
+            "{command:?} {why}; it had printed:\n{stdout}{stderr}"
+        )),
+    }
 }
 
 /// A worker's `main`: `alloc-bench-<name> WORKLOAD [SCALE]` runs one workload and prints

@@ -3,34 +3,41 @@
 //! twice or overwritten fails the run), so a broken allocator fails here; the benchmark itself
 //! (`cargo bench -p rseq-alloc-bench`) runs them at full size.
 
-use rseq_alloc_bench::Workload;
+use rseq_alloc_bench::{run_worker, Workload};
 use std::process::Command;
+use std::time::Duration;
 
 const SCALE: &str = "0.02";
 
+/// How long a run at the tests' scale may take before it is killed (a fraction of a second
+/// here; the margin is for a loaded machine).
+const LIMIT: Duration = Duration::from_secs(300);
+
 fn run(exe: &str, workload: Workload, env: &[(&str, &str)]) -> (f64, String) {
-    let out = Command::new(exe)
-        .arg(workload.name())
-        .arg(SCALE)
-        .envs(env.iter().copied())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {exe}: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let out = run_worker(
+        Command::new(exe)
+            .arg(workload.name())
+            .arg(SCALE)
+            .envs(env.iter().copied()),
+        LIMIT,
+    )
+    .unwrap_or_else(|e| panic!("{}: {e}", workload.name()));
     assert!(
         out.status.success(),
-        "{exe} {}: {}\n{stdout}{}",
+        "{exe} {}: {}\n{}{}",
         workload.name(),
         out.status,
-        String::from_utf8_lossy(&out.stderr)
+        out.stdout,
+        out.stderr
     );
-    let value = rseq_alloc_bench::printed_value(&stdout)
-        .unwrap_or_else(|| panic!("{exe} {}: no value in {stdout:?}", workload.name()));
+    let value = rseq_alloc_bench::printed_value(&out.stdout)
+        .unwrap_or_else(|| panic!("{exe} {}: no value in {:?}", workload.name(), out.stdout));
     assert!(
         value > 0.0 && value.is_finite(),
         "{exe} {}: value {value}",
         workload.name()
     );
-    (value, stdout)
+    (value, out.stdout)
 }
 
 #[test]
@@ -64,13 +71,41 @@ fn every_workload_runs_under_percpu_alloc_in_the_fallback() {
 
 #[test]
 fn a_workload_name_is_checked() {
-    let out = Command::new(env!("CARGO_BIN_EXE_alloc-bench-glibc"))
-        .arg("no-such-workload")
-        .output()
-        .expect("the worker runs");
+    let out = run_worker(
+        Command::new(env!("CARGO_BIN_EXE_alloc-bench-glibc")).arg("no-such-workload"),
+        LIMIT,
+    )
+    .expect("the worker ends");
     assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("workloads: pair batch"), "{stderr}");
+    assert!(
+        out.stderr.contains("workloads: pair batch"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_worker_that_does_not_end_is_killed_with_what_it_printed() {
+    let start = std::time::Instant::now();
+    let hung = run_worker(
+        Command::new("sh").args(["-c", "echo started; exec sleep 600"]),
+        Duration::from_millis(500),
+    )
+    .expect_err("the worker is killed");
+    assert!(hung.contains("did not end within 500ms"), "{hung}");
+    assert!(hung.contains("started"), "{hung}");
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn a_worker_that_cannot_start_is_an_error() {
+    let e = run_worker(&mut Command::new("/nonexistent/alloc-bench-worker"), LIMIT)
+        .expect_err("no such file");
+    assert!(e.contains("cannot start"), "{e}");
 }
 
 #[test]
