@@ -26,6 +26,10 @@ const FALLBACK: &str = "PerCpuAlloc (fallback)";
 const OTHERS: [&str; 3] = ["mimalloc", "jemalloc", "snmalloc"];
 
 fn allocators() -> Vec<Allocator> {
+    #[cfg_attr(
+        not(any(feature = "mimalloc", feature = "jemalloc", feature = "snmalloc")),
+        allow(unused_mut)
+    )]
     let mut list = vec![
         Allocator {
             name: GLIBC,
@@ -43,28 +47,26 @@ fn allocators() -> Vec<Allocator> {
             env: &[("RSEQ_DISABLE", "1")],
         },
     ];
-    for (name, exe) in [
-        (
-            "mimalloc",
-            option_env!("CARGO_BIN_EXE_alloc-bench-mimalloc"),
-        ),
-        (
-            "jemalloc",
-            option_env!("CARGO_BIN_EXE_alloc-bench-jemalloc"),
-        ),
-        (
-            "snmalloc",
-            option_env!("CARGO_BIN_EXE_alloc-bench-snmalloc"),
-        ),
-    ] {
-        if let Some(exe) = exe {
-            list.push(Allocator {
-                name,
-                exe,
-                env: &[],
-            });
-        }
-    }
+    // Only the workers of the features this build has (Cargo names every binary target's path
+    // in `CARGO_BIN_EXE_*`, built or not).
+    #[cfg(feature = "mimalloc")]
+    list.push(Allocator {
+        name: "mimalloc",
+        exe: env!("CARGO_BIN_EXE_alloc-bench-mimalloc"),
+        env: &[],
+    });
+    #[cfg(feature = "jemalloc")]
+    list.push(Allocator {
+        name: "jemalloc",
+        exe: env!("CARGO_BIN_EXE_alloc-bench-jemalloc"),
+        env: &[],
+    });
+    #[cfg(feature = "snmalloc")]
+    list.push(Allocator {
+        name: "snmalloc",
+        exe: env!("CARGO_BIN_EXE_alloc-bench-snmalloc"),
+        env: &[],
+    });
     list
 }
 
