@@ -22,8 +22,9 @@
 //! # Size classes
 //!
 //! Requests of at most [`MAX_SMALL_SIZE`] (32 KiB) bytes with an alignment of at most
-//! [`CLASS_ALIGN`] (16) are rounded up to one of the 40 [`SIZE_CLASSES`]: steps of 16 bytes up
-//! to 128, then four classes per power of two (so at most a quarter of a block is unused).
+//! [`CLASS_ALIGN`] (16) are rounded up to one of the 44 [`SIZE_CLASSES`]: steps of 16 bytes up
+//! to 128, then four classes per power of two (eight from 512 to 1024), so at most a quarter of
+//! a block is unused.
 //! [`GlobalAlloc::dealloc`] receives the layout the block was requested with and maps it to
 //! the same class. Larger or more-aligned requests go straight to the inner allocator with
 //! their own layout ([`GlobalAlloc::realloc`] of those uses the inner allocator's `realloc`).
@@ -195,11 +196,15 @@ mod spans;
 use spans::{Central, Pool, SpanMap, SPAN};
 
 /// The block sizes of the size classes, in bytes: steps of 16 up to 128, then four classes
-/// per power of two (at most 25% of a block unused) up to 32 KiB.
-pub const SIZE_CLASSES: [usize; 40] = [
+/// per power of two (at most 25% of a block unused) up to 32 KiB, except from 512 to 1024,
+/// which has eight (steps of 64, at most 11% unused). That range holds many mid-sized
+/// objects: a leaf node of Rust's `BTreeMap<String, Vec<u32>>` is 544 bytes, a 576-byte block
+/// rather than a 640-byte one.
+pub const SIZE_CLASSES: [usize; 44] = [
     16, 32, 48, 64, 80, 96, 112, 128, //
     160, 192, 224, 256, 320, 384, 448, 512, //
-    640, 768, 896, 1024, 1280, 1536, 1792, 2048, //
+    576, 640, 704, 768, 832, 896, 960, 1024, //
+    1280, 1536, 1792, 2048, //
     2560, 3072, 3584, 4096, 5120, 6144, 7168, 8192, //
     10240, 12288, 14336, 16384, 20480, 24576, 28672, 32768,
 ];
@@ -329,6 +334,7 @@ fn class_layout(class: usize) -> Layout {
 /// assert_eq!(block_size(Layout::new::<[u8; 40]>()), Some(48));
 /// assert_eq!(block_size(Layout::new::<u8>()), Some(16));
 /// assert_eq!(block_size(Layout::new::<[u8; 300]>()), Some(320));
+/// assert_eq!(block_size(Layout::new::<[u8; 544]>()), Some(576));
 /// assert_eq!(block_size(Layout::new::<[u8; 4097]>()), Some(5120));
 /// assert_eq!(block_size(Layout::from_size_align(64, 64).unwrap()), None);
 /// assert_eq!(block_size(Layout::new::<[u8; 40000]>()), None);
