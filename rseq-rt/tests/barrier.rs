@@ -7,8 +7,7 @@
 //! case), one child at a time.
 
 use rseq_rt::barrier::{self, BarrierError, Command, Expedited, HeavyMechanism};
-use rseq_rt::test_support::{run_test_in_child, store_buffering, wait_for};
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::*};
+use rseq_rt::test_support::{run_test_in_child, store_buffering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -284,7 +283,8 @@ fn global_barriers_run() {
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn code_rewritten_under_another_thread_runs_after_sync_core() {
-    use std::sync::atomic::AtomicBool;
+    use rseq_rt::test_support::wait_for;
+    use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::*};
     match barrier::sync_core() {
         Err(BarrierError::Unsupported(_)) => {
             println!("not applicable: the kernel does not offer PRIVATE_EXPEDITED_SYNC_CORE");
