@@ -198,8 +198,8 @@ use spans::{Central, Pool, SpanMap, SPAN};
 /// The block sizes of the size classes, in bytes: steps of 16 up to 128, then four classes
 /// per power of two (at most 25% of a block unused) up to 32 KiB, except from 512 to 1024,
 /// which has eight (steps of 64, at most 11% unused). That range holds many mid-sized
-/// objects: a leaf node of Rust's `BTreeMap<String, Vec<u32>>` is 544 bytes, a 576-byte block
-/// rather than a 640-byte one.
+/// objects: a leaf node of Rust's `BTreeMap<String, Vec<u32>>` is 544 bytes, and gets a
+/// 576-byte block rather than a 640-byte one.
 pub const SIZE_CLASSES: [usize; 44] = [
     16, 32, 48, 64, 80, 96, 112, 128, //
     160, 192, 224, 256, 320, 384, 448, 512, //
