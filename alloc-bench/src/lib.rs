@@ -475,21 +475,19 @@ pub fn run_worker(command: &mut Command, limit: Duration) -> Result<Finished, St
     let stderr = drain(child.stderr.take());
     let start = Instant::now();
     let ended = loop {
-        match child.try_wait() {
+        let why = match child.try_wait() {
             Ok(Some(status)) => break Ok(status),
-            Ok(None) if start.elapsed() >= limit => {
-                // The worker dies with its pipes' write ends, so the drains end too.
-                let _ = child.kill();
-                let _ = child.wait();
-                break Err(format!("did not end within {limit:?} and was killed"));
+            Ok(None) if start.elapsed() < limit => {
+                thread::sleep(Duration::from_millis(5));
+                continue;
             }
-            Ok(None) => thread::sleep(Duration::from_millis(5)),
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break Err(format!("could not be waited for ({e}) and was killed"));
-            }
-        }
+            Ok(None) => format!("did not end within {limit:?}"),
+            Err(e) => format!("could not be waited for ({e})"),
+        };
+        // The worker dies with its pipes' write ends, so the drains end too.
+        let _ = child.kill();
+        let _ = child.wait();
+        break Err(format!("{why} and was killed"));
     };
     let stdout = stdout.join().unwrap_or_default();
     let stderr = stderr.join().unwrap_or_default();
