@@ -26,10 +26,6 @@ const FALLBACK: &str = "PerCpuAlloc (fallback)";
 const OTHERS: [&str; 3] = ["mimalloc", "jemalloc", "snmalloc"];
 
 fn allocators() -> Vec<Allocator> {
-    #[cfg_attr(
-        not(any(feature = "mimalloc", feature = "jemalloc", feature = "snmalloc")),
-        allow(unused_mut)
-    )]
     let mut list = vec![
         Allocator {
             name: GLIBC,
@@ -49,24 +45,19 @@ fn allocators() -> Vec<Allocator> {
     ];
     // Only the workers of the features this build has (Cargo names every binary target's path
     // in `CARGO_BIN_EXE_*`, built or not).
-    #[cfg(feature = "mimalloc")]
-    list.push(Allocator {
-        name: "mimalloc",
-        exe: env!("CARGO_BIN_EXE_alloc-bench-mimalloc"),
+    let others: &[(&'static str, &'static str)] = &[
+        #[cfg(feature = "mimalloc")]
+        ("mimalloc", env!("CARGO_BIN_EXE_alloc-bench-mimalloc")),
+        #[cfg(feature = "jemalloc")]
+        ("jemalloc", env!("CARGO_BIN_EXE_alloc-bench-jemalloc")),
+        #[cfg(feature = "snmalloc")]
+        ("snmalloc", env!("CARGO_BIN_EXE_alloc-bench-snmalloc")),
+    ];
+    list.extend(others.iter().map(|&(name, exe)| Allocator {
+        name,
+        exe,
         env: &[],
-    });
-    #[cfg(feature = "jemalloc")]
-    list.push(Allocator {
-        name: "jemalloc",
-        exe: env!("CARGO_BIN_EXE_alloc-bench-jemalloc"),
-        env: &[],
-    });
-    #[cfg(feature = "snmalloc")]
-    list.push(Allocator {
-        name: "snmalloc",
-        exe: env!("CARGO_BIN_EXE_alloc-bench-snmalloc"),
-        env: &[],
-    });
+    }));
     list
 }
 
